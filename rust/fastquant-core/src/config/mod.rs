@@ -1,0 +1,2 @@
+//! Quantization-config schema, parsing and validation.
+pub mod error;

@@ -1,0 +1,1 @@
+//! Method registry and dispatch rules.

@@ -1,0 +1,531 @@
+//! A small dynamic value model: what a quantization config dict can hold.
+//!
+//! The binding converts Python objects (or a JSON parser its tokens) into [`Value`]s; the config schema
+//! validates them. Keys keep their insertion order so that `to_dict()` output is stable and readable.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// An object the core cannot look inside (a Python callable, a live torchao config, an int too large
+/// for i64, ...). The core only sees its type name and whether it is callable; the binding keeps the
+/// real object in `handle` and gets it back unchanged.
+#[derive(Clone)]
+pub struct Opaque {
+    /// The object's type name, e.g. `"function"`, used in error messages.
+    pub type_name: String,
+    /// Whether the object can be called (checked for `forward_loop`).
+    pub callable: bool,
+    /// Identity of the object (Python's `id()`), used for equality.
+    pub id: usize,
+    /// The object itself, owned by whoever made the value.
+    pub handle: Arc<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} object at {:#x}>", self.type_name, self.id)
+    }
+}
+
+impl PartialEq for Opaque {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+/// A dynamically typed value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    /// A mapping with string keys, in insertion order.
+    Dict(Vec<(String, Value)>),
+    /// A `torch.dtype`, by its short name (`"bfloat16"`).
+    Dtype(String),
+    Opaque(Opaque),
+}
+
+impl Value {
+    /// A short name of the value's type, as a Python user would call it.
+    pub fn type_name(&self) -> &str {
+        match self {
+            Value::Null => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Dtype(_) => "torch.dtype",
+            Value::Opaque(o) => &o.type_name,
+        }
+    }
+
+    /// Look a key up in a dict value.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Python truthiness, as diffusers applies it to the `load_in_*` flags.
+    pub fn truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::Str(s) => !s.is_empty(),
+            Value::List(l) => !l.is_empty(),
+            Value::Dict(d) => !d.is_empty(),
+            Value::Dtype(_) | Value::Opaque(_) => true,
+        }
+    }
+
+    /// A short Python-like rendering for error messages (long values are abbreviated).
+    pub fn short_repr(&self) -> String {
+        let mut s = String::new();
+        self.write_repr(&mut s, 0);
+        if s.len() > 80 {
+            let mut cut = 77;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str("...");
+        }
+        s
+    }
+
+    fn write_repr(&self, out: &mut String, depth: usize) {
+        use fmt::Write;
+        if depth > 4 {
+            out.push_str("...");
+            return;
+        }
+        match self {
+            Value::Null => out.push_str("None"),
+            Value::Bool(true) => out.push_str("True"),
+            Value::Bool(false) => out.push_str("False"),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => out.push_str(&format_float(*f)),
+            Value::Str(s) => {
+                let _ = write!(out, "{s:?}");
+                // Python shows strings in single quotes.
+                if out.ends_with('"') {
+                    let start = out.len() - s.len() - 2;
+                    let inner = out[start + 1..out.len() - 1].to_string();
+                    out.truncate(start);
+                    let _ = write!(out, "'{}'", inner.replace("\\\"", "\"").replace('\'', "\\'"));
+                }
+            }
+            Value::List(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    v.write_repr(out, depth + 1);
+                    if out.len() > 100 {
+                        out.push_str(", ...");
+                        break;
+                    }
+                }
+                out.push(']');
+            }
+            Value::Dict(items) => {
+                out.push('{');
+                for (i, (k, v)) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    Value::Str(k.clone()).write_repr(out, depth + 1);
+                    out.push_str(": ");
+                    v.write_repr(out, depth + 1);
+                    if out.len() > 100 {
+                        out.push_str(", ...");
+                        break;
+                    }
+                }
+                out.push('}');
+            }
+            Value::Dtype(d) => {
+                let _ = write!(out, "torch.{d}");
+            }
+            Value::Opaque(o) => {
+                let _ = write!(out, "<{}>", o.type_name);
+            }
+        }
+    }
+
+    /// Serialize as JSON (dtypes as their name strings). Opaque values cannot be serialized.
+    pub fn to_json(&self, indent: Option<usize>) -> Result<String, String> {
+        let mut out = String::new();
+        self.write_json(&mut out, indent, 0, "")?;
+        Ok(out)
+    }
+
+    fn write_json(&self, out: &mut String, indent: Option<usize>, level: usize, path: &str) -> Result<(), String> {
+        use fmt::Write;
+        let newline = |out: &mut String, level: usize| {
+            if let Some(n) = indent {
+                out.push('\n');
+                for _ in 0..n * level {
+                    out.push(' ');
+                }
+            }
+        };
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => {
+                if f.is_finite() {
+                    out.push_str(&format_float(*f));
+                } else if f.is_nan() {
+                    out.push_str("NaN");
+                } else if *f > 0.0 {
+                    out.push_str("Infinity");
+                } else {
+                    out.push_str("-Infinity");
+                }
+            }
+            Value::Str(s) | Value::Dtype(s) => write_json_str(out, s),
+            Value::List(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                        if indent.is_none() {
+                            out.push(' ');
+                        }
+                    }
+                    newline(out, level + 1);
+                    v.write_json(out, indent, level + 1, &format!("{path}[{i}]"))?;
+                }
+                if !items.is_empty() {
+                    newline(out, level);
+                }
+                out.push(']');
+            }
+            Value::Dict(items) => {
+                out.push('{');
+                for (i, (k, v)) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                        if indent.is_none() {
+                            out.push(' ');
+                        }
+                    }
+                    newline(out, level + 1);
+                    write_json_str(out, k);
+                    out.push_str(": ");
+                    let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    v.write_json(out, indent, level + 1, &sub)?;
+                }
+                if !items.is_empty() {
+                    newline(out, level);
+                }
+                out.push('}');
+            }
+            Value::Opaque(o) => {
+                return Err(format!("{path}: a {} object cannot be written as JSON", o.type_name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Format a float the way Python's `repr` does for the common cases (always with a `.` or exponent).
+pub fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let s = format!("{f:?}");
+    s
+}
+
+fn write_json_str(out: &mut String, s: &str) {
+    use fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Errors from [`parse_json`], with the byte offset where the text went wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid JSON at byte {offset}: {message}")]
+pub struct JsonError {
+    pub offset: usize,
+    pub message: String,
+}
+
+/// Parse a JSON document into a [`Value`]. Nesting is limited to 64 levels. Python's `NaN`,
+/// `Infinity` and `-Infinity` extensions are accepted (Python's `json.dumps` writes them).
+pub fn parse_json(text: &str) -> Result<Value, JsonError> {
+    let mut p = JsonParser { s: text.as_bytes(), i: 0 };
+    p.ws();
+    let v = p.value(0)?;
+    p.ws();
+    if p.i != p.s.len() {
+        return Err(p.err("trailing characters after the document"));
+    }
+    Ok(v)
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> JsonParser<'a> {
+    fn err(&self, m: &str) -> JsonError {
+        JsonError { offset: self.i, message: m.to_string() }
+    }
+    fn ws(&mut self) {
+        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+    fn lit(&mut self, word: &str) -> bool {
+        if self.s[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            true
+        } else {
+            false
+        }
+    }
+    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+        if depth > 64 {
+            return Err(self.err("nested too deeply (more than 64 levels)"));
+        }
+        let Some(&c) = self.s.get(self.i) else {
+            return Err(self.err("unexpected end of input"));
+        };
+        match c {
+            b'{' => {
+                self.i += 1;
+                let mut items: Vec<(String, Value)> = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Value::Dict(items));
+                }
+                loop {
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b'"') {
+                        return Err(self.err("expected a string key"));
+                    }
+                    let key = self.string()?;
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b':') {
+                        return Err(self.err("expected ':'"));
+                    }
+                    self.i += 1;
+                    self.ws();
+                    let v = self.value(depth + 1)?;
+                    // Later duplicates replace earlier ones, as Python's json module does.
+                    if let Some(slot) = items.iter_mut().find(|(k, _)| *k == key) {
+                        slot.1 = v;
+                    } else {
+                        items.push((key, v));
+                    }
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Value::Dict(items));
+                        }
+                        _ => return Err(self.err("expected ',' or '}'")),
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Value::List(items));
+                }
+                loop {
+                    self.ws();
+                    items.push(self.value(depth + 1)?);
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Value::List(items));
+                        }
+                        _ => return Err(self.err("expected ',' or ']'")),
+                    }
+                }
+            }
+            b'"' => Ok(Value::Str(self.string()?)),
+            b't' if self.lit("true") => Ok(Value::Bool(true)),
+            b'f' if self.lit("false") => Ok(Value::Bool(false)),
+            b'n' if self.lit("null") => Ok(Value::Null),
+            b'N' if self.lit("NaN") => Ok(Value::Float(f64::NAN)),
+            b'I' if self.lit("Infinity") => Ok(Value::Float(f64::INFINITY)),
+            b'-' if self.lit("-Infinity") => Ok(Value::Float(f64::NEG_INFINITY)),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(self.err("unexpected character")),
+        }
+    }
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let start = self.i;
+        let mut is_float = false;
+        if self.s.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        while let Some(&c) = self.s.get(self.i) {
+            match c {
+                b'0'..=b'9' => {}
+                b'.' | b'e' | b'E' | b'+' | b'-' => is_float = true,
+                _ => break,
+            }
+            self.i += 1;
+        }
+        let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| self.err("bad number"))?;
+        if !is_float {
+            if let Ok(i) = text.parse::<i64>() {
+                return Ok(Value::Int(i));
+            }
+        }
+        text.parse::<f64>()
+            .map(Value::Float)
+            .map_err(|_| JsonError { offset: start, message: format!("bad number {text:?}") })
+    }
+    fn string(&mut self) -> Result<String, JsonError> {
+        self.i += 1; // opening quote
+        let mut out = String::new();
+        loop {
+            let Some(&c) = self.s.get(self.i) else {
+                return Err(self.err("unterminated string"));
+            };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    self.i += 1;
+                    let Some(&e) = self.s.get(self.i) else {
+                        return Err(self.err("unterminated escape"));
+                    };
+                    self.i += 1;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let cp = if (0xD800..0xDC00).contains(&hi) && self.s[self.i..].starts_with(b"\\u") {
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.err("bad surrogate pair"));
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            out.push(char::from_u32(cp).ok_or_else(|| self.err("bad \\u escape"))?);
+                        }
+                        _ => return Err(self.err("bad escape")),
+                    }
+                }
+                c if c < 0x20 => return Err(self.err("control character in string")),
+                _ => {
+                    // Copy one UTF-8 sequence.
+                    let start = self.i;
+                    self.i += 1;
+                    while self.i < self.s.len() && (self.s[self.i] & 0xC0) == 0x80 {
+                        self.i += 1;
+                    }
+                    let chunk = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| self.err("invalid UTF-8"))?;
+                    out.push_str(chunk);
+                }
+            }
+        }
+    }
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let Some(h) = self.s.get(self.i..self.i + 4) else {
+            return Err(self.err("short \\u escape"));
+        };
+        let t = std::str::from_utf8(h).map_err(|_| self.err("bad \\u escape"))?;
+        let v = u32::from_str_radix(t, 16).map_err(|_| self.err("bad \\u escape"))?;
+        self.i += 4;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let text = r#"{"a": [1, 2.5, true, null, "x\"y"], "b": {"c": -3}, "d": NaN}"#;
+        let v = parse_json(text).unwrap();
+        let back = parse_json(&v.to_json(None).unwrap()).unwrap();
+        // NaN != NaN, so compare everything else.
+        assert_eq!(v.get("a"), back.get("a"));
+        assert_eq!(v.get("b"), back.get("b"));
+        assert!(matches!(back.get("d"), Some(Value::Float(f)) if f.is_nan()));
+    }
+
+    #[test]
+    fn json_errors_have_offsets() {
+        let e = parse_json("{\"a\": [1, 2,, 3]}").unwrap_err();
+        assert_eq!(e.offset, 12);
+        assert!(parse_json("[").is_err());
+        assert!(parse_json(&"[".repeat(100)).unwrap_err().message.contains("deeply"));
+        assert!(parse_json("{} x").is_err());
+    }
+
+    #[test]
+    fn repr_is_pythonic() {
+        let v = Value::Dict(vec![("k".into(), Value::List(vec![Value::Bool(true), Value::Null, Value::Str("a'b".into())]))]);
+        assert_eq!(v.short_repr(), r#"{'k': [True, None, 'a\'b']}"#);
+    }
+}
