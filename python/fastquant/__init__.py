@@ -1,4 +1,64 @@
-"""fastquant: fast, strict model quantization with a Rust core."""
+"""fastquant: fast, strict model quantization for the Hugging Face / PyTorch ecosystem, with a Rust core.
+
+`import fastquant` imports neither torch nor any backend package; they load when first needed.
+"""
 from . import _core
+from .quantization_config import (
+    BitsAndBytesConfig,
+    GGUFQuantizationConfig,
+    NVIDIAModelOptConfig,
+    QuantizationConfigMixin,
+    QuantizationMethod,
+    QuantoConfig,
+    TorchAoConfig,
+)
+from .quantizers import (
+    AUTO_QUANTIZATION_CONFIG_MAPPING,
+    AUTO_QUANTIZER_MAPPING,
+    AutoQuantizer,
+    BnB4BitDiffusersQuantizer,
+    BnB8BitDiffusersQuantizer,
+    DiffusersAutoQuantizer,
+    DiffusersQuantizer,
+    GGUFQuantizer,
+    NVIDIAModelOptQuantizer,
+    QuantoQuantizer,
+    TorchAoHfQuantizer,
+    register_quantization_config,
+    register_quantizer,
+)
 
 __version__ = _core.__version__
+
+__all__ = [
+    "__version__",
+    "QuantizationMethod",
+    "QuantizationConfigMixin",
+    "BitsAndBytesConfig",
+    "GGUFQuantizationConfig",
+    "QuantoConfig",
+    "TorchAoConfig",
+    "NVIDIAModelOptConfig",
+    "DiffusersAutoQuantizer",
+    "AutoQuantizer",
+    "AUTO_QUANTIZER_MAPPING",
+    "AUTO_QUANTIZATION_CONFIG_MAPPING",
+    "register_quantization_config",
+    "register_quantizer",
+    "DiffusersQuantizer",
+    "BnB4BitDiffusersQuantizer",
+    "BnB8BitDiffusersQuantizer",
+    "GGUFQuantizer",
+    "QuantoQuantizer",
+    "TorchAoHfQuantizer",
+    "NVIDIAModelOptQuantizer",
+]
+
+
+def __getattr__(name):
+    # Submodules that pull in numpy/torch load on first use.
+    if name == "gguf":
+        import importlib
+
+        return importlib.import_module(".gguf", __name__)
+    raise AttributeError(f"module 'fastquant' has no attribute {name!r}")

@@ -1,1 +1,145 @@
-//! Method registry and dispatch rules.
+//! Method registry and dispatch rules: which config class and quantizer a dict asks for.
+//!
+//! The rule that decides the method, applied the same way to dicts, JSON and config objects:
+//! 1. `load_in_4bit` / `load_in_8bit` truthy → `bitsandbytes_4bit` / `bitsandbytes_8bit`, whatever
+//!    `quant_method` says (4-bit is checked first; both set is refused by the bitsandbytes schema).
+//! 2. Otherwise `quant_method` decides. `"bitsandbytes_4bit"`/`"bitsandbytes_8bit"` mean what they say;
+//!    a plain `"bitsandbytes"` with neither flag is an error, never a silent 4-bit.
+//! 3. Methods that are not built in come back as [`Method::External`] for the caller's run-time registry.
+
+use crate::config::error::{wrong_type, ConfigError};
+use crate::config::{parse, ConfigKind, Parsed};
+use crate::value::Value;
+
+/// The built-in methods: registry key → config class, and the quantizer class name (diffusers' names).
+pub const BUILTIN: &[(&str, ConfigKind, &str)] = &[
+    ("bitsandbytes_4bit", ConfigKind::BitsAndBytes, "BnB4BitDiffusersQuantizer"),
+    ("bitsandbytes_8bit", ConfigKind::BitsAndBytes, "BnB8BitDiffusersQuantizer"),
+    ("gguf", ConfigKind::Gguf, "GGUFQuantizer"),
+    ("quanto", ConfigKind::Quanto, "QuantoQuantizer"),
+    ("torchao", ConfigKind::TorchAo, "TorchAoHfQuantizer"),
+    ("modelopt", ConfigKind::ModelOpt, "NVIDIAModelOptQuantizer"),
+];
+
+/// What a dict asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method<'a> {
+    Builtin { key: &'static str, kind: ConfigKind },
+    /// A `quant_method` that is not built in (maybe registered at run time by the caller).
+    External(&'a str),
+}
+
+pub fn builtin(key: &str) -> Option<(&'static str, ConfigKind)> {
+    BUILTIN.iter().find(|(k, _, _)| *k == key).map(|(k, kind, _)| (*k, *kind))
+}
+
+pub fn builtin_keys() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(k, _, _)| *k)
+}
+
+fn get<'a>(items: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
+    items.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Decide the method of a config dict (see the module docs).
+pub fn resolve_method(items: &[(String, Value)]) -> Result<Method<'_>, ConfigError> {
+    let flag = |k: &str| get(items, k).is_some_and(Value::truthy);
+    if flag("load_in_4bit") {
+        return Ok(Method::Builtin { key: "bitsandbytes_4bit", kind: ConfigKind::BitsAndBytes });
+    }
+    if flag("load_in_8bit") {
+        return Ok(Method::Builtin { key: "bitsandbytes_8bit", kind: ConfigKind::BitsAndBytes });
+    }
+    let loc = vec!["quantization_config".to_string(), "quant_method".to_string()];
+    let name = match get(items, "quant_method") {
+        None | Some(Value::Null) => {
+            return Err(ConfigError::value_error(
+                loc,
+                "quantization_config: no quant_method, and neither load_in_4bit nor load_in_8bit is set; \
+                 cannot tell which quantization method this config is for"
+                    .into(),
+            ))
+        }
+        Some(Value::Str(s)) => s.as_str(),
+        Some(v) => return Err(wrong_type(loc, "a str naming the method", v)),
+    };
+    if name == "bitsandbytes" {
+        return Err(ConfigError::value_error(
+            loc,
+            "quantization_config: quant_method is 'bitsandbytes' but neither load_in_4bit nor load_in_8bit is True; \
+             set one of them (or use quant_method 'bitsandbytes_4bit' / 'bitsandbytes_8bit')"
+                .into(),
+        ));
+    }
+    Ok(match builtin(name) {
+        Some((key, kind)) => Method::Builtin { key, kind },
+        None => Method::External(name),
+    })
+}
+
+/// Resolve and parse a dict whose method is built in. `Ok(None)` means the method is external.
+pub fn parse_dict(items: &[(String, Value)]) -> Result<Option<(&'static str, Parsed)>, ConfigError> {
+    match resolve_method(items)? {
+        Method::External(_) => Ok(None),
+        Method::Builtin { key, kind } => {
+            let parsed = parse(kind, items)?;
+            // The config's own bit width must agree with the key the flags chose (it always does:
+            // the flags are read the same way), so the config's key is authoritative.
+            let key = if kind == ConfigKind::BitsAndBytes { parsed.config.method_key() } else { key };
+            Ok(Some((key, parsed)))
+        }
+    }
+}
+
+/// The "unknown method" error, listing what is available.
+pub fn unknown_method(name: &str, available: &[String]) -> ConfigError {
+    ConfigError::value_error(
+        vec!["quantization_config".into(), "quant_method".into()],
+        format!(
+            "quantization_config: unknown quant_method {}; available: {}",
+            Value::Str(name.to_string()).short_repr(),
+            available.join(", ")
+        ),
+    )
+}
+
+/// `merge_quantization_configs`: configs of two different methods cannot be merged.
+pub fn check_mergeable(model_key: &str, args_key: &str) -> Result<(), ConfigError> {
+    if model_key != args_key {
+        return Err(ConfigError::value_error(
+            vec!["quantization_config".into()],
+            format!(
+                "the checkpoint is quantized with {model_key:?} but the quantization_config passed in asks for \
+                 {args_key:?}; a model cannot be loaded with a different method than it was quantized with \
+                 (pass a config of the same method, or none)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn flags_win_over_quant_method() {
+        let items = d(&[("quant_method", Value::Str("torchao".into())), ("load_in_4bit", Value::Bool(true))]);
+        assert_eq!(resolve_method(&items).unwrap(), Method::Builtin { key: "bitsandbytes_4bit", kind: ConfigKind::BitsAndBytes });
+        let items = d(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))]);
+        let (key, _) = parse_dict(&items).unwrap().unwrap();
+        assert_eq!(key, "bitsandbytes_8bit");
+    }
+
+    #[test]
+    fn plain_bitsandbytes_is_refused() {
+        let items = d(&[("quant_method", Value::Str("bitsandbytes".into())), ("load_in_4bit", Value::Bool(false))]);
+        assert!(resolve_method(&items).is_err());
+        assert!(resolve_method(&[]).is_err());
+        assert_eq!(resolve_method(&d(&[("quant_method", Value::Str("sdnq".into()))])).unwrap(), Method::External("sdnq"));
+    }
+}

@@ -98,7 +98,7 @@ impl Value {
     /// A short Python-like rendering for error messages (long values are abbreviated).
     pub fn short_repr(&self) -> String {
         let mut s = String::new();
-        self.write_repr(&mut s, 0);
+        self.write_repr(&mut s, 0, true);
         if s.len() > 80 {
             let mut cut = 77;
             while !s.is_char_boundary(cut) {
@@ -110,9 +110,16 @@ impl Value {
         s
     }
 
-    fn write_repr(&self, out: &mut String, depth: usize) {
+    /// The full Python-like rendering (for `repr()` of a config), nothing abbreviated.
+    pub fn repr(&self) -> String {
+        let mut s = String::new();
+        self.write_repr(&mut s, 0, false);
+        s
+    }
+
+    fn write_repr(&self, out: &mut String, depth: usize, short: bool) {
         use fmt::Write;
-        if depth > 4 {
+        if short && depth > 4 {
             out.push_str("...");
             return;
         }
@@ -140,8 +147,8 @@ impl Value {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    v.write_repr(out, depth + 1);
-                    if out.len() > 100 {
+                    v.write_repr(out, depth + 1, short);
+                    if short && out.len() > 100 {
                         out.push_str(", ...");
                         break;
                     }
@@ -154,10 +161,10 @@ impl Value {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    Value::Str(k.clone()).write_repr(out, depth + 1);
+                    Value::Str(k.clone()).write_repr(out, depth + 1, short);
                     out.push_str(": ");
-                    v.write_repr(out, depth + 1);
-                    if out.len() > 100 {
+                    v.write_repr(out, depth + 1, short);
+                    if short && out.len() > 100 {
                         out.push_str(", ...");
                         break;
                     }

@@ -1,5 +1,611 @@
-use pyo3::prelude::*;
+//! Python face of the config core: converts Python objects to `Value`s and back, maps `ConfigError`s to
+//! `TypeError`/`ValueError`, and wraps `QuantConfig` in one Python class per config kind.
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use std::ffi::CString;
+use std::sync::Arc;
+
+use fastquant_core::config::{self, ConfigError, ConfigKind, ErrorKind, QuantConfig};
+use fastquant_core::registry;
+use fastquant_core::value::{Opaque, Value};
+use pyo3::exceptions::{PyTypeError, PyUserWarning, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::IntoPyObjectExt;
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors and warnings
+
+pub fn config_err(e: ConfigError) -> PyErr {
+    match e.kind {
+        ErrorKind::Type => PyTypeError::new_err(e.message),
+        ErrorKind::Value => PyValueError::new_err(e.message),
+    }
+}
+
+fn warn_unknown(py: Python<'_>, class: &str, keys: &[String]) -> PyResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let msg = format!(
+        "{class}: ignoring unknown key{} {}; check the spelling against the {class} fields",
+        if keys.len() == 1 { "" } else { "s" },
+        keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+    );
+    let msg = CString::new(msg.replace('\0', "")).expect("no NUL bytes left");
+    PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 2)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Python -> Value
+
+static TORCHAO_TO_DICT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+const MAX_DEPTH: usize = 64;
+
+fn opaque(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    let type_name = obj.get_type().qualname()?.to_string();
+    Ok(Value::Opaque(Opaque {
+        type_name,
+        callable: obj.is_callable(),
+        id: obj.as_ptr() as usize,
+        handle: Arc::new(obj.clone().unbind()),
+    }))
+}
+
+/// Convert a Python object into a `Value`. Lists and tuples become lists, dicts with string keys become
+/// dicts (copied, so the caller's objects are never shared or mutated); a `torch.dtype` becomes a dtype;
+/// a live torchao config object becomes its serialized dict; anything else is kept opaque.
+pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+    if depth > MAX_DEPTH {
+        return Err(PyValueError::new_err("config value nested more than 64 levels deep"));
+    }
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Value::Str(s.to_str()?.to_owned()));
+    }
+    if let Ok(i) = obj.cast::<PyInt>() {
+        return match i.extract::<i64>() {
+            Ok(v) => Ok(Value::Int(v)),
+            Err(_) => opaque(obj),
+        };
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut items = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let Ok(ks) = k.cast::<PyString>() else {
+                // Keys that are not strings (e.g. ModelOpt's `block_sizes = {-1: 16}`): keep the dict
+                // whole, as a private deep copy.
+                let copy = py_deepcopy(obj)?;
+                return opaque(&copy);
+            };
+            items.push((ks.to_str()?.to_owned(), py_to_value(&v, depth + 1)?));
+        }
+        return Ok(Value::Dict(items));
+    }
+    if let Ok(l) = obj.cast::<PyList>() {
+        return l.iter().map(|v| py_to_value(&v, depth + 1)).collect::<PyResult<Vec<_>>>().map(Value::List);
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return t.iter().map(|v| py_to_value(&v, depth + 1)).collect::<PyResult<Vec<_>>>().map(Value::List);
+    }
+    let ty = obj.get_type();
+    let module = ty.module()?;
+    let module = module.to_str()?;
+    if module == "torch" && ty.name()?.to_str()? == "dtype" {
+        let s = obj.str()?;
+        let s = s.to_str()?;
+        return Ok(Value::Dtype(s.strip_prefix("torch.").unwrap_or(s).to_owned()));
+    }
+    if module.starts_with("torchao") && obj.hasattr("_version").unwrap_or(false) {
+        // A live AOBaseConfig: store its serialized form (torchao is already imported by the caller).
+        let py = obj.py();
+        let f = TORCHAO_TO_DICT.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            Ok(py.import("torchao.core.config")?.getattr("config_to_dict")?.unbind())
+        })?;
+        let d = f.bind(py).call1((obj,))?;
+        return py_to_value(&d, depth + 1);
+    }
+    opaque(obj)
+}
+
+fn py_deepcopy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    obj.py().import("copy")?.getattr("deepcopy")?.call1((obj,))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Value -> Python
+
+static TORCH: PyOnceLock<Option<Py<PyModule>>> = PyOnceLock::new();
+static METHOD_ENUM: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `torch.<name>` when torch can be imported, else the name as a string.
+fn dtype_to_py(py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+    let torch = TORCH.get_or_init(py, || py.import("torch").ok().map(Bound::unbind));
+    match torch {
+        Some(t) => Ok(t.bind(py).getattr(name)?.unbind()),
+        None => name.into_py_any(py),
+    }
+}
+
+/// Convert a `Value` to a fresh Python object (dtypes as `torch.dtype` when `torch_dtypes`).
+pub fn value_to_py(py: Python<'_>, v: &Value, torch_dtypes: bool) -> PyResult<Py<PyAny>> {
+    Ok(match v {
+        Value::Null => py.None(),
+        Value::Bool(b) => b.into_py_any(py)?,
+        Value::Int(i) => i.into_py_any(py)?,
+        Value::Float(f) => f.into_py_any(py)?,
+        Value::Str(s) => s.into_py_any(py)?,
+        Value::Dtype(d) if torch_dtypes => dtype_to_py(py, d)?,
+        Value::Dtype(d) => d.into_py_any(py)?,
+        Value::List(items) => {
+            let l = PyList::empty(py);
+            for item in items {
+                l.append(value_to_py(py, item, torch_dtypes)?)?;
+            }
+            l.into_any().unbind()
+        }
+        Value::Dict(items) => {
+            let d = PyDict::new(py);
+            for (k, item) in items {
+                d.set_item(k, value_to_py(py, item, torch_dtypes)?)?;
+            }
+            d.into_any().unbind()
+        }
+        Value::Opaque(o) => match o.handle.downcast_ref::<Py<PyAny>>() {
+            Some(obj) if o.type_name == "dict" => py_deepcopy(obj.bind(py))?.unbind(),
+            Some(obj) => obj.clone_ref(py),
+            None => return Err(PyTypeError::new_err(format!("cannot convert a {} back to Python", o.type_name))),
+        },
+    })
+}
+
+fn method_to_py(py: Python<'_>, method: &str) -> PyResult<Py<PyAny>> {
+    match METHOD_ENUM.get(py) {
+        Some(e) => Ok(e.bind(py).call1((method,))?.unbind()),
+        None => method.into_py_any(py),
+    }
+}
+
+/// Called once by the Python package: attribute reads of `quant_method` return this enum's members.
+#[pyfunction]
+fn _set_method_enum(py: Python<'_>, enum_type: Py<PyAny>) -> PyResult<()> {
+    let _ = METHOD_ENUM.set(py, enum_type);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Arguments -> dict items
+
+fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, Value)>> {
+    let Ok(d) = d.cast::<PyDict>() else {
+        return Err(PyTypeError::new_err(format!(
+            "{what}: expected a dict, got {}",
+            d.get_type().qualname()?
+        )));
+    };
+    let mut items = Vec::with_capacity(d.len());
+    for (k, v) in d.iter() {
+        let Ok(ks) = k.cast::<PyString>() else {
+            return Err(PyTypeError::new_err(format!(
+                "{what}: keys must be str, got {} ({})",
+                k.repr()?,
+                k.get_type().qualname()?
+            )));
+        };
+        items.push((ks.to_str()?.to_owned(), py_to_value(&v, 1)?));
+    }
+    Ok(items)
+}
+
+fn call_items(kind: ConfigKind, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Value)>> {
+    let names = kind.positional();
+    if args.len() > names.len() {
+        return Err(PyTypeError::new_err(format!(
+            "{}() takes at most {} positional argument{} ({}) but {} were given",
+            kind.class_name(),
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            args.len()
+        )));
+    }
+    let mut items: Vec<(String, Value)> = Vec::with_capacity(args.len() + kwargs.map_or(0, |k| k.len()));
+    for (name, a) in names.iter().zip(args.iter()) {
+        items.push((name.to_string(), py_to_value(&a, 1)?));
+    }
+    if let Some(kw) = kwargs {
+        for (k, v) in kw.iter() {
+            let k: String = k.extract()?;
+            if items.iter().any(|(n, _)| *n == k) {
+                return Err(PyTypeError::new_err(format!(
+                    "{}() got multiple values for argument '{k}'",
+                    kind.class_name()
+                )));
+            }
+            items.push((k, py_to_value(&v, 1)?));
+        }
+    }
+    Ok(items)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The config classes
+
+/// Shared behaviour of the five config classes.
+trait ConfigClass: Sized {
+    const KIND: ConfigKind;
+    fn wrap(inner: Arc<QuantConfig>) -> Self;
+}
+
+fn parse_items(py: Python<'_>, kind: ConfigKind, items: &[(String, Value)], warn: bool) -> PyResult<(QuantConfig, Vec<String>)> {
+    let parsed = config::parse(kind, items).map_err(config_err)?;
+    if warn {
+        warn_unknown(py, kind.class_name(), &parsed.unknown_keys)?;
+    }
+    Ok((parsed.config, parsed.unknown_keys))
+}
+
+/// Build the Python object for a parsed config.
+pub fn make_config(py: Python<'_>, cfg: QuantConfig) -> PyResult<Py<PyAny>> {
+    let inner = Arc::new(cfg);
+    Ok(match inner.kind() {
+        ConfigKind::BitsAndBytes => Py::new(py, BitsAndBytesConfig::wrap(inner))?.into_any(),
+        ConfigKind::Gguf => Py::new(py, GGUFQuantizationConfig::wrap(inner))?.into_any(),
+        ConfigKind::Quanto => Py::new(py, QuantoConfig::wrap(inner))?.into_any(),
+        ConfigKind::TorchAo => Py::new(py, TorchAoConfig::wrap(inner))?.into_any(),
+        ConfigKind::ModelOpt => Py::new(py, NVIDIAModelOptConfig::wrap(inner))?.into_any(),
+    })
+}
+
+/// The config inside any of our config objects, if `obj` is one.
+pub fn config_of(obj: &Bound<'_, PyAny>) -> Option<Arc<QuantConfig>> {
+    if let Ok(c) = obj.cast::<BitsAndBytesConfig>() {
+        return Some(c.get().inner.clone());
+    }
+    if let Ok(c) = obj.cast::<GGUFQuantizationConfig>() {
+        return Some(c.get().inner.clone());
+    }
+    if let Ok(c) = obj.cast::<QuantoConfig>() {
+        return Some(c.get().inner.clone());
+    }
+    if let Ok(c) = obj.cast::<TorchAoConfig>() {
+        return Some(c.get().inner.clone());
+    }
+    if let Ok(c) = obj.cast::<NVIDIAModelOptConfig>() {
+        return Some(c.get().inner.clone());
+    }
+    None
+}
+
+fn full_repr(py: Python<'_>, cfg: &QuantConfig) -> PyResult<String> {
+    let mut parts = Vec::new();
+    for (k, v) in cfg.fields() {
+        let r = match &v {
+            Value::Dtype(d) => format!("torch.{d}"),
+            Value::Opaque(_) => value_to_py(py, &v, false)?.bind(py).repr()?.to_string(),
+            v => v.repr(),
+        };
+        parts.push(format!("{k}={r}"));
+    }
+    Ok(format!("{}({})", cfg.class_name(), parts.join(", ")))
+}
+
+macro_rules! config_class {
+    ($name:ident, $kind:expr, $doc:literal $(, { $($extra:tt)* })?) => {
+        #[doc = $doc]
+        #[pyclass(frozen, subclass, module = "fastquant")]
+        pub struct $name {
+            inner: Arc<QuantConfig>,
+        }
+
+        impl ConfigClass for $name {
+            const KIND: ConfigKind = $kind;
+            fn wrap(inner: Arc<QuantConfig>) -> Self {
+                $name { inner }
+            }
+        }
+
+        #[pymethods]
+        impl $name {
+            #[new]
+            #[pyo3(signature = (*args, **kwargs))]
+            fn new(py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+                let items = call_items(Self::KIND, args, kwargs)?;
+                let (cfg, _) = parse_items(py, Self::KIND, &items, true)?;
+                Ok(Self::wrap(Arc::new(cfg)))
+            }
+
+            /// Build from a dict (a checkpoint's `quantization_config`). Keyword arguments override keys of
+            /// the dict. With `return_unused_kwargs=True`, returns `(config, {unknown keys: values})`
+            /// instead of warning about unknown keys.
+            #[classmethod]
+            #[pyo3(signature = (config_dict, return_unused_kwargs=false, **kwargs))]
+            fn from_dict(
+                cls: &Bound<'_, PyType>,
+                config_dict: &Bound<'_, PyAny>,
+                return_unused_kwargs: bool,
+                kwargs: Option<&Bound<'_, PyDict>>,
+            ) -> PyResult<Py<PyAny>> {
+                let py = cls.py();
+                let mut items = dict_items(config_dict, concat!(stringify!($name), ".from_dict"))?;
+                if let Some(kw) = kwargs {
+                    for (k, v) in dict_items(kw.as_any(), concat!(stringify!($name), ".from_dict"))? {
+                        match items.iter_mut().find(|(ik, _)| *ik == k) {
+                            Some(slot) => slot.1 = v,
+                            None => items.push((k, v)),
+                        }
+                    }
+                }
+                let (cfg, unknown) = parse_items(py, Self::KIND, &items, !return_unused_kwargs)?;
+                let obj = if cls.is(&py.get_type::<$name>()) {
+                    Py::new(py, Self::wrap(Arc::new(cfg)))?.into_any()
+                } else {
+                    // A Python subclass: let its own constructor run.
+                    let kw = PyDict::new(py);
+                    for (k, v) in &items {
+                        if !unknown.contains(k) {
+                            kw.set_item(k, value_to_py(py, v, false)?)?;
+                        }
+                    }
+                    cls.call((), Some(&kw))?.unbind()
+                };
+                if return_unused_kwargs {
+                    let unused = PyDict::new(py);
+                    for (k, v) in &items {
+                        if unknown.contains(k) {
+                            unused.set_item(k, value_to_py(py, v, false)?)?;
+                        }
+                    }
+                    return Ok(PyTuple::new(py, [obj, unused.into_any().unbind()])?.into_any().unbind());
+                }
+                Ok(obj)
+            }
+
+            /// Parse a JSON object (the text of a `quantization_config`).
+            #[classmethod]
+            fn from_json_string(cls: &Bound<'_, PyType>, text: &str) -> PyResult<Py<PyAny>> {
+                let py = cls.py();
+                let parsed = config::parse_json(Self::KIND, text).map_err(config_err)?;
+                warn_unknown(py, Self::KIND.class_name(), &parsed.unknown_keys)?;
+                make_config(py, parsed.config)
+            }
+
+            /// The config as a plain dict; `from_dict(cfg.to_dict()) == cfg`. Dtypes are written as names
+            /// (`"bfloat16"`). A fresh dict every call.
+            fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                value_to_py(py, &self.inner.to_dict(), false)
+            }
+
+            /// The config as JSON text (sorted by schema order, 2-space indent). `use_diff` is accepted for
+            /// diffusers compatibility and ignored: fastquant always writes every field.
+            #[pyo3(signature = (use_diff=true, indent=2))]
+            fn to_json_string(&self, use_diff: bool, indent: Option<usize>) -> PyResult<String> {
+                let _ = use_diff;
+                let mut v = self.inner.to_dict();
+                if let Value::Dict(items) = &mut v {
+                    items.retain(|(k, _)| k != "forward_loop");
+                }
+                let mut s = v.to_json(indent).map_err(|e| PyTypeError::new_err(format!("{}: {e}", self.inner.class_name())))?;
+                s.push('\n');
+                Ok(s)
+            }
+
+            /// Write `to_json_string()` to a file.
+            #[pyo3(signature = (json_file_path, use_diff=true))]
+            fn to_json_file(&self, py: Python<'_>, json_file_path: &Bound<'_, PyAny>, use_diff: bool) -> PyResult<()> {
+                let text = self.to_json_string(use_diff, Some(2))?;
+                let path: std::path::PathBuf = json_file_path.extract()?;
+                py.detach(|| std::fs::write(&path, text))
+                    .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display())))
+            }
+
+            /// The registry key that picks the quantizer (`"bitsandbytes_4bit"`, `"gguf"`, ...).
+            #[getter]
+            fn _method_key(&self) -> &'static str {
+                self.inner.method_key()
+            }
+
+            /// The config's skip list (`llm_int8_skip_modules` for bitsandbytes, else
+            /// `modules_to_not_convert`), as a new list, or None.
+            #[getter]
+            fn _skip_modules(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                match self.inner.skip_modules() {
+                    Some(v) => v.clone().into_py_any(py),
+                    None => Ok(py.None()),
+                }
+            }
+
+            #[getter]
+            fn quant_method(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                method_to_py(py, self.inner.quant_method())
+            }
+
+            fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+                match self.inner.field(name) {
+                    Some(v) => value_to_py(py, &v, true),
+                    None => Err(pyo3::exceptions::PyAttributeError::new_err(format!(
+                        "'{}' object has no attribute '{}'",
+                        self.inner.class_name(),
+                        name
+                    ))),
+                }
+            }
+
+            fn __dir__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                let mut names: Vec<&str> = vec!["quant_method", "to_dict", "to_json_string", "to_json_file", "from_dict", "from_json_string"];
+                names.extend(self.inner.fields().iter().map(|(k, _)| *k));
+                names.into_py_any(py)
+            }
+
+            fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                match config_of(other) {
+                    Some(o) => (*self.inner == *o).into_py_any(py),
+                    None => Ok(py.NotImplemented()),
+                }
+            }
+
+            fn __ne__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                match config_of(other) {
+                    Some(o) => (*self.inner != *o).into_py_any(py),
+                    None => Ok(py.NotImplemented()),
+                }
+            }
+
+            fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+                full_repr(py, &self.inner)
+            }
+
+            fn __copy__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+
+            fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+                slf
+            }
+
+            fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (Py<PyAny>,))> {
+                let py = slf.py();
+                let ctor = slf.get_type().getattr("from_dict")?;
+                Ok((ctor, (value_to_py(py, &slf.get().inner.to_dict(), false)?,)))
+            }
+
+            $($($extra)*)?
+        }
+    };
+}
+
+config_class!(
+    BitsAndBytesConfig,
+    ConfigKind::BitsAndBytes,
+    "bitsandbytes 4-bit (fp4/nf4) or 8-bit (LLM.int8) quantization. Exactly one of `load_in_4bit` / `load_in_8bit` must be True.",
+    {
+/// `True`: a valid bitsandbytes config always quantizes.
+    fn is_quantizable(&self) -> bool {
+        true
+    }
+
+    /// `"llm_int8"`, `"fp4"` or `"nf4"`.
+    fn quantization_method(&self) -> &'static str {
+        match &*self.inner {
+            QuantConfig::BitsAndBytes(b) => b.quantization_method(),
+            _ => unreachable!("BitsAndBytesConfig always wraps a bitsandbytes config"),
+        }
+    }
+    }
+);
+config_class!(
+    GGUFQuantizationConfig,
+    ConfigKind::Gguf,
+    "Weights that arrive pre-quantized in a GGUF file; `compute_dtype` is the dtype they are dequantized to."
+);
+config_class!(QuantoConfig, ConfigKind::Quanto, "optimum-quanto weight quantization (`weights_dtype`: float8, int8, int4, int2).");
+config_class!(
+    TorchAoConfig,
+    ConfigKind::TorchAo,
+    "torchao quantization: a serialized AOBaseConfig, a live torchao config object, or a legacy shorthand such as 'int8wo'.",
+    {
+/// The torchao class this config asks for (`"Int8WeightOnlyConfig"`), known without torchao.
+    #[getter]
+    fn quant_type_name(&self) -> String {
+        match &*self.inner {
+            QuantConfig::TorchAo(t) => t.class_name(),
+            _ => unreachable!("TorchAoConfig always wraps a torchao config"),
+        }
+    }
+
+    /// The serialized torchao object (`{"_type", "_version", "_data"}`) to build when quantizing;
+    /// shorthands are expanded to it.
+    fn _resolved_quant_type(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &*self.inner {
+            QuantConfig::TorchAo(t) => value_to_py(py, &t.resolved(), false),
+            _ => unreachable!("TorchAoConfig always wraps a torchao config"),
+        }
+    }
+    }
+);
+config_class!(
+    NVIDIAModelOptConfig,
+    ConfigKind::ModelOpt,
+    "NVIDIA ModelOpt quantization: `quant_type` 'W' or 'W_A' with W, A in FP8, INT8, INT4, NF4, NVFP4."
+);
+
+// ---------------------------------------------------------------------------------------------------------
+// Dispatch helpers
+
+/// Parse a config dict of any built-in method. Returns the config object, or the method name (a `str`)
+/// when `quant_method` is not built in (the Python registry looks it up).
+#[pyfunction]
+fn config_from_dict(py: Python<'_>, config_dict: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let items = dict_items(config_dict, "quantization_config")?;
+    match registry::parse_dict(&items).map_err(config_err)? {
+        Some((_, parsed)) => {
+            warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
+            make_config(py, parsed.config)
+        }
+        None => match registry::resolve_method(&items).map_err(config_err)? {
+            registry::Method::External(name) => name.into_py_any(py),
+            registry::Method::Builtin { .. } => unreachable!("parse_dict handles built-in methods"),
+        },
+    }
+}
+
+/// Parse JSON text as a config of any built-in method (same return as `config_from_dict`).
+#[pyfunction]
+fn config_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
+    let v = fastquant_core::value::parse_json(text).map_err(|e| PyValueError::new_err(format!("quantization_config: {e}")))?;
+    let Value::Dict(items) = v else {
+        return Err(PyTypeError::new_err(format!("quantization_config: expected a JSON object, got {}", v.type_name())));
+    };
+    match registry::parse_dict(&items).map_err(config_err)? {
+        Some((_, parsed)) => {
+            warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
+            make_config(py, parsed.config)
+        }
+        None => match registry::resolve_method(&items).map_err(config_err)? {
+            registry::Method::External(name) => name.into_py_any(py),
+            registry::Method::Builtin { .. } => unreachable!("parse_dict handles built-in methods"),
+        },
+    }
+}
+
+/// The "unknown method" error (a `ValueError`) listing the available methods.
+#[pyfunction]
+fn unknown_method_error(name: &Bound<'_, PyAny>, available: Vec<String>) -> PyResult<PyErr> {
+    Ok(config_err(registry::unknown_method(&name.str()?.to_string(), &available)))
+}
+
+/// Raise `ValueError` when two registry keys differ (merging configs of different methods).
+#[pyfunction]
+fn check_mergeable(model_key: &str, args_key: &str) -> PyResult<()> {
+    registry::check_mergeable(model_key, args_key).map_err(config_err)
+}
+
+/// The built-in methods: `[(key, config class name, quantizer class name)]`.
+#[pyfunction]
+fn builtin_methods() -> Vec<(&'static str, &'static str, &'static str)> {
+    registry::BUILTIN.iter().map(|(k, kind, q)| (*k, kind.class_name(), *q)).collect()
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<BitsAndBytesConfig>()?;
+    m.add_class::<GGUFQuantizationConfig>()?;
+    m.add_class::<QuantoConfig>()?;
+    m.add_class::<TorchAoConfig>()?;
+    m.add_class::<NVIDIAModelOptConfig>()?;
+    m.add_function(wrap_pyfunction!(config_from_dict, m)?)?;
+    m.add_function(wrap_pyfunction!(config_from_json, m)?)?;
+    m.add_function(wrap_pyfunction!(unknown_method_error, m)?)?;
+    m.add_function(wrap_pyfunction!(check_mergeable, m)?)?;
+    m.add_function(wrap_pyfunction!(builtin_methods, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_method_enum, m)?)?;
     Ok(())
 }
