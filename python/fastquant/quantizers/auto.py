@@ -114,19 +114,11 @@ class DiffusersAutoQuantizer:
             return result
         return cls.from_dict(json.loads(text))
 
-    @classmethod
-    def from_config(cls, quantization_config, **kwargs):
-        """Return the quantizer for a config dict or object.
-
-        Keyword arguments: `pre_quantized` (bool, default True) and `modules_to_not_convert` (list of module
-        names, added to the config's own skip list). Anything else is a TypeError."""
-        if isinstance(quantization_config, dict):
-            quantization_config = cls.from_dict(quantization_config)
-        key = _method_key(quantization_config)
-        target = AUTO_QUANTIZER_MAPPING.get(key)
-        if target is None:
-            raise _core.unknown_method_error(key, _available())
-        return target(quantization_config, **kwargs)
+    #: `from_config(quantization_config, **kwargs)`: return the quantizer for a config dict or object.
+    #: Keyword arguments: `pre_quantized` (bool, default True) and `modules_to_not_convert` (list of module
+    #: names, put before the config's own skip list). Anything else is a TypeError. Runs in Rust; configs of
+    #: user-registered methods go through `_slow_from_config`.
+    from_config = classmethod(_core.auto_from_config)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, subfolder: Optional[str] = None, **kwargs):
@@ -165,6 +157,20 @@ class DiffusersAutoQuantizer:
 
 
 AutoQuantizer = DiffusersAutoQuantizer
+
+
+def _slow_from_config(quantization_config, kwargs):
+    """from_config for configs the Rust core does not know (user-registered methods)."""
+    if isinstance(quantization_config, dict):
+        quantization_config = DiffusersAutoQuantizer.from_dict(quantization_config)
+    key = _method_key(quantization_config)
+    target = AUTO_QUANTIZER_MAPPING.get(key)
+    if target is None:
+        raise _core.unknown_method_error(key, _available())
+    return target(quantization_config, **kwargs)
+
+
+_core._set_registry(AUTO_QUANTIZER_MAPPING, list(AUTO_QUANTIZER_MAPPING.values()), _slow_from_config)
 
 
 def register_quantization_config(method: str):

@@ -1,34 +1,11 @@
 """`DiffusersQuantizer`: the base of every quantizer (the hook protocol loaders call)."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, List
+
+from .. import _core
 
 __all__ = ["DiffusersQuantizer"]
-
-
-def _check_module_list(value: Any, what: str) -> Optional[List[str]]:
-    """A fresh list of module names from None / list / tuple of str; anything else is a TypeError."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        raise TypeError(f"{what}: expected a list of module names, got the str {value!r}; write [{value!r}]")
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{what}: expected a list of str or None, got {value!r} ({type(value).__name__})")
-    out = list(value)
-    for i, name in enumerate(out):
-        if not isinstance(name, str):
-            raise TypeError(f"{what}[{i}]: expected a str (a module name), got {name!r} ({type(name).__name__})")
-    return out
-
-
-def _union(first: Optional[Sequence[str]], second: Optional[Sequence[str]]) -> List[str]:
-    out: List[str] = []
-    for names in (first, second):
-        if names:
-            for n in names:
-                if n not in out:
-                    out.append(n)
-    return out
 
 
 class DiffusersQuantizer:
@@ -53,31 +30,9 @@ class DiffusersQuantizer:
     config_class: Any = None
 
     def __init__(self, quantization_config, **kwargs):
-        pre_quantized = kwargs.pop("pre_quantized", True)
-        modules = kwargs.pop("modules_to_not_convert", None)
-        if kwargs:
-            names = ", ".join(sorted(kwargs))
-            raise TypeError(
-                f"{type(self).__name__}() got unexpected keyword argument(s) {names}; "
-                "accepted: pre_quantized, modules_to_not_convert"
-            )
-        cc = self.config_class
-        if cc is not None and not isinstance(quantization_config, cc):
-            raise TypeError(
-                f"{type(self).__name__} needs a {cc.__name__}, got {type(quantization_config).__name__}"
-            )
-        if pre_quantized.__class__ is not bool:
-            raise TypeError(f"pre_quantized: expected a bool, got {pre_quantized!r} ({type(pre_quantized).__name__})")
-        if not pre_quantized and (self.requires_calibration or self.requires_pre_quantized):
-            raise ValueError(
-                f"{type(self).__name__} loads pre-quantized weights only; pre_quantized=False is not supported"
-            )
-        self.quantization_config = quantization_config
-        self.pre_quantized = pre_quantized
-        self.modules_to_not_convert = _union(
-            _check_module_list(modules, "modules_to_not_convert"),
-            getattr(quantization_config, "_skip_modules", None),
-        )
+        # Validation lives in Rust (shared with the dispatcher's fast path): the config must be an instance of
+        # `config_class`; only `pre_quantized` (bool) and `modules_to_not_convert` (list of str) are accepted.
+        _core.quantizer_init(self, quantization_config, kwargs)
 
     def __repr__(self) -> str:
         return (

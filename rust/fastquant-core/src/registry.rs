@@ -77,16 +77,24 @@ pub fn resolve_method(items: &[(String, Value)]) -> Result<Method<'_>, ConfigErr
     })
 }
 
-/// Resolve and parse a dict whose method is built in. `Ok(None)` means the method is external.
-pub fn parse_dict(items: &[(String, Value)]) -> Result<Option<(&'static str, Parsed)>, ConfigError> {
-    match resolve_method(items)? {
-        Method::External(_) => Ok(None),
+/// What [`parse_dict`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DictOutcome {
+    /// A built-in method: its registry key and the validated config.
+    Parsed(&'static str, Parsed),
+    /// A `quant_method` that is not built in; the caller's run-time registry may know it.
+    External(String),
+}
+
+/// Resolve the method of a dict and, when it is built in, validate it (the items move into the config).
+pub fn parse_dict(items: Vec<(String, Value)>) -> Result<DictOutcome, ConfigError> {
+    match resolve_method(&items)? {
+        Method::External(name) => Ok(DictOutcome::External(name.to_string())),
         Method::Builtin { key, kind } => {
             let parsed = parse(kind, items)?;
-            // The config's own bit width must agree with the key the flags chose (it always does:
-            // the flags are read the same way), so the config's key is authoritative.
+            // bitsandbytes: the config's own width is authoritative (it reads the flags the same way).
             let key = if kind == ConfigKind::BitsAndBytes { parsed.config.method_key() } else { key };
-            Ok(Some((key, parsed)))
+            Ok(DictOutcome::Parsed(key, parsed))
         }
     }
 }
@@ -131,7 +139,7 @@ mod tests {
         let items = d(&[("quant_method", Value::Str("torchao".into())), ("load_in_4bit", Value::Bool(true))]);
         assert_eq!(resolve_method(&items).unwrap(), Method::Builtin { key: "bitsandbytes_4bit", kind: ConfigKind::BitsAndBytes });
         let items = d(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))]);
-        let (key, _) = parse_dict(&items).unwrap().unwrap();
+        let DictOutcome::Parsed(key, _) = parse_dict(items).unwrap() else { panic!("built in") };
         assert_eq!(key, "bitsandbytes_8bit");
     }
 
@@ -142,4 +150,93 @@ mod tests {
         assert!(resolve_method(&[]).is_err());
         assert_eq!(resolve_method(&d(&[("quant_method", Value::Str("sdnq".into()))])).unwrap(), Method::External("sdnq"));
     }
+}
+
+/// The keyword arguments a quantizer takes (`from_config(cfg, pre_quantized=..., modules_to_not_convert=...)`),
+/// validated, with the skip list resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizerArgs {
+    pub pre_quantized: bool,
+    /// The `modules_to_not_convert` passed in, then the config's own skip list, without repeats. A new list.
+    pub modules_to_not_convert: Vec<String>,
+}
+
+/// Validate quantizer keyword arguments. `pre_quantized_only` is set for methods that can only load
+/// pre-quantized weights (GGUF, calibration-only methods): `pre_quantized=False` is refused for them.
+pub fn quantizer_args(
+    quantizer: &str,
+    kwargs: &[(String, Value)],
+    config_skip: Option<&Vec<String>>,
+    pre_quantized_only: bool,
+) -> Result<QuantizerArgs, ConfigError> {
+    let mut pre_quantized = true;
+    let mut modules: Vec<String> = Vec::new();
+    let mut unexpected: Vec<&str> = Vec::new();
+    for (k, v) in kwargs {
+        match k.as_str() {
+            "pre_quantized" => match v {
+                Value::Bool(b) => pre_quantized = *b,
+                v => return Err(wrong_type(vec![quantizer.into(), "pre_quantized".into()], "a bool", v)),
+            },
+            "modules_to_not_convert" => match v {
+                Value::Null => {}
+                Value::List(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        match item {
+                            Value::Str(s) => {
+                                if !modules.contains(s) {
+                                    modules.push(s.clone())
+                                }
+                            }
+                            v => {
+                                return Err(wrong_type(
+                                    vec![quantizer.into(), "modules_to_not_convert".into(), format!("[{i}]")],
+                                    "a str (a module name)",
+                                    v,
+                                ))
+                            }
+                        }
+                    }
+                }
+                Value::Str(s) => {
+                    return Err(ConfigError::type_error(
+                        vec![quantizer.into(), "modules_to_not_convert".into()],
+                        format!("{quantizer}.modules_to_not_convert: expected a list of module names, got the str {s:?}; write [{s:?}]"),
+                    ))
+                }
+                v => {
+                    return Err(wrong_type(
+                        vec![quantizer.into(), "modules_to_not_convert".into()],
+                        "a list of str or None",
+                        v,
+                    ))
+                }
+            },
+            other => unexpected.push(other),
+        }
+    }
+    if !unexpected.is_empty() {
+        return Err(ConfigError::type_error(
+            vec![quantizer.into()],
+            format!(
+                "{quantizer}() got unexpected keyword argument{} {}; accepted: pre_quantized, modules_to_not_convert",
+                if unexpected.len() == 1 { "" } else { "s" },
+                unexpected.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if !pre_quantized && pre_quantized_only {
+        return Err(ConfigError::value_error(
+            vec![quantizer.into(), "pre_quantized".into()],
+            format!("{quantizer} loads pre-quantized weights only; pre_quantized=False is not supported"),
+        ));
+    }
+    if let Some(skip) = config_skip {
+        for s in skip {
+            if !modules.contains(s) {
+                modules.push(s.clone());
+            }
+        }
+    }
+    Ok(QuantizerArgs { pre_quantized, modules_to_not_convert: modules })
 }

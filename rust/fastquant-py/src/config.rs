@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
+use pyo3::intern;
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors and warnings
@@ -63,38 +64,43 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
-    if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
-    }
-    if let Ok(s) = obj.cast::<PyString>() {
+    // `is_instance_of` is a flag check; a failed `cast` would build an error object each time.
+    if obj.is_instance_of::<PyString>() {
+        let s = obj.cast::<PyString>()?;
         return Ok(Value::Str(s.to_str()?.to_owned()));
     }
-    if let Ok(i) = obj.cast::<PyInt>() {
-        return match i.extract::<i64>() {
+    if obj.is_instance_of::<PyBool>() {
+        return Ok(Value::Bool(obj.is_truthy()?));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return match obj.extract::<i64>() {
             Ok(v) => Ok(Value::Int(v)),
             Err(_) => opaque(obj),
         };
     }
-    if let Ok(f) = obj.cast::<PyFloat>() {
-        return Ok(Value::Float(f.value()));
+    if obj.is_instance_of::<PyFloat>() {
+        return Ok(Value::Float(obj.cast::<PyFloat>()?.value()));
     }
-    if let Ok(d) = obj.cast::<PyDict>() {
+    if obj.is_instance_of::<PyDict>() {
+        let d = obj.cast::<PyDict>()?;
         let mut items = Vec::with_capacity(d.len());
         for (k, v) in d.iter() {
-            let Ok(ks) = k.cast::<PyString>() else {
+            if !k.is_instance_of::<PyString>() {
                 // Keys that are not strings (e.g. ModelOpt's `block_sizes = {-1: 16}`): keep the dict
                 // whole, as a private deep copy.
                 let copy = py_deepcopy(obj)?;
                 return opaque(&copy);
-            };
-            items.push((ks.to_str()?.to_owned(), py_to_value(&v, depth + 1)?));
+            }
+            items.push((k.cast::<PyString>()?.to_str()?.to_owned(), py_to_value(&v, depth + 1)?));
         }
         return Ok(Value::Dict(items));
     }
-    if let Ok(l) = obj.cast::<PyList>() {
+    if obj.is_instance_of::<PyList>() {
+        let l = obj.cast::<PyList>()?;
         return l.iter().map(|v| py_to_value(&v, depth + 1)).collect::<PyResult<Vec<_>>>().map(Value::List);
     }
-    if let Ok(t) = obj.cast::<PyTuple>() {
+    if obj.is_instance_of::<PyTuple>() {
+        let t = obj.cast::<PyTuple>()?;
         return t.iter().map(|v| py_to_value(&v, depth + 1)).collect::<PyResult<Vec<_>>>().map(Value::List);
     }
     let ty = obj.get_type();
@@ -186,22 +192,23 @@ fn _set_method_enum(py: Python<'_>, enum_type: Py<PyAny>) -> PyResult<()> {
 // Arguments -> dict items
 
 fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, Value)>> {
-    let Ok(d) = d.cast::<PyDict>() else {
+    if !d.is_instance_of::<PyDict>() {
         return Err(PyTypeError::new_err(format!(
             "{what}: expected a dict, got {}",
             d.get_type().qualname()?
         )));
-    };
+    }
+    let d = d.cast::<PyDict>()?;
     let mut items = Vec::with_capacity(d.len());
     for (k, v) in d.iter() {
-        let Ok(ks) = k.cast::<PyString>() else {
+        if !k.is_instance_of::<PyString>() {
             return Err(PyTypeError::new_err(format!(
                 "{what}: keys must be str, got {} ({})",
                 k.repr()?,
                 k.get_type().qualname()?
             )));
-        };
-        items.push((ks.to_str()?.to_owned(), py_to_value(&v, 1)?));
+        }
+        items.push((k.cast::<PyString>()?.to_str()?.to_owned(), py_to_value(&v, 1)?));
     }
     Ok(items)
 }
@@ -247,7 +254,7 @@ trait ConfigClass: Sized {
 }
 
 fn parse_items(py: Python<'_>, kind: ConfigKind, items: &[(String, Value)], warn: bool) -> PyResult<(QuantConfig, Vec<String>)> {
-    let parsed = config::parse(kind, items).map_err(config_err)?;
+    let parsed = config::parse(kind, items.to_vec()).map_err(config_err)?;
     if warn {
         warn_unknown(py, kind.class_name(), &parsed.unknown_keys)?;
     }
@@ -256,18 +263,14 @@ fn parse_items(py: Python<'_>, kind: ConfigKind, items: &[(String, Value)], warn
 
 /// Build the Python object for a parsed config.
 pub fn make_config(py: Python<'_>, cfg: QuantConfig) -> PyResult<Py<PyAny>> {
-    let inner = Arc::new(cfg);
-    Ok(match inner.kind() {
-        ConfigKind::BitsAndBytes => Py::new(py, BitsAndBytesConfig::wrap(inner))?.into_any(),
-        ConfigKind::Gguf => Py::new(py, GGUFQuantizationConfig::wrap(inner))?.into_any(),
-        ConfigKind::Quanto => Py::new(py, QuantoConfig::wrap(inner))?.into_any(),
-        ConfigKind::TorchAo => Py::new(py, TorchAoConfig::wrap(inner))?.into_any(),
-        ConfigKind::ModelOpt => Py::new(py, NVIDIAModelOptConfig::wrap(inner))?.into_any(),
-    })
+    make_config_arc(py, Arc::new(cfg))
 }
 
 /// The config inside any of our config objects, if `obj` is one.
 pub fn config_of(obj: &Bound<'_, PyAny>) -> Option<Arc<QuantConfig>> {
+    if obj.is_instance_of::<PyDict>() || obj.is_instance_of::<PyString>() {
+        return None;
+    }
     if let Ok(c) = obj.cast::<BitsAndBytesConfig>() {
         return Some(c.get().inner.clone());
     }
@@ -546,15 +549,12 @@ config_class!(
 #[pyfunction]
 fn config_from_dict(py: Python<'_>, config_dict: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     let items = dict_items(config_dict, "quantization_config")?;
-    match registry::parse_dict(&items).map_err(config_err)? {
-        Some((_, parsed)) => {
+    match registry::parse_dict(items).map_err(config_err)? {
+        registry::DictOutcome::Parsed(_, parsed) => {
             warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
             make_config(py, parsed.config)
         }
-        None => match registry::resolve_method(&items).map_err(config_err)? {
-            registry::Method::External(name) => name.into_py_any(py),
-            registry::Method::Builtin { .. } => unreachable!("parse_dict handles built-in methods"),
-        },
+        registry::DictOutcome::External(name) => name.into_py_any(py),
     }
 }
 
@@ -565,15 +565,12 @@ fn config_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
     let Value::Dict(items) = v else {
         return Err(PyTypeError::new_err(format!("quantization_config: expected a JSON object, got {}", v.type_name())));
     };
-    match registry::parse_dict(&items).map_err(config_err)? {
-        Some((_, parsed)) => {
+    match registry::parse_dict(items).map_err(config_err)? {
+        registry::DictOutcome::Parsed(_, parsed) => {
             warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
             make_config(py, parsed.config)
         }
-        None => match registry::resolve_method(&items).map_err(config_err)? {
-            registry::Method::External(name) => name.into_py_any(py),
-            registry::Method::Builtin { .. } => unreachable!("parse_dict handles built-in methods"),
-        },
+        registry::DictOutcome::External(name) => name.into_py_any(py),
     }
 }
 
@@ -595,7 +592,162 @@ fn builtin_methods() -> Vec<(&'static str, &'static str, &'static str)> {
     registry::BUILTIN.iter().map(|(k, kind, q)| (*k, kind.class_name(), *q)).collect()
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Quantizer construction
+
+struct Registry {
+    /// `AUTO_QUANTIZER_MAPPING` (the live dict: run-time registrations are seen).
+    quantizers: Py<PyDict>,
+    /// The built-in quantizer classes, whose `__init__` is `DiffusersQuantizer.__init__` (= `quantizer_init`),
+    /// with whether each loads pre-quantized weights only.
+    builtin: Vec<(Py<PyAny>, bool)>,
+    /// The built-in method keys as Python strings (looked up in `quantizers` on every call).
+    keys: Vec<(&'static str, Py<PyString>)>,
+    /// Python fallback for configs the core does not know (user-registered methods).
+    slow_from_config: Py<PyAny>,
+}
+
+static REGISTRY: PyOnceLock<Registry> = PyOnceLock::new();
+
+#[pyfunction]
+fn _set_registry(py: Python<'_>, quantizers: Bound<'_, PyDict>, builtin: Vec<Bound<'_, PyAny>>, slow_from_config: Py<PyAny>) -> PyResult<()> {
+    let builtin = builtin
+        .into_iter()
+        .map(|c| Ok((c.clone().unbind(), pre_quantized_only(&c)?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let keys = registry::builtin_keys().map(|k| (k, PyString::intern(py, k).unbind())).collect();
+    let _ = REGISTRY.set(py, Registry { quantizers: quantizers.unbind(), builtin, keys, slow_from_config });
+    Ok(())
+}
+
+fn pre_quantized_only(qclass: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = qclass.py();
+    Ok(qclass.getattr(intern!(py, "requires_pre_quantized"))?.is_truthy()?
+        || qclass.getattr(intern!(py, "requires_calibration"))?.is_truthy()?)
+}
+
+fn class_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.getattr("__name__").and_then(|n| n.extract::<String>()).unwrap_or_else(|_| "quantizer".into())
+}
+
+/// Validate the keyword arguments and set `quantization_config`, `pre_quantized` and
+/// `modules_to_not_convert` on a new quantizer object.
+fn init_quantizer(
+    obj: &Bound<'_, PyAny>,
+    qclass: &Bound<'_, PyAny>,
+    pre_only: bool,
+    config: &Bound<'_, PyAny>,
+    config_skip: Option<&Vec<String>>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    let py = obj.py();
+    let items = match kwargs {
+        Some(kw) => dict_items(kw.as_any(), "quantizer keyword arguments")?,
+        None => Vec::new(),
+    };
+    let args = match registry::quantizer_args("", &items, config_skip, pre_only) {
+        Ok(a) => a,
+        // Re-run with the class name only when there is an error to report.
+        Err(_) => registry::quantizer_args(&class_name(qclass), &items, config_skip, pre_only).map_err(config_err)?,
+    };
+    obj.setattr(intern!(py, "quantization_config"), config)?;
+    obj.setattr(intern!(py, "pre_quantized"), args.pre_quantized)?;
+    obj.setattr(intern!(py, "modules_to_not_convert"), PyList::new(py, args.modules_to_not_convert)?)?;
+    Ok(())
+}
+
+/// The body of `DiffusersQuantizer.__init__`.
+#[pyfunction]
+#[pyo3(signature = (quantizer, quantization_config, kwargs=None))]
+fn quantizer_init(quantizer: &Bound<'_, PyAny>, quantization_config: &Bound<'_, PyAny>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let qclass = quantizer.get_type();
+    let expected = qclass.getattr("config_class")?;
+    if !expected.is_none() && !quantization_config.is_instance(&expected)? {
+        return Err(PyTypeError::new_err(format!(
+            "{} needs a {}, got {}",
+            class_name(qclass.as_any()),
+            class_name(&expected),
+            quantization_config.get_type().qualname()?
+        )));
+    }
+    let own = config_of(quantization_config);
+    let skip = match &own {
+        Some(c) => c.skip_modules().cloned(),
+        None => match quantization_config.getattr("modules_to_not_convert") {
+            Ok(v) if !v.is_none() => match py_to_value(&v, 1)? {
+                Value::List(items) => Some(items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()),
+                _ => None,
+            },
+            _ => None,
+        },
+    };
+    let pre_only = pre_quantized_only(qclass.as_any())?;
+    init_quantizer(quantizer, qclass.as_any(), pre_only, quantization_config, skip.as_ref(), kwargs)
+}
+
+/// `DiffusersAutoQuantizer.from_config`: the quantizer for a config dict or object.
+#[pyfunction]
+#[pyo3(signature = (_cls, quantization_config, **kwargs))]
+fn auto_from_config(
+    py: Python<'_>,
+    _cls: &Bound<'_, PyAny>,
+    quantization_config: &Bound<'_, PyAny>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let reg = REGISTRY.get(py).ok_or_else(|| PyTypeError::new_err("fastquant registry is not initialised"))?;
+    let slow = || -> PyResult<Py<PyAny>> {
+        let kw = kwargs.cloned().unwrap_or_else(|| PyDict::new(py));
+        Ok(reg.slow_from_config.bind(py).call1((quantization_config, kw))?.unbind())
+    };
+    let (config_obj, config) = if quantization_config.is_instance_of::<PyDict>() {
+        let items = dict_items(quantization_config, "quantization_config")?;
+        match registry::parse_dict(items).map_err(config_err)? {
+            registry::DictOutcome::Parsed(_, parsed) => {
+                warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
+                let arc = Arc::new(parsed.config);
+                (make_config_arc(py, arc.clone())?, arc)
+            }
+            registry::DictOutcome::External(_) => return slow(),
+        }
+    } else if let Some(arc) = config_of(quantization_config) {
+        (quantization_config.clone().unbind(), arc)
+    } else {
+        return slow();
+    };
+    let quantizers = reg.quantizers.bind(py);
+    let key = config.method_key();
+    let found = match reg.keys.iter().find(|(k, _)| *k == key) {
+        Some((_, pykey)) => quantizers.get_item(pykey.bind(py))?,
+        None => quantizers.get_item(key)?,
+    };
+    let Some(target) = found else {
+        let mut keys: Vec<String> = quantizers.keys().iter().filter_map(|k| k.extract().ok()).collect();
+        keys.sort();
+        return Err(config_err(registry::unknown_method(config.method_key(), &keys)));
+    };
+    if let Some((_, pre_only)) = reg.builtin.iter().find(|(b, _)| b.bind(py).is(&target)) {
+        let obj = target.call_method1(intern!(py, "__new__"), (&target,))?;
+        init_quantizer(&obj, &target, *pre_only, config_obj.bind(py), config.skip_modules(), kwargs)?;
+        Ok(obj.unbind())
+    } else {
+        Ok(target.call((config_obj,), kwargs)?.unbind())
+    }
+}
+
+fn make_config_arc(py: Python<'_>, inner: Arc<QuantConfig>) -> PyResult<Py<PyAny>> {
+    Ok(match inner.kind() {
+        ConfigKind::BitsAndBytes => Py::new(py, BitsAndBytesConfig::wrap(inner))?.into_any(),
+        ConfigKind::Gguf => Py::new(py, GGUFQuantizationConfig::wrap(inner))?.into_any(),
+        ConfigKind::Quanto => Py::new(py, QuantoConfig::wrap(inner))?.into_any(),
+        ConfigKind::TorchAo => Py::new(py, TorchAoConfig::wrap(inner))?.into_any(),
+        ConfigKind::ModelOpt => Py::new(py, NVIDIAModelOptConfig::wrap(inner))?.into_any(),
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_set_registry, m)?)?;
+    m.add_function(wrap_pyfunction!(quantizer_init, m)?)?;
+    m.add_function(wrap_pyfunction!(auto_from_config, m)?)?;
     m.add_class::<BitsAndBytesConfig>()?;
     m.add_class::<GGUFQuantizationConfig>()?;
     m.add_class::<QuantoConfig>()?;

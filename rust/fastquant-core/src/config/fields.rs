@@ -143,15 +143,6 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| not_allowed(self.loc(key), v, &allowed.join(", ")))
     }
 
-    pub fn opt_dict(&mut self, key: &str) -> Result<Option<Value>, ConfigError> {
-        match self.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Dict(_)) => Ok(Some(v.clone())),
-            // A dict the binding could not represent key-for-key (int keys, tuples) arrives opaque.
-            Some(v @ Value::Opaque(o)) if o.type_name == "dict" => Ok(Some(v.clone())),
-            Some(v) => Err(wrong_type(self.loc(key), "a dict or None", v)),
-        }
-    }
 
     /// Keys that no getter asked for and that are not known extras, in input order.
     pub fn unknown_keys(&self) -> Vec<String> {

@@ -102,8 +102,19 @@ pub struct Parsed {
     pub unknown_keys: Vec<String>,
 }
 
-/// Validate the keys of a dict as a config of class `kind`.
-pub fn parse(kind: ConfigKind, items: &[(String, Value)]) -> Result<Parsed, ConfigError> {
+/// Validate the keys of a dict as a config of class `kind`. Takes the items by value so that large
+/// free-form payloads (a serialized torchao config, a ModelOpt config dict) move into the config uncopied.
+pub fn parse(kind: ConfigKind, mut items: Vec<(String, Value)>) -> Result<Parsed, ConfigError> {
+    let payload_key = match kind {
+        ConfigKind::TorchAo => Some("quant_type"),
+        ConfigKind::ModelOpt => Some("modelopt_config"),
+        _ => None,
+    };
+    let payload = payload_key.and_then(|key| {
+        let idx = items.iter().position(|(k, _)| k == key)?;
+        Some(items.remove(idx).1)
+    });
+    let items = &items[..];
     let mut f = Fields::new(kind.class_name(), items, kind.known_extra());
     if kind != ConfigKind::BitsAndBytes {
         check_quant_method(&mut f, kind)?;
@@ -112,8 +123,8 @@ pub fn parse(kind: ConfigKind, items: &[(String, Value)]) -> Result<Parsed, Conf
         ConfigKind::BitsAndBytes => QuantConfig::BitsAndBytes(BnbConfig::parse(&mut f)?),
         ConfigKind::Gguf => QuantConfig::Gguf(GgufConfig::parse(&mut f)?),
         ConfigKind::Quanto => QuantConfig::Quanto(QuantoConfig::parse(&mut f)?),
-        ConfigKind::TorchAo => QuantConfig::TorchAo(TorchAoConfig::parse(&mut f)?),
-        ConfigKind::ModelOpt => QuantConfig::ModelOpt(ModelOptConfig::parse(&mut f)?),
+        ConfigKind::TorchAo => QuantConfig::TorchAo(TorchAoConfig::parse(&mut f, payload)?),
+        ConfigKind::ModelOpt => QuantConfig::ModelOpt(ModelOptConfig::parse(&mut f, payload)?),
     };
     Ok(Parsed { config, unknown_keys: f.unknown_keys() })
 }
@@ -131,7 +142,7 @@ fn check_quant_method(f: &mut Fields<'_>, kind: ConfigKind) -> Result<(), Config
 /// Parse JSON text as a dict of class `kind`.
 pub fn parse_json(kind: ConfigKind, text: &str) -> Result<Parsed, ConfigError> {
     match crate::value::parse_json(text) {
-        Ok(Value::Dict(items)) => parse(kind, &items),
+        Ok(Value::Dict(items)) => parse(kind, items),
         Ok(v) => Err(error::wrong_type(vec![kind.class_name().into()], "a JSON object", &v)),
         Err(e) => Err(ConfigError::value_error(vec![kind.class_name().into()], format!("{}: {e}", kind.class_name()))),
     }
@@ -221,14 +232,14 @@ mod tests {
 
     #[test]
     fn bnb_flags_and_method() {
-        let p = parse(ConfigKind::BitsAndBytes, &dict(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))])).unwrap();
+        let p = parse(ConfigKind::BitsAndBytes, dict(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))])).unwrap();
         assert_eq!(p.config.method_key(), "bitsandbytes_8bit");
-        let e = parse(ConfigKind::BitsAndBytes, &[]).unwrap_err();
+        let e = parse(ConfigKind::BitsAndBytes, vec![]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Value);
         assert!(e.message.contains("neither load_in_4bit nor load_in_8bit"));
         let e = parse(
             ConfigKind::BitsAndBytes,
-            &dict(&[("load_in_4bit", Value::Bool(true)), ("bnb_4bit_quant_type", Value::Str("nf5".into()))]),
+            dict(&[("load_in_4bit", Value::Bool(true)), ("bnb_4bit_quant_type", Value::Str("nf5".into()))]),
         )
         .unwrap_err();
         assert!(e.message.contains("bnb_4bit_quant_type") && e.message.contains("'nf5'") && e.message.contains("nf4"), "{}", e.message);
@@ -238,7 +249,7 @@ mod tests {
     fn round_trip_through_dict() {
         let p = parse(
             ConfigKind::BitsAndBytes,
-            &dict(&[
+            dict(&[
                 ("load_in_4bit", Value::Bool(true)),
                 ("bnb_4bit_compute_dtype", Value::Dtype("bfloat16".into())),
                 ("llm_int8_skip_modules", Value::List(vec![Value::Str("proj_out".into())])),
@@ -246,24 +257,24 @@ mod tests {
         )
         .unwrap();
         let Value::Dict(items) = p.config.to_dict() else { panic!() };
-        let again = parse(ConfigKind::BitsAndBytes, &items).unwrap();
+        let again = parse(ConfigKind::BitsAndBytes, items).unwrap();
         assert_eq!(again.config, p.config);
         assert!(again.unknown_keys.is_empty());
     }
 
     #[test]
     fn unknown_keys_are_reported() {
-        let p = parse(ConfigKind::Quanto, &dict(&[("weights_dtype", Value::Str("int4".into())), ("wieghts", Value::Int(1))])).unwrap();
+        let p = parse(ConfigKind::Quanto, dict(&[("weights_dtype", Value::Str("int4".into())), ("wieghts", Value::Int(1))])).unwrap();
         assert_eq!(p.unknown_keys, vec!["wieghts".to_string()]);
     }
 
     #[test]
     fn modelopt_quant_types() {
         for ok in ["FP8", "nvfp4", "INT4_FP8", "NF4_INT8"] {
-            parse(ConfigKind::ModelOpt, &dict(&[("quant_type", Value::Str(ok.into()))])).unwrap();
+            parse(ConfigKind::ModelOpt, dict(&[("quant_type", Value::Str(ok.into()))])).unwrap();
         }
         for bad in ["FP9", "FP8_INT8_INT4", "", "W_A"] {
-            let e = parse(ConfigKind::ModelOpt, &dict(&[("quant_type", Value::Str(bad.into()))])).unwrap_err();
+            let e = parse(ConfigKind::ModelOpt, dict(&[("quant_type", Value::Str(bad.into()))])).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Value, "{bad}");
         }
     }
@@ -275,7 +286,7 @@ mod tests {
         )
         .unwrap();
         let Value::Dict(items) = good else { panic!() };
-        let p = parse(ConfigKind::TorchAo, &items).unwrap();
+        let p = parse(ConfigKind::TorchAo, items).unwrap();
         let QuantConfig::TorchAo(t) = &p.config else { panic!() };
         assert_eq!(t.class_name(), "Int8WeightOnlyConfig");
         for bad in [
@@ -286,7 +297,7 @@ mod tests {
             r#"{"quant_type": 5}"#,
         ] {
             let Value::Dict(items) = crate::value::parse_json(bad).unwrap() else { panic!() };
-            assert!(parse(ConfigKind::TorchAo, &items).is_err(), "{bad}");
+            assert!(parse(ConfigKind::TorchAo, items).is_err(), "{bad}");
         }
     }
 }

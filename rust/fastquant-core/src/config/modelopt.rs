@@ -50,7 +50,8 @@ fn allowed_quant_types() -> String {
 }
 
 impl ModelOptConfig {
-    pub fn parse(f: &mut Fields<'_>) -> Result<Self, ConfigError> {
+    /// `modelopt_config` is passed by value (moved out of the dict by the caller).
+    pub fn parse(f: &mut Fields<'_>, modelopt_config: Option<Value>) -> Result<Self, ConfigError> {
         let loc = f.loc("quant_type");
         let quant_type = match f.get("quant_type") {
             None | Some(Value::Null) => {
@@ -175,7 +176,13 @@ impl ModelOptConfig {
             scale_block_quantize,
             algorithm: algorithm.unwrap_or_else(|| "max".into()),
             forward_loop,
-            modelopt_config: f.opt_dict("modelopt_config")?,
+            modelopt_config: match modelopt_config {
+                None | Some(Value::Null) => None,
+                Some(v @ Value::Dict(_)) => Some(v),
+                // A dict the binding kept whole (non-str keys, e.g. block_sizes {-1: 16}).
+                Some(v @ Value::Opaque(_)) if v.type_name() == "dict" => Some(v),
+                Some(v) => return Err(wrong_type(f.loc("modelopt_config"), "a dict or None", &v)),
+            },
             disable_conv_quantization: f.bool("disable_conv_quantization", false)?,
         })
     }

@@ -108,24 +108,47 @@ const SHORTHAND_HELP: &str = "int4wo, int4_weight_only, int4dq, int8wo, int8_wei
 float8wo_e5m2, float8wo_e4m3, float8_weight_only, float8dq, float8dq_e4m3, float8dq_e4m3_tensor, float8dq_e4m3_row, \
 float8_static_activation_float8_weight, uintx_weight_only, uint1wo..uint7wo, fpX, fpX_eAmB (X in 3..7)";
 
+/// A location inside a nested value, built on the stack and rendered only when there is an error.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a [String]),
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    fn render(&self) -> Vec<String> {
+        match self {
+            Path::Root(r) => r.to_vec(),
+            Path::Key(p, k) => {
+                let mut v = p.render();
+                v.push(k.to_string());
+                v
+            }
+            Path::Index(p, i) => {
+                let mut v = p.render();
+                v.push(format!("[{i}]"));
+                v
+            }
+        }
+    }
+}
+
 /// Check a serialized torchao object (`{"_type", "_version", "_data"}`), recursively.
-fn check_object(v: &Value, loc: &[String], top: bool) -> Result<(), ConfigError> {
+fn check_object(v: &Value, path: &Path<'_>, top: bool) -> Result<(), ConfigError> {
     let Value::Dict(items) = v else {
-        return Err(wrong_type(loc.to_vec(), "a serialized torchao config dict {'_type', '_version', '_data'}", v));
+        return Err(wrong_type(path.render(), "a serialized torchao config dict {'_type', '_version', '_data'}", v));
     };
-    let sub = |k: &str| {
-        let mut l = loc.to_vec();
-        l.push(k.to_string());
-        l
-    };
+    let sub = |k: &'static str| Path::Key(path, k).render();
     match v.get("_type") {
         Some(Value::Str(s)) if !s.is_empty() => {}
         Some(t) => return Err(wrong_type(sub("_type"), "a non-empty str (the torchao class name)", t)),
         None => {
+            let loc = path.render();
             return Err(ConfigError::value_error(
-                loc.to_vec(),
-                format!("{}: a serialized torchao object needs a '_type' key", loc_str(loc)),
-            ))
+                loc.clone(),
+                format!("{}: a serialized torchao object needs a '_type' key", loc_str(&loc)),
+            ));
         }
     }
     match v.get("_version") {
@@ -133,70 +156,69 @@ fn check_object(v: &Value, loc: &[String], top: bool) -> Result<(), ConfigError>
         Some(Value::Int(n)) => return Err(not_allowed(sub("_version"), &Value::Int(*n), "an int >= 1")),
         Some(t) => return Err(wrong_type(sub("_version"), "an int", t)),
         None if top => {
+            let loc = path.render();
             return Err(ConfigError::value_error(
-                loc.to_vec(),
-                format!("{}: a serialized torchao config needs '_version' (torchao writes 2)", loc_str(loc)),
-            ))
+                loc.clone(),
+                format!("{}: a serialized torchao config needs '_version' (torchao writes 2)", loc_str(&loc)),
+            ));
         }
         None => {}
     }
-    let data = v.get("_data");
-    match data {
+    match v.get("_data") {
         None => {
+            let loc = path.render();
             return Err(ConfigError::value_error(
-                loc.to_vec(),
-                format!("{}: a serialized torchao object needs a '_data' key", loc_str(loc)),
-            ))
+                loc.clone(),
+                format!("{}: a serialized torchao object needs a '_data' key", loc_str(&loc)),
+            ));
         }
         Some(d) if top && !matches!(d, Value::Dict(_)) => {
             return Err(wrong_type(sub("_data"), "a dict of the config's fields", d))
         }
-        Some(d) => check_nested(d, &sub("_data"))?,
+        Some(d) => check_nested(d, &Path::Key(path, "_data"))?,
     }
     if let Some((k, _)) = items.iter().find(|(k, _)| !matches!(k.as_str(), "_type" | "_version" | "_data")) {
+        let loc = Path::Key(path, k).render();
         return Err(ConfigError::value_error(
-            sub(k),
-            format!("{}: unexpected key in a serialized torchao object (allowed: _type, _version, _data)", loc_str(&sub(k))),
+            loc.clone(),
+            format!("{}: unexpected key in a serialized torchao object (allowed: _type, _version, _data)", loc_str(&loc)),
         ));
     }
     Ok(())
 }
 
-fn check_nested(v: &Value, loc: &[String]) -> Result<(), ConfigError> {
+fn check_nested(v: &Value, path: &Path<'_>) -> Result<(), ConfigError> {
     match v {
         Value::Dict(items) => {
             if v.get("_type").is_some() {
-                return check_object(v, loc, false);
+                return check_object(v, path, false);
             }
             for (k, item) in items {
-                let mut l = loc.to_vec();
-                l.push(k.clone());
-                check_nested(item, &l)?;
+                check_nested(item, &Path::Key(path, k))?;
             }
             Ok(())
         }
         Value::List(items) => {
             for (i, item) in items.iter().enumerate() {
-                let mut l = loc.to_vec();
-                l.push(format!("[{i}]"));
-                check_nested(item, &l)?;
+                check_nested(item, &Path::Index(path, i))?;
             }
             Ok(())
         }
-        Value::Opaque(o) => Err(wrong_type(loc.to_vec(), "JSON-like data (str, int, float, bool, None, list, dict)", &Value::Opaque(o.clone()))),
+        Value::Opaque(_) => Err(wrong_type(path.render(), "JSON-like data (str, int, float, bool, None, list, dict)", v)),
         _ => Ok(()),
     }
 }
 
 impl TorchAoConfig {
-    pub fn parse(f: &mut Fields<'_>) -> Result<Self, ConfigError> {
+    /// `quant_type` is passed by value (moved out of the dict by the caller).
+    pub fn parse(f: &mut Fields<'_>, quant_type: Option<Value>) -> Result<Self, ConfigError> {
         let loc = f.loc("quant_type");
         let kwargs = match f.get_some("quant_type_kwargs") {
             None => None,
             Some(Value::Dict(items)) => Some(items.clone()),
             Some(v) => return Err(wrong_type(f.loc("quant_type_kwargs"), "a dict of keyword arguments", v)),
         };
-        let quant_type = match f.get("quant_type") {
+        let quant_type = match quant_type {
             None | Some(Value::Null) => {
                 return Err(ConfigError::type_error(
                     loc.clone(),
@@ -206,18 +228,19 @@ impl TorchAoConfig {
                     ),
                 ))
             }
-            Some(v @ Value::Str(s)) => {
-                if shorthand(s).is_none() {
-                    return Err(not_allowed(loc, v, SHORTHAND_HELP));
+            Some(Value::Str(s)) => {
+                if shorthand(&s).is_none() {
+                    return Err(not_allowed(loc, &Value::Str(s), SHORTHAND_HELP));
                 }
-                QuantType::Shorthand { name: s.clone(), kwargs: kwargs.clone().unwrap_or_default() }
+                QuantType::Shorthand { name: s, kwargs: kwargs.clone().unwrap_or_default() }
             }
-            Some(v @ Value::Dict(items)) => {
+            Some(v @ Value::Dict(_)) => {
                 let inner = if v.get("_type").is_some() {
                     // A bare serialized object (what torchao's config_to_dict returns).
-                    check_object(v, &loc, true)?;
-                    v.clone()
+                    check_object(&v, &Path::Root(&loc), true)?;
+                    v
                 } else {
+                    let Value::Dict(mut items) = v else { unreachable!("matched a dict") };
                     if items.len() != 1 || items[0].0 != "default" {
                         let keys: Vec<_> = items.iter().map(|(k, _)| format!("{k:?}")).collect();
                         return Err(ConfigError::value_error(
@@ -229,10 +252,9 @@ impl TorchAoConfig {
                             ),
                         ));
                     }
-                    let mut l = loc.clone();
-                    l.push("default".into());
-                    check_object(&items[0].1, &l, true)?;
-                    items[0].1.clone()
+                    let root = Path::Root(&loc);
+                    check_object(&items[0].1, &Path::Key(&root, "default"), true)?;
+                    items.swap_remove(0).1
                 };
                 if kwargs.as_ref().is_some_and(|k| !k.is_empty()) {
                     let l = f.loc("quant_type_kwargs");
@@ -247,7 +269,7 @@ impl TorchAoConfig {
                 return Err(wrong_type(
                     loc,
                     "a serialized torchao config dict, a torchao config object, or a shorthand str such as 'int8wo'",
-                    v,
+                    &v,
                 ))
             }
         };
