@@ -111,7 +111,7 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         let s = s.to_str()?;
         return Ok(Value::Dtype(s.strip_prefix("torch.").unwrap_or(s).to_owned()));
     }
-    if module.starts_with("torchao") && obj.hasattr("_version").unwrap_or(false) {
+    if module.starts_with("torchao") && obj.hasattr("version").unwrap_or(false) {
         // A live AOBaseConfig: store its serialized form (torchao is already imported by the caller).
         let py = obj.py();
         let f = TORCHAO_TO_DICT.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
