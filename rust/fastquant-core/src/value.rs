@@ -20,6 +20,8 @@ pub struct Opaque {
     pub id: usize,
     /// The object itself, owned by whoever made the value.
     pub handle: Arc<dyn Any + Send + Sync>,
+    /// How to compare two opaque objects (the binding supplies Python's `==`); `None` compares identity.
+    pub eq: Option<fn(&Opaque, &Opaque) -> bool>,
 }
 
 impl fmt::Debug for Opaque {
@@ -30,7 +32,13 @@ impl fmt::Debug for Opaque {
 
 impl PartialEq for Opaque {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        if self.id == other.id {
+            return true;
+        }
+        match self.eq {
+            Some(f) => f(self, other),
+            None => false,
+        }
     }
 }
 

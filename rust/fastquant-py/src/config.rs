@@ -51,13 +51,29 @@ fn opaque(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         callable: obj.is_callable(),
         id: obj.as_ptr() as usize,
         handle: Arc::new(obj.clone().unbind()),
+        eq: Some(py_equal),
     }))
+}
+
+/// Python's `==` between two opaque objects (errors count as unequal).
+fn py_equal(a: &Opaque, b: &Opaque) -> bool {
+    match (a.handle.downcast_ref::<Py<PyAny>>(), b.handle.downcast_ref::<Py<PyAny>>()) {
+        (Some(x), Some(y)) => Python::attach(|py| x.bind(py).eq(y.bind(py)).unwrap_or(false)),
+        _ => false,
+    }
 }
 
 /// Convert a Python object into a `Value`. Lists and tuples become lists, dicts with string keys become
 /// dicts (copied, so the caller's objects are never shared or mutated); a `torch.dtype` becomes a dtype;
 /// a live torchao config object becomes its serialized dict; anything else is kept opaque.
 pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+    let mut saw_tuple = false;
+    convert(obj, depth, &mut saw_tuple)
+}
+
+/// `saw_tuple` is set when a tuple was turned into a list; a dict whose contents (outside nested dicts)
+/// held a tuple is kept whole instead, so that no data changes shape.
+fn convert(obj: &Bound<'_, PyAny>, depth: usize, saw_tuple: &mut bool) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err("config value nested more than 64 levels deep"));
     }
@@ -91,17 +107,23 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
                 let copy = py_deepcopy(obj)?;
                 return opaque(&copy);
             }
-            items.push((k.cast::<PyString>()?.to_str()?.to_owned(), py_to_value(&v, depth + 1)?));
+            let mut child_tuple = false;
+            items.push((k.cast::<PyString>()?.to_str()?.to_owned(), convert(&v, depth + 1, &mut child_tuple)?));
+            if child_tuple {
+                let copy = py_deepcopy(obj)?;
+                return opaque(&copy);
+            }
         }
         return Ok(Value::Dict(items));
     }
     if obj.is_instance_of::<PyList>() {
         let l = obj.cast::<PyList>()?;
-        return l.iter().map(|v| py_to_value(&v, depth + 1)).collect::<PyResult<Vec<_>>>().map(Value::List);
+        return l.iter().map(|v| convert(&v, depth + 1, saw_tuple)).collect::<PyResult<Vec<_>>>().map(Value::List);
     }
     if obj.is_instance_of::<PyTuple>() {
+        *saw_tuple = true;
         let t = obj.cast::<PyTuple>()?;
-        return t.iter().map(|v| py_to_value(&v, depth + 1)).collect::<PyResult<Vec<_>>>().map(Value::List);
+        return t.iter().map(|v| convert(&v, depth + 1, saw_tuple)).collect::<PyResult<Vec<_>>>().map(Value::List);
     }
     let ty = obj.get_type();
     let module = ty.module()?;
@@ -118,7 +140,7 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
             Ok(py.import("torchao.core.config")?.getattr("config_to_dict")?.unbind())
         })?;
         let d = f.bind(py).call1((obj,))?;
-        return py_to_value(&d, depth + 1);
+        return convert(&d, depth + 1, saw_tuple);
     }
     opaque(obj)
 }
