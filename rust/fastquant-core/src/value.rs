@@ -139,16 +139,7 @@ impl Value {
                 let _ = write!(out, "{i}");
             }
             Value::Float(f) => out.push_str(&format_float(*f)),
-            Value::Str(s) => {
-                let _ = write!(out, "{s:?}");
-                // Python shows strings in single quotes.
-                if out.ends_with('"') {
-                    let start = out.len() - s.len() - 2;
-                    let inner = out[start + 1..out.len() - 1].to_string();
-                    out.truncate(start);
-                    let _ = write!(out, "'{}'", inner.replace("\\\"", "\"").replace('\'', "\\'"));
-                }
-            }
+            Value::Str(s) => write_py_str(out, s),
             Value::List(items) => {
                 out.push('[');
                 for (i, v) in items.iter().enumerate() {
@@ -266,6 +257,29 @@ impl Value {
         }
         Ok(())
     }
+}
+
+/// Write a string the way Python's `repr` does (single quotes, backslash escapes).
+fn write_py_str(out: &mut String, s: &str) {
+    use fmt::Write;
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
 }
 
 /// Format a float the way Python's `repr` does for the common cases (always with a `.` or exponent).
@@ -536,6 +550,16 @@ mod tests {
         assert!(parse_json("[").is_err());
         assert!(parse_json(&"[".repeat(100)).unwrap_err().message.contains("deeply"));
         assert!(parse_json("{} x").is_err());
+    }
+
+    #[test]
+    fn repr_of_any_string_is_safe() {
+        for s in ["\"", "é\u{1}\u{85}x", "a\\b", "\u{10ffff}", &"ü".repeat(60)] {
+            let v = Value::Str(s.to_string());
+            assert!(v.repr().starts_with('\''));
+            assert!(v.short_repr().len() <= 84);
+        }
+        assert_eq!(Value::Str("a\"b\u{1}".into()).repr(), "'a\"b\\x01'");
     }
 
     #[test]
