@@ -504,8 +504,8 @@ mod h_avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub unsafe fn store_f16x16(src: *const f32, out: *mut u16) {
-        let a = _mm256_cvtps_ph(_mm256_loadu_ps(src), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        let b = _mm256_cvtps_ph(_mm256_loadu_ps(src.add(8)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        let a = _mm256_cvtps_ph(_mm256_loadu_ps(src), _MM_FROUND_TO_NEAREST_INT);
+        let b = _mm256_cvtps_ph(_mm256_loadu_ps(src.add(8)), _MM_FROUND_TO_NEAREST_INT);
         _mm_storeu_si128(out as *mut __m128i, a);
         _mm_storeu_si128(out.add(8) as *mut __m128i, b);
     }
