@@ -1,5 +1,119 @@
+//! Bindings for ggml block dequantization/quantization. Conversion and error mapping only; the work is in
+//! `fastquant_core::quants`, run with the GIL released.
+
+use fastquant_core::quants::{self, DequantError, GgmlType, Path, QuantizeError};
+use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use pyo3::exceptions::{PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn ty_from_id(id: u32) -> PyResult<GgmlType> {
+    GgmlType::from_id(id).ok_or_else(|| PyValueError::new_err(format!("unknown ggml type id {id}")))
+}
+
+fn dq_err(e: DequantError) -> PyErr {
+    match e {
+        DequantError::Unsupported { .. } => PyNotImplementedError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+fn q_err(e: QuantizeError) -> PyErr {
+    match e {
+        QuantizeError::Unsupported { .. } => PyNotImplementedError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+fn parse_path(path: &str) -> PyResult<Path> {
+    Ok(match path {
+        "auto" => Path::Auto,
+        "scalar" => Path::Scalar,
+        "avx2" => Path::Avx2,
+        "avx512" => Path::Avx512,
+        _ => return Err(PyValueError::new_err(format!("unknown code path {path:?}"))),
+    })
+}
+
+/// (id, name, block_elems, block_bytes, has_dequantizer) for a ggml type id or name.
+#[pyfunction]
+fn ggml_type_info(key: &Bound<'_, PyAny>) -> PyResult<(u32, &'static str, usize, usize, bool)> {
+    let ty = if let Ok(id) = key.extract::<u32>() {
+        ty_from_id(id)?
+    } else {
+        let name: String = key.extract()?;
+        GgmlType::from_name(&name).ok_or_else(|| PyValueError::new_err(format!("unknown ggml type {name:?}")))?
+    };
+    let (be, bb) = ty.block_geometry();
+    Ok((ty.id(), ty.name(), be, bb, quants::has_dequantizer(ty)))
+}
+
+/// Dequantize the contiguous uint8 array `data` into the contiguous array `out`: float32 for
+/// `kind == "float32"`, or a uint16 view holding float16/bfloat16 bits for `"float16"`/`"bfloat16"`.
+#[pyfunction]
+#[pyo3(signature = (data, ggml_type, out, kind, threads=None, path="auto"))]
+fn dequantize_into(
+    py: Python<'_>,
+    data: PyReadonlyArrayDyn<'_, u8>,
+    ggml_type: u32,
+    out: &Bound<'_, PyAny>,
+    kind: &str,
+    threads: Option<usize>,
+    path: &str,
+) -> PyResult<()> {
+    let ty = ty_from_id(ggml_type)?;
+    let path = parse_path(path)?;
+    if threads == Some(0) {
+        return Err(PyValueError::new_err("threads must be at least 1"));
+    }
+    let src = data.as_slice().map_err(|_| PyValueError::new_err("data must be C-contiguous"))?;
+    match kind {
+        "float32" => {
+            let mut o: PyReadwriteArrayDyn<'_, f32> = out.extract()?;
+            let dst = o.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+            py.detach(|| quants::dequantize_par(ty, src, dst, path, threads)).map_err(dq_err)
+        }
+        "float16" | "bfloat16" => {
+            let mut o: PyReadwriteArrayDyn<'_, u16> = out.extract()?;
+            let dst = o.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+            let (ptr, len) = (dst.as_mut_ptr(), dst.len());
+            if kind == "float16" {
+                // SAFETY: half::f16 is #[repr(transparent)] over u16, so the same memory, length and
+                // alignment describe a valid [f16]; `dst`'s exclusive borrow is moved into this slice.
+                let h = unsafe { std::slice::from_raw_parts_mut(ptr as *mut half::f16, len) };
+                py.detach(|| quants::dequantize_par(ty, src, h, path, threads)).map_err(dq_err)
+            } else {
+                // SAFETY: as above, half::bf16 is #[repr(transparent)] over u16.
+                let h = unsafe { std::slice::from_raw_parts_mut(ptr as *mut half::bf16, len) };
+                py.detach(|| quants::dequantize_par(ty, src, h, path, threads)).map_err(dq_err)
+            }
+        }
+        _ => Err(PyValueError::new_err(format!("unsupported output kind {kind:?}"))),
+    }
+}
+
+/// Quantize a contiguous float32 array (flattened) to raw blocks of `ggml_type`.
+#[pyfunction]
+fn quantize<'py>(py: Python<'py>, src: PyReadonlyArrayDyn<'py, f32>, ggml_type: u32) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    let ty = ty_from_id(ggml_type)?;
+    let s = src.as_slice().map_err(|_| PyValueError::new_err("array must be C-contiguous"))?;
+    let v = py.detach(|| quants::quantize(ty, s)).map_err(q_err)?;
+    Ok(PyArray1::from_vec(py, v))
+}
+
+/// The SIMD path `auto` resolves to on this CPU ("avx512", "avx2" or "scalar").
+#[pyfunction]
+fn simd_path() -> &'static str {
+    match Path::Auto.resolve() {
+        Path::Avx512 => "avx512",
+        Path::Avx2 => "avx2",
+        _ => "scalar",
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(ggml_type_info, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_into, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     Ok(())
 }

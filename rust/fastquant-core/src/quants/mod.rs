@@ -1,5 +1,336 @@
 //! ggml block formats: the type table, dequantization (scalar reference + SIMD) and quantization.
+//!
+//! Every block type implements [`BlockFormat`] with a scalar reference decoder that follows ggml's
+//! operation order exactly (docs/gguf-spec.md §3). SIMD kernels (AVX2, AVX-512 on x86-64) sit beside the
+//! scalar code for the memory-bound types and are tested bit-for-bit against it. [`dequantize`] picks the
+//! best kernel for this CPU; [`dequantize_with`] forces one (for tests and benchmarks);
+//! [`dequantize_par`] splits large tensors over a rayon pool.
 
+pub mod float;
+mod fp4;
+mod iquants;
+mod kquants;
+mod legacy;
+pub mod quantize;
+pub mod tables;
+mod ternary;
 pub mod types;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rayon::prelude::*;
+
+pub use quantize::{quantize, quantize_into, QuantizeError};
 pub use types::{GgmlType, ALL_TYPES};
+
+/// One ggml block layout: `ELEMS` values stored in `BYTES` bytes.
+pub trait BlockFormat {
+    const TYPE: GgmlType;
+    const ELEMS: usize;
+    const BYTES: usize;
+    /// Decode one block (`block.len() >= BYTES`) into `out[..ELEMS]`, in ggml's exact arithmetic.
+    fn dequant_block(block: &[u8], out: &mut [f32]);
+
+    /// Scalar reference over a run of whole blocks.
+    fn dequant_blocks_scalar(data: &[u8], out: &mut [f32]) {
+        for (b, o) in data.chunks_exact(Self::BYTES).zip(out.chunks_exact_mut(Self::ELEMS)) {
+            Self::dequant_block(b, o);
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+#[inline(always)]
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], o: usize) -> f32 {
+    float::f16_to_f32(u16_at(b, o))
+}
+
+/// Why a dequantization was refused. Nothing here panics on bad input; every check happens up front.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DequantError {
+    #[error("{ty}: input is {len} bytes, not a whole number of {block_bytes}-byte blocks")]
+    PartialBlock { ty: GgmlType, len: usize, block_bytes: usize },
+    #[error("{ty}: output buffer holds {got} elements but the input decodes to {expected}")]
+    OutputLength { ty: GgmlType, expected: usize, got: usize },
+    #[error("{ty} has no dequantizer (ggml defines none for it)")]
+    Unsupported { ty: GgmlType },
+    #[error("code path {path:?} is not available on this CPU or build")]
+    PathUnavailable { path: Path },
+    #[error("could not build a thread pool: {0}")]
+    ThreadPool(String),
+}
+
+/// Which implementation to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// The best one this CPU supports.
+    Auto,
+    /// The scalar reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) + AVX2 + F16C.
+    Avx512,
+}
+
+impl Path {
+    /// Whether this CPU (and build) can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            Path::Auto | Path::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => x86::has_avx512(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Path::Avx2 | Path::Avx512 => false,
+        }
+    }
+
+    /// `Auto` resolved to a concrete path.
+    pub fn resolve(self) -> Path {
+        match self {
+            Path::Auto => {
+                if Path::Avx512.available() {
+                    Path::Avx512
+                } else if Path::Avx2.available() {
+                    Path::Avx2
+                } else {
+                    Path::Scalar
+                }
+            }
+            p => p,
+        }
+    }
+}
+
+/// `unsafe` because SIMD kernels require their CPU features. Contract for callers: `data.len()` is a whole
+/// number of blocks, `out.len()` equals the decoded element count, and the kernel's path is available.
+pub(crate) type Kernel = unsafe fn(&[u8], &mut [f32]);
+
+macro_rules! scalar_table {
+    ($ty:expr; $($variant:ident => $fmt:path),* $(,)?) => {
+        match $ty {
+            $(GgmlType::$variant => Some(<$fmt as BlockFormat>::dequant_blocks_scalar as Kernel),)*
+            GgmlType::Q8_1 => None,
+        }
+    };
+}
+
+fn scalar_kernel(ty: GgmlType) -> Option<Kernel> {
+    scalar_table!(ty;
+        F32 => float::F32, F16 => float::F16, BF16 => float::BF16, I8 => float::I8, I16 => float::I16,
+        I32 => float::I32, I64 => float::I64, F64 => float::F64,
+        Q4_0 => legacy::Q4_0, Q4_1 => legacy::Q4_1, Q5_0 => legacy::Q5_0, Q5_1 => legacy::Q5_1,
+        Q8_0 => legacy::Q8_0, Q1_0 => legacy::Q1_0, Q2_0 => legacy::Q2_0,
+        Q2K => kquants::Q2K, Q3K => kquants::Q3K, Q4K => kquants::Q4K, Q5K => kquants::Q5K,
+        Q6K => kquants::Q6K, Q8K => kquants::Q8K,
+        IQ2XXS => iquants::IQ2XXS, IQ2XS => iquants::IQ2XS, IQ2S => iquants::IQ2S, IQ3XXS => iquants::IQ3XXS,
+        IQ3S => iquants::IQ3S, IQ1S => iquants::IQ1S, IQ1M => iquants::IQ1M, IQ4NL => iquants::IQ4NL,
+        IQ4XS => iquants::IQ4XS,
+        TQ1_0 => ternary::TQ1_0, TQ2_0 => ternary::TQ2_0, MXFP4 => fp4::MXFP4, NVFP4 => fp4::NVFP4,
+    )
+}
+
+/// Whether `ty` can be dequantized at all (everything but Q8_1).
+pub fn has_dequantizer(ty: GgmlType) -> bool {
+    scalar_kernel(ty).is_some()
+}
+
+/// Whether a dedicated SIMD kernel exists for `ty` on `path` (otherwise that path runs the scalar code).
+pub fn has_simd_kernel(ty: GgmlType, path: Path) -> bool {
+    simd_kernel(ty, path.resolve()).is_some()
+}
+
+fn simd_kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 | Path::Avx512 => x86::kernel(ty, path),
+        _ => None,
+    }
+}
+
+/// Validate lengths and pick the kernel. Returns (kernel, resolved path).
+fn prepare(ty: GgmlType, data_len: usize, out_len: usize, path: Path) -> Result<(Kernel, Path), DequantError> {
+    let scalar = scalar_kernel(ty).ok_or(DequantError::Unsupported { ty })?;
+    let (be, bb) = ty.block_geometry();
+    if data_len % bb != 0 {
+        return Err(DequantError::PartialBlock { ty, len: data_len, block_bytes: bb });
+    }
+    let expected = data_len / bb * be;
+    if out_len != expected {
+        return Err(DequantError::OutputLength { ty, expected, got: out_len });
+    }
+    if !path.available() {
+        return Err(DequantError::PathUnavailable { path });
+    }
+    let path = path.resolve();
+    Ok((simd_kernel(ty, path).unwrap_or(scalar), path))
+}
+
+/// Number of elements `data` decodes to, or an error if it is not whole blocks of a dequantizable type.
+pub fn decoded_len(ty: GgmlType, data_len: usize) -> Result<usize, DequantError> {
+    scalar_kernel(ty).ok_or(DequantError::Unsupported { ty })?;
+    let (be, bb) = ty.block_geometry();
+    if data_len % bb != 0 {
+        return Err(DequantError::PartialBlock { ty, len: data_len, block_bytes: bb });
+    }
+    Ok(data_len / bb * be)
+}
+
+/// An output element type: f32, or f16/bf16 holding the exact f32 result rounded once to nearest-even.
+pub trait OutElem: Copy + Send + Sync + 'static {
+    /// Convert `src` into `dst` (same length) using `path`'s instructions.
+    fn from_f32_slice(src: &[f32], dst: &mut [Self], path: Path);
+    /// The slice itself when `Self` is f32 (so kernels can write straight into it).
+    fn as_f32_slice(dst: &mut [Self]) -> Option<&mut [f32]>;
+}
+
+impl OutElem for f32 {
+    fn from_f32_slice(src: &[f32], dst: &mut [f32], _path: Path) {
+        dst.copy_from_slice(src);
+    }
+    fn as_f32_slice(dst: &mut [f32]) -> Option<&mut [f32]> {
+        Some(dst)
+    }
+}
+
+impl OutElem for half::f16 {
+    fn from_f32_slice(src: &[f32], dst: &mut [half::f16], path: Path) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(path, Path::Avx2 | Path::Avx512) {
+            // SAFETY: `path` was checked available by `prepare`; lengths are equal (callers slice both alike).
+            unsafe { x86::f32_to_f16_slice(src, dst, path) };
+            return;
+        }
+        let _ = path;
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = half::f16::from_bits(float::f32_to_f16(s));
+        }
+    }
+    fn as_f32_slice(_dst: &mut [half::f16]) -> Option<&mut [f32]> {
+        None
+    }
+}
+
+impl OutElem for half::bf16 {
+    fn from_f32_slice(src: &[f32], dst: &mut [half::bf16], path: Path) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(path, Path::Avx2 | Path::Avx512) {
+            // SAFETY: as for f16 above.
+            unsafe { x86::f32_to_bf16_slice(src, dst, path) };
+            return;
+        }
+        let _ = path;
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = half::bf16::from_bits(float::f32_to_bf16(s));
+        }
+    }
+    fn as_f32_slice(_dst: &mut [half::bf16]) -> Option<&mut [f32]> {
+        None
+    }
+}
+
+/// f32 values decoded per scratch round when the output is not f32 (16 KiB, stays in L1).
+const SCRATCH_ELEMS: usize = 4096;
+
+fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8], out: &mut [T]) {
+    let (be, bb) = ty.block_geometry();
+    if let Some(o) = T::as_f32_slice(out) {
+        // SAFETY: `prepare` checked whole blocks, the matching output length and the path's CPU features.
+        unsafe { kernel(data, o) };
+        return;
+    }
+    let blocks = (SCRATCH_ELEMS / be).max(1);
+    let mut scratch = [0f32; SCRATCH_ELEMS];
+    for (d, o) in data.chunks(blocks * bb).zip(out.chunks_mut(blocks * be)) {
+        let s = &mut scratch[..o.len()];
+        // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` elements; features checked.
+        unsafe { kernel(d, s) };
+        T::from_f32_slice(s, o, path);
+    }
+}
+
+/// Dequantize whole blocks of `ty` into `out` (f32, f16 or bf16) with the best kernel for this CPU.
+pub fn dequantize<T: OutElem>(ty: GgmlType, data: &[u8], out: &mut [T]) -> Result<(), DequantError> {
+    dequantize_with(ty, data, out, Path::Auto)
+}
+
+/// As [`dequantize`], on a chosen code path. A path without a dedicated kernel for `ty` runs the scalar
+/// reference; a path the CPU lacks is refused with [`DequantError::PathUnavailable`].
+pub fn dequantize_with<T: OutElem>(ty: GgmlType, data: &[u8], out: &mut [T], path: Path) -> Result<(), DequantError> {
+    let (kernel, path) = prepare(ty, data.len(), out.len(), path)?;
+    run_serial(ty, kernel, path, data, out);
+    Ok(())
+}
+
+/// Output bytes per parallel task (whole blocks, at least this much).
+pub const PAR_TASK_BYTES: usize = 256 * 1024;
+
+fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, DequantError> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut map = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(&threads) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fastquant-dequant-{i}"))
+            .build()
+            .map_err(|e| DequantError::ThreadPool(e.to_string()))?,
+    );
+    map.insert(threads, p.clone());
+    Ok(p)
+}
+
+/// Parallel dequantization: `out` is split into tasks of whole blocks (≥ [`PAR_TASK_BYTES`] of output each)
+/// run on `threads` threads (`None` = rayon's global pool, one thread per core). Small tensors and
+/// `threads == Some(1)` run on the calling thread.
+pub fn dequantize_par<T: OutElem>(
+    ty: GgmlType,
+    data: &[u8],
+    out: &mut [T],
+    path: Path,
+    threads: Option<usize>,
+) -> Result<(), DequantError> {
+    let (kernel, path) = prepare(ty, data.len(), out.len(), path)?;
+    let (be, bb) = ty.block_geometry();
+    let n_threads = threads.unwrap_or_else(rayon::current_num_threads).max(1);
+    let task_blocks = (PAR_TASK_BYTES / (be * std::mem::size_of::<T>())).max(1);
+    if n_threads == 1 || out.len() <= task_blocks * be {
+        run_serial(ty, kernel, path, data, out);
+        return Ok(());
+    }
+    let work = |data: &[u8], out: &mut [T]| {
+        data.par_chunks(task_blocks * bb)
+            .zip(out.par_chunks_mut(task_blocks * be))
+            .for_each(|(d, o)| run_serial(ty, kernel, path, d, o));
+    };
+    match threads {
+        None => work(data, out),
+        Some(n) => pool(n)?.install(|| work(data, out)),
+    }
+    Ok(())
+}
+
+/// Convenience: dequantize into a new f32 vector (sized from the input, which bounds the allocation).
+pub fn dequantize_to_vec(ty: GgmlType, data: &[u8]) -> Result<Vec<f32>, DequantError> {
+    let n = decoded_len(ty, data.len())?;
+    let mut out = vec![0f32; n];
+    dequantize(ty, data, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

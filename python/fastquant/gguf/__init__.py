@@ -1,0 +1,5 @@
+"""GGUF support for fastquant."""
+# --- block dequantization / quantization (ggml types) ---
+from ._dequant import dequantize, quantize
+
+__all__ = ["dequantize", "quantize"]

@@ -1,0 +1,310 @@
+//! Dequantizer tests: ggml golden vectors (bit-exact), SIMD vs scalar on adversarial random blocks, output
+//! conversions, parallel split, and error cases.
+
+use super::*;
+use std::path::PathBuf;
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden")
+}
+
+/// Equal as bit patterns, except that any NaN matches any NaN.
+fn same_bits(a: f32, b: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
+}
+
+fn assert_same(ty: GgmlType, what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            same_bits(*g, *w),
+            "{ty} {what}: element {i}: got {g:e} ({:#010x}), want {w:e} ({:#010x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}
+
+struct Golden {
+    ty: GgmlType,
+    input: Vec<u8>,
+    output: Vec<f32>,
+}
+
+fn golden() -> Vec<Golden> {
+    let dir = golden_dir();
+    let manifest = std::fs::read_to_string(dir.join("manifest.tsv")).expect("manifest.tsv");
+    let mut v = Vec::new();
+    for line in manifest.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let ty = GgmlType::from_name(f[0]).unwrap_or_else(|| panic!("unknown type {}", f[0]));
+        assert_eq!(ty.id(), f[1].parse::<u32>().unwrap());
+        assert_eq!(ty.block_geometry(), (f[2].parse().unwrap(), f[3].parse().unwrap()));
+        let input = std::fs::read(dir.join(f[6])).unwrap();
+        let raw = std::fs::read(dir.join(f[7])).unwrap();
+        let output = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        v.push(Golden { ty, input, output });
+    }
+    v
+}
+
+#[test]
+fn golden_vectors_cover_26_types() {
+    let g = golden();
+    let mut names: Vec<_> = g.iter().map(|g| g.ty).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 26);
+}
+
+#[test]
+fn golden_vectors_bit_exact_every_path() {
+    for g in golden() {
+        for path in [Path::Scalar, Path::Avx2, Path::Avx512, Path::Auto] {
+            if !path.available() {
+                continue;
+            }
+            let mut out = vec![0f32; g.output.len()];
+            dequantize_with(g.ty, &g.input, &mut out, path).unwrap();
+            assert_same(g.ty, &format!("golden {path:?}"), &out, &g.output);
+        }
+    }
+}
+
+/// Small deterministic PRNG (xorshift64*), so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next() >> 32) as u8).collect()
+    }
+}
+
+const SPECIAL_F16: [u16; 16] = [
+    0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x3C00, 0xBC00, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00, 0xFE01,
+    0x7C01, 0x3555,
+];
+const SPECIAL_F32: [u32; 12] = [
+    0x0000_0000, 0x8000_0000, 0x0000_0001, 0x8040_0000, 0x7f7f_ffff, 0xff7f_ffff, 0x7f80_0000, 0xff80_0000,
+    0x7fc0_0000, 0xffc0_0001, 0x3f80_0000, 0xbe00_0000,
+];
+
+/// Byte offsets of the f16 scale fields of each block type (empty: handled specially or no scale).
+fn f16_scale_offsets(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | Q1_0 | Q2_0 | IQ4NL | IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ4XS => &[0],
+        Q4_1 | Q5_1 | Q4K | Q5K => &[0, 2],
+        Q2K => &[80, 82],
+        Q3K => &[108],
+        Q6K => &[208],
+        TQ1_0 => &[52],
+        TQ2_0 => &[64],
+        _ => &[],
+    }
+}
+
+/// `n` random blocks of `ty` where every block's scale is either random or one of the special values
+/// (±0, subnormals, huge, ±Inf, NaN), per field independently.
+fn adversarial_blocks(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let (_, bb) = ty.block_geometry();
+    let mut data = rng.bytes(n * bb);
+    for (i, b) in data.chunks_exact_mut(bb).enumerate() {
+        for (k, &off) in f16_scale_offsets(ty).iter().enumerate() {
+            if rng.next() % 4 != 0 {
+                let v = SPECIAL_F16[(i + 5 * k + (rng.next() % 3) as usize) % SPECIAL_F16.len()];
+                b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        match ty {
+            GgmlType::Q8K => {
+                let v = SPECIAL_F32[i % SPECIAL_F32.len()];
+                b[0..4].copy_from_slice(&v.to_le_bytes());
+            }
+            GgmlType::IQ1M => {
+                // The f16 scale lives in the top nibbles of the four u16 words at 48..56.
+                let v = SPECIAL_F16[i % SPECIAL_F16.len()];
+                for w in 0..4 {
+                    let o = 48 + 2 * w;
+                    let word = u16::from_le_bytes([b[o], b[o + 1]]) & 0x0FFF | (((v >> (4 * w)) & 0xF) << 12);
+                    b[o..o + 2].copy_from_slice(&word.to_le_bytes());
+                }
+            }
+            GgmlType::MXFP4 => {
+                const E: [u8; 12] = [0, 1, 2, 3, 100, 126, 127, 128, 200, 253, 254, 255];
+                b[0] = E[i % E.len()];
+            }
+            GgmlType::NVFP4 => {
+                const S: [u8; 8] = [0x00, 0x7F, 0x80, 0xFF, 0x01, 0x08, 0x77, 0x7E];
+                for s in 0..4 {
+                    if rng.next() % 2 == 0 {
+                        b[s] = S[(i + s) % S.len()];
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    data
+}
+
+fn dequantizable() -> impl Iterator<Item = GgmlType> {
+    ALL_TYPES.into_iter().filter(|t| has_dequantizer(*t))
+}
+
+fn simd_paths() -> Vec<Path> {
+    [Path::Avx2, Path::Avx512].into_iter().filter(|p| p.available()).collect()
+}
+
+#[test]
+fn this_machine_tests_simd() {
+    // The CI/dev machine has AVX-512; make sure the SIMD comparisons below are not silently skipped there.
+    if std::env::var_os("FASTQUANT_ALLOW_NO_SIMD").is_none() {
+        assert!(Path::Avx2.available() && Path::Avx512.available(), "expected AVX2 and AVX-512 on this machine");
+    }
+}
+
+#[test]
+fn simd_matches_scalar_on_adversarial_blocks() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut checked = 0;
+    for ty in dequantizable() {
+        for path in simd_paths() {
+            if !has_simd_kernel(ty, path) {
+                continue;
+            }
+            for &n in &[1usize, 3, 17, 1000] {
+                // Element types of size 1 get odd counts so vector tails are exercised.
+                let n = if ty.block_elems() == 1 { n * 16 + 7 } else { n };
+                let data = adversarial_blocks(ty, n, &mut rng);
+                let len = decoded_len(ty, data.len()).unwrap();
+                let mut want = vec![0f32; len];
+                let mut got = vec![1f32; len];
+                dequantize_with(ty, &data, &mut want, Path::Scalar).unwrap();
+                dequantize_with(ty, &data, &mut got, path).unwrap();
+                assert_same(ty, &format!("{path:?} vs scalar, {n} blocks"), &got, &want);
+            }
+            checked += 1;
+        }
+    }
+    let expected = 15 * simd_paths().len();
+    assert_eq!(checked, expected, "every SIMD kernel was compared");
+}
+
+#[test]
+fn special_scales_produce_specials() {
+    // Sanity check that the generator reaches the interesting cases (so the comparison above means something).
+    let mut rng = Rng(7);
+    let data = adversarial_blocks(GgmlType::Q4_0, 2000, &mut rng);
+    let out = dequantize_to_vec(GgmlType::Q4_0, &data).unwrap();
+    assert!(out.iter().any(|v| v.is_nan()));
+    assert!(out.iter().any(|v| v.is_infinite()));
+    assert!(out.iter().any(|v| *v == 0.0 && v.is_sign_negative()));
+    // f16-subnormal scales (f32 normals below 2^-14).
+    assert!(out.iter().any(|v| *v != 0.0 && v.abs() < 6.1e-5));
+    // MXFP4's e = 0/1 scales are binary32 subnormals.
+    let data = adversarial_blocks(GgmlType::MXFP4, 100, &mut rng);
+    let out = dequantize_to_vec(GgmlType::MXFP4, &data).unwrap();
+    assert!(out.iter().any(|v| v.is_subnormal()));
+    assert!(out.iter().any(|v| v.is_infinite()));
+}
+
+#[test]
+fn half_outputs_are_the_f32_result_rounded_once() {
+    let mut rng = Rng(42);
+    for ty in dequantizable() {
+        let n = if ty.block_elems() == 1 { 4099 } else { 37 };
+        let data = adversarial_blocks(ty, n, &mut rng);
+        let len = decoded_len(ty, data.len()).unwrap();
+        let mut f = vec![0f32; len];
+        dequantize_with(ty, &data, &mut f, Path::Scalar).unwrap();
+        for path in [Path::Scalar, Path::Avx2, Path::Avx512] {
+            if !path.available() {
+                continue;
+            }
+            let mut h = vec![half::f16::ZERO; len];
+            let mut b = vec![half::bf16::ZERO; len];
+            dequantize_with(ty, &data, &mut h, path).unwrap();
+            dequantize_with(ty, &data, &mut b, path).unwrap();
+            for i in 0..len {
+                let wh = float::f32_to_f16(f[i]);
+                let wb = float::f32_to_bf16(f[i]);
+                if f[i].is_nan() {
+                    assert!(h[i].is_nan() && b[i].is_nan(), "{ty} {path:?} #{i}");
+                } else {
+                    assert_eq!(h[i].to_bits(), wh, "{ty} {path:?} f16 #{i} from {:e}", f[i]);
+                    assert_eq!(b[i].to_bits(), wb, "{ty} {path:?} bf16 #{i} from {:e}", f[i]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn parallel_matches_serial() {
+    let mut rng = Rng(3);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::IQ2XXS, GgmlType::F16, GgmlType::TQ1_0] {
+        // Enough for several 256 KiB tasks plus a ragged last one.
+        let elems = 3 * PAR_TASK_BYTES / 4 * 3 + 5 * 256;
+        let n = elems / ty.block_elems();
+        let data = adversarial_blocks(ty, n, &mut rng);
+        let len = decoded_len(ty, data.len()).unwrap();
+        let mut want = vec![0f32; len];
+        dequantize_with(ty, &data, &mut want, Path::Scalar).unwrap();
+        for threads in [None, Some(1), Some(2), Some(3)] {
+            let mut got = vec![0f32; len];
+            dequantize_par(ty, &data, &mut got, Path::Auto, threads).unwrap();
+            assert_same(ty, &format!("parallel {threads:?}"), &got, &want);
+            let mut gb = vec![half::bf16::ZERO; len];
+            dequantize_par(ty, &data, &mut gb, Path::Auto, threads).unwrap();
+            for i in 0..len {
+                assert!(gb[i].to_bits() == float::f32_to_bf16(want[i]) || want[i].is_nan() && gb[i].is_nan());
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let mut out = vec![0f32; 32];
+    assert_eq!(
+        dequantize(GgmlType::Q4_0, &[0u8; 17], &mut out),
+        Err(DequantError::PartialBlock { ty: GgmlType::Q4_0, len: 17, block_bytes: 18 })
+    );
+    assert_eq!(
+        dequantize(GgmlType::Q4_0, &[0u8; 36], &mut out),
+        Err(DequantError::OutputLength { ty: GgmlType::Q4_0, expected: 64, got: 32 })
+    );
+    assert_eq!(
+        dequantize(GgmlType::Q8_1, &[0u8; 36], &mut out),
+        Err(DequantError::Unsupported { ty: GgmlType::Q8_1 })
+    );
+    assert_eq!(
+        dequantize_par(GgmlType::Q4K, &[0u8; 145], &mut out, Path::Auto, Some(2)),
+        Err(DequantError::PartialBlock { ty: GgmlType::Q4K, len: 145, block_bytes: 144 })
+    );
+    assert!(decoded_len(GgmlType::Q8_1, 36).is_err());
+    // Empty input is zero blocks: fine.
+    dequantize::<f32>(GgmlType::Q6K, &[], &mut []).unwrap();
+    let msg = DequantError::PartialBlock { ty: GgmlType::Q4_0, len: 17, block_bytes: 18 }.to_string();
+    assert!(msg.contains("Q4_0") && msg.contains("18-byte"), "{msg}");
+}
+
+#[test]
+fn passthrough_types() {
+    let d: Vec<u8> = [1.5f64, -2.25, f64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(dequantize_to_vec(GgmlType::F64, &d).unwrap(), vec![1.5f32, -2.25, f32::INFINITY]);
+    let d: Vec<u8> = [-128i8 as u8, 127, 0].to_vec();
+    assert_eq!(dequantize_to_vec(GgmlType::I8, &d).unwrap(), vec![-128f32, 127.0, 0.0]);
+    let d: Vec<u8> = [16_777_217i32, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(dequantize_to_vec(GgmlType::I32, &d).unwrap(), vec![16_777_216f32, -3.0]);
+    let d: Vec<u8> = [0x7f80_0001u32, 0x3f80_0000].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let o = dequantize_to_vec(GgmlType::F32, &d).unwrap();
+    assert_eq!(o[0].to_bits(), 0x7f80_0001);
+    assert_eq!(o[1], 1.0);
+}

@@ -1,0 +1,620 @@
+//! x86-64 SIMD kernels (AVX2 and AVX-512) for the memory-bound block types.
+//!
+//! Each kernel decodes one block at a time. The quant unpacking is done on 128-bit vectors (16 values), and
+//! a per-ISA `emit` step widens 16 values to f32 and applies the scale: one 512-bit store on AVX-512, two
+//! 256-bit stores on AVX2. The arithmetic is the scalar reference's, operation for operation (separate
+//! multiply and add, same operand order), so results are bit-identical; `tests.rs` checks that.
+//!
+//! The kernels are generated twice from one body by `kernels!`, once per ISA, with `#[target_feature]`.
+//! They are only reachable through [`kernel`], which hands them out when the CPU has the features.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::{GgmlType, Kernel, Path};
+
+pub(crate) fn has_avx2() -> bool {
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    })
+}
+
+pub(crate) fn has_avx512() -> bool {
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// The dedicated kernel for `ty` on `path`, if any. Callers must only use `Avx2`/`Avx512` kernels after
+/// `Path::available` said yes (enforced in `super::prepare`).
+pub(crate) fn kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
+    use GgmlType::*;
+    macro_rules! pick {
+        ($m:ident) => {
+            Some(match ty {
+                Q4_0 => $m::q4_0 as Kernel,
+                Q4_1 => $m::q4_1,
+                Q5_0 => $m::q5_0,
+                Q5_1 => $m::q5_1,
+                Q8_0 => $m::q8_0,
+                Q4K => $m::q4_k,
+                Q5K => $m::q5_k,
+                Q6K => $m::q6_k,
+                TQ1_0 => $m::tq1_0,
+                TQ2_0 => $m::tq2_0,
+                F16 => $m::f16,
+                BF16 => $m::bf16,
+                IQ4NL => $m::iq4_nl,
+                IQ4XS => $m::iq4_xs,
+                MXFP4 => $m::mxfp4,
+                _ => return None,
+            })
+        };
+    }
+    match path {
+        Path::Avx2 => pick!(avx2),
+        Path::Avx512 => pick!(avx512),
+        _ => None,
+    }
+}
+
+/// Generate one ISA's kernels. `$tf` is the feature list; the `emit_*` helpers differ per ISA.
+macro_rules! kernels {
+    ($name:ident, $tf:literal, $helpers:ident) => {
+        pub(crate) mod $name {
+            use super::*;
+            use super::$helpers::*;
+            use crate::quants::kquants::scale_min_k4;
+
+            /// Exact f16 → f32 of one scale with F16C.
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn h2f(b: *const u8) -> f32 {
+                let h = u16::from_le_bytes([*b, *b.add(1)]);
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+            }
+
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn load16(p: *const u8) -> __m128i {
+                _mm_loadu_si128(p as *const __m128i)
+            }
+
+            /// `_mm_srli_epi16` with a run-time count (the immediate form needs a constant).
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn srli16_var(v: __m128i, n: i32) -> __m128i {
+                _mm_srl_epi16(v, _mm_cvtsi32_si128(n))
+            }
+
+            /// 16 bits → 16 bytes: byte j = 0x10 if bit j is set, else 0 (the Q5 high bit, shifted into place).
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn bits16_to_0x10(bits: u32) -> __m128i {
+                let v = _mm_set1_epi16(bits as u16 as i16);
+                let v = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+                let m = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+                _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(v, m), m), _mm_set1_epi8(0x10))
+            }
+
+            /// Contract shared by every kernel here: `data.len()` is a whole number of blocks, `out.len()`
+            /// is exactly the decoded length, and the CPU supports this module's features.
+            macro_rules! blocks {
+                ($data:ident, $out:ident, $bb:expr, $be:expr, |$b:ident, $y:ident| $body:block) => {{
+                    debug_assert_eq!($data.len() % $bb, 0);
+                    debug_assert_eq!($data.len() / $bb * $be, $out.len());
+                    let n = ($data.len() / $bb).min($out.len() / $be);
+                    let src = $data.as_ptr();
+                    let dst = $out.as_mut_ptr();
+                    for i in 0..n {
+                        let $b = src.add(i * $bb);
+                        let $y = dst.add(i * $be);
+                        $body
+                    }
+                }};
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q4_0(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let k8 = _mm_set1_epi8(8);
+                blocks!(data, out, 18, 32, |b, y| {
+                    let d = splat(h2f(b));
+                    let q = load16(b.add(2));
+                    let lo = _mm_sub_epi8(_mm_and_si128(q, m4), k8);
+                    let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), k8);
+                    emit_i8_mul(lo, d, y);
+                    emit_i8_mul(hi, d, y.add(16));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q4_1(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                blocks!(data, out, 20, 32, |b, y| {
+                    let d = splat(h2f(b));
+                    let m = splat(h2f(b.add(2)));
+                    let q = load16(b.add(4));
+                    emit_u8_mul_add(_mm_and_si128(q, m4), d, m, y);
+                    emit_u8_mul_add(_mm_and_si128(_mm_srli_epi16(q, 4), m4), d, m, y.add(16));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q5_0(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let k16 = _mm_set1_epi8(16);
+                blocks!(data, out, 22, 32, |b, y| {
+                    let d = splat(h2f(b));
+                    let qh = (b.add(2) as *const u32).read_unaligned().to_le();
+                    let q = load16(b.add(6));
+                    let lo = _mm_or_si128(_mm_and_si128(q, m4), bits16_to_0x10(qh & 0xFFFF));
+                    let hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), m4), bits16_to_0x10(qh >> 16));
+                    emit_i8_mul(_mm_sub_epi8(lo, k16), d, y);
+                    emit_i8_mul(_mm_sub_epi8(hi, k16), d, y.add(16));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q5_1(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                blocks!(data, out, 24, 32, |b, y| {
+                    let d = splat(h2f(b));
+                    let m = splat(h2f(b.add(2)));
+                    let qh = (b.add(4) as *const u32).read_unaligned().to_le();
+                    let q = load16(b.add(8));
+                    let lo = _mm_or_si128(_mm_and_si128(q, m4), bits16_to_0x10(qh & 0xFFFF));
+                    let hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), m4), bits16_to_0x10(qh >> 16));
+                    emit_u8_mul_add(lo, d, m, y);
+                    emit_u8_mul_add(hi, d, m, y.add(16));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q8_0(data: &[u8], out: &mut [f32]) {
+                blocks!(data, out, 34, 32, |b, y| {
+                    let d = splat(h2f(b));
+                    emit_i8_mul(load16(b.add(2)), d, y);
+                    emit_i8_mul(load16(b.add(18)), d, y.add(16));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq4_nl(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
+                blocks!(data, out, 18, 32, |b, y| {
+                    // Reference order d * k; multiplication commutes exactly, so k * d is the same bits.
+                    let d = splat(h2f(b));
+                    let q = load16(b.add(2));
+                    emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(q, m4)), d, y);
+                    emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4)), d, y.add(16));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn mxfp4(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
+                blocks!(data, out, 17, 32, |b, y| {
+                    let d = splat(crate::quants::fp4::e8m0_half(*b));
+                    let q = load16(b.add(1));
+                    emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(q, m4)), d, y);
+                    emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4)), d, y.add(16));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq4_xs(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
+                blocks!(data, out, 136, 256, |b, y| {
+                    let d = h2f(b);
+                    let sh = u16::from_le_bytes([*b.add(2), *b.add(3)]);
+                    for ib in 0..8 {
+                        let sl = (*b.add(4 + ib / 2) >> (4 * (ib % 2))) & 0xF;
+                        let ls = (sl as i32) | ((((sh >> (2 * ib)) & 3) as i32) << 4);
+                        let dl = splat(d * (ls - 32) as f32);
+                        let q = load16(b.add(8 + 16 * ib));
+                        emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(q, m4)), dl, y.add(32 * ib));
+                        emit_i8_mul(
+                            _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4)),
+                            dl,
+                            y.add(32 * ib + 16),
+                        );
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q4_k(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                blocks!(data, out, 144, 256, |b, y| {
+                    let d = h2f(b);
+                    let dmin = h2f(b.add(2));
+                    let sc = std::slice::from_raw_parts(b.add(4), 12);
+                    for j in 0..4 {
+                        let qa = load16(b.add(16 + 32 * j));
+                        let qb = load16(b.add(32 + 32 * j));
+                        for h in 0..2 {
+                            let (s, m) = scale_min_k4(2 * j + h, sc);
+                            let d1 = splat(d * s as f32);
+                            let m1 = splat(dmin * m as f32);
+                            let (a, c) = if h == 0 {
+                                (_mm_and_si128(qa, m4), _mm_and_si128(qb, m4))
+                            } else {
+                                (_mm_and_si128(_mm_srli_epi16(qa, 4), m4), _mm_and_si128(_mm_srli_epi16(qb, 4), m4))
+                            };
+                            let o = y.add(64 * j + 32 * h);
+                            emit_u8_mul_sub(a, d1, m1, o);
+                            emit_u8_mul_sub(c, d1, m1, o.add(16));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q5_k(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let k16 = _mm_set1_epi8(0x10);
+                blocks!(data, out, 176, 256, |b, y| {
+                    let d = h2f(b);
+                    let dmin = h2f(b.add(2));
+                    let sc = std::slice::from_raw_parts(b.add(4), 12);
+                    let qha = load16(b.add(16));
+                    let qhb = load16(b.add(32));
+                    for j in 0..4 {
+                        let qa = load16(b.add(48 + 32 * j));
+                        let qb = load16(b.add(64 + 32 * j));
+                        for h in 0..2 {
+                            let (s, m) = scale_min_k4(2 * j + h, sc);
+                            let d1 = splat(d * s as f32);
+                            let m1 = splat(dmin * m as f32);
+                            let bit = _mm_set1_epi8((1u8 << (2 * j + h)) as i8);
+                            let ha = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(qha, bit), bit), k16);
+                            let hb = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(qhb, bit), bit), k16);
+                            let (a, c) = if h == 0 {
+                                (_mm_and_si128(qa, m4), _mm_and_si128(qb, m4))
+                            } else {
+                                (_mm_and_si128(_mm_srli_epi16(qa, 4), m4), _mm_and_si128(_mm_srli_epi16(qb, 4), m4))
+                            };
+                            let o = y.add(64 * j + 32 * h);
+                            emit_u8_mul_sub(_mm_or_si128(a, ha), d1, m1, o);
+                            emit_u8_mul_sub(_mm_or_si128(c, hb), d1, m1, o.add(16));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q6_k(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let m2 = _mm_set1_epi8(0x03);
+                let k32 = _mm_set1_epi8(32);
+                blocks!(data, out, 210, 256, |b, y| {
+                    let d = h2f(b.add(208));
+                    for n in 0..2 {
+                        let ql = b.add(64 * n);
+                        let qh = b.add(128 + 32 * n);
+                        let sc = b.add(192 + 8 * n);
+                        for half in 0..2 {
+                            // l in 16*half .. 16*half+16
+                            let qh_v = load16(qh.add(16 * half));
+                            let ql0 = load16(ql.add(16 * half));
+                            let ql1 = load16(ql.add(32 + 16 * half));
+                            for k in 0..4 {
+                                let src = if k & 1 == 0 { ql0 } else { ql1 };
+                                let lo = if k >> 1 == 0 {
+                                    _mm_and_si128(src, m4)
+                                } else {
+                                    _mm_and_si128(_mm_srli_epi16(src, 4), m4)
+                                };
+                                let hi = _mm_and_si128(srli16_var(qh_v, 2 * k as i32), m2);
+                                let q = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), k32);
+                                let s = *sc.add(half + 2 * k) as i8;
+                                let ds = splat(d * s as f32);
+                                emit_i8_mul(q, ds, y.add(128 * n + 32 * k + 16 * half));
+                            }
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn tq2_0(data: &[u8], out: &mut [f32]) {
+                let m2 = _mm_set1_epi8(3);
+                let one = _mm_set1_epi8(1);
+                blocks!(data, out, 66, 256, |b, y| {
+                    let d = splat(h2f(b.add(64)));
+                    for g in 0..2 {
+                        let qa = load16(b.add(32 * g));
+                        let qb = load16(b.add(32 * g + 16));
+                        for l in 0..4 {
+                            let sh = 2 * l as i32;
+                            let a = _mm_sub_epi8(_mm_and_si128(srli16_var(qa, sh), m2), one);
+                            let c = _mm_sub_epi8(_mm_and_si128(srli16_var(qb, sh), m2), one);
+                            let o = y.add(128 * g + 32 * l);
+                            emit_i8_mul(a, d, o);
+                            emit_i8_mul(c, d, o.add(16));
+                        }
+                    }
+                });
+            }
+
+            /// Base-3 digits of 16 bytes for per-lane multipliers `pow` (16-bit lanes): ((x*pow mod 256)*3)>>8, minus 1.
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn trits(x: __m128i, pow: __m256i) -> __m128i {
+                let w = _mm256_cvtepu8_epi16(x);
+                let w = _mm256_and_si256(_mm256_mullo_epi16(w, pow), _mm256_set1_epi16(0xFF));
+                let w = _mm256_srli_epi16(_mm256_mullo_epi16(w, _mm256_set1_epi16(3)), 8);
+                let t = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+                _mm_sub_epi8(t, _mm_set1_epi8(1))
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn tq1_0(data: &[u8], out: &mut [f32]) {
+                const P3: [i16; 5] = [1, 3, 9, 27, 81];
+                let pow_h = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+                blocks!(data, out, 54, 256, |b, y| {
+                    let d = splat(h2f(b.add(52)));
+                    let qa = load16(b);
+                    let qb = load16(b.add(16));
+                    let qc = load16(b.add(32));
+                    for n in 0..5 {
+                        let p = _mm256_set1_epi16(P3[n]);
+                        emit_i8_mul(trits(qa, p), d, y.add(32 * n));
+                        emit_i8_mul(trits(qb, p), d, y.add(32 * n + 16));
+                        emit_i8_mul(trits(qc, p), d, y.add(160 + 16 * n));
+                    }
+                    let qh = (b.add(48) as *const u32).read_unaligned();
+                    emit_i8_mul(trits(_mm_set1_epi32(qh as i32), pow_h), d, y.add(240));
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn f16(data: &[u8], out: &mut [f32]) {
+                let n = data.len() / 2;
+                let src = data.as_ptr();
+                let dst = out.as_mut_ptr();
+                let mut i = 0;
+                while i + 16 <= n {
+                    emit_f16x16(src.add(2 * i), dst.add(i));
+                    i += 16;
+                }
+                for k in i..n {
+                    *dst.add(k) = h2f(src.add(2 * k));
+                }
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn bf16(data: &[u8], out: &mut [f32]) {
+                let n = data.len() / 2;
+                let src = data.as_ptr();
+                let dst = out.as_mut_ptr();
+                let mut i = 0;
+                while i + 16 <= n {
+                    emit_bf16x16(src.add(2 * i), dst.add(i));
+                    i += 16;
+                }
+                for k in i..n {
+                    let h = u16::from_le_bytes([*src.add(2 * k), *src.add(2 * k + 1)]);
+                    *dst.add(k) = f32::from_bits((h as u32) << 16);
+                }
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn to_f16(src: &[f32], dst: &mut [half::f16]) {
+                let n = src.len().min(dst.len());
+                let s = src.as_ptr();
+                let o = dst.as_mut_ptr() as *mut u16;
+                let mut i = 0;
+                while i + 16 <= n {
+                    store_f16x16(s.add(i), o.add(i));
+                    i += 16;
+                }
+                for k in i..n {
+                    *o.add(k) = crate::quants::float::f32_to_f16(*s.add(k));
+                }
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn to_bf16(src: &[f32], dst: &mut [half::bf16]) {
+                let n = src.len().min(dst.len());
+                let s = src.as_ptr();
+                let o = dst.as_mut_ptr() as *mut u16;
+                let mut i = 0;
+                while i + 16 <= n {
+                    store_bf16x16(s.add(i), o.add(i));
+                    i += 16;
+                }
+                for k in i..n {
+                    *o.add(k) = crate::quants::float::f32_to_bf16(*s.add(k));
+                }
+            }
+        }
+    };
+}
+
+kernels!(avx2, "avx2,fma,f16c", h_avx2);
+kernels!(avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512);
+
+/// AVX2 widening/scaling/store helpers: 16 values as two 256-bit vectors.
+mod h_avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+
+    /// out[0..16] = f32(q[i] as i8) * d
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_i8_mul(q: __m128i, d: __m256, out: *mut f32) {
+        let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+        let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+        _mm256_storeu_ps(out, _mm256_mul_ps(a, d));
+        _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, d));
+    }
+
+    /// out[0..16] = f32(q[i] as u8) * d + m (separate multiply and add, as the reference)
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m256, m: __m256, out: *mut f32) {
+        let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+        let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(a, d), m));
+        _mm256_storeu_ps(out.add(8), _mm256_add_ps(_mm256_mul_ps(b, d), m));
+    }
+
+    /// out[0..16] = d * f32(q[i] as u8) - m
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m256, m: __m256, out: *mut f32) {
+        let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+        let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+        _mm256_storeu_ps(out, _mm256_sub_ps(_mm256_mul_ps(d, a), m));
+        _mm256_storeu_ps(out.add(8), _mm256_sub_ps(_mm256_mul_ps(d, b), m));
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_f16x16(src: *const u8, out: *mut f32) {
+        let h = _mm256_loadu_si256(src as *const __m256i);
+        _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
+        _mm256_storeu_ps(out.add(8), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut f32) {
+        let a = _mm256_cvtepu16_epi32(_mm_loadu_si128(src as *const __m128i));
+        let b = _mm256_cvtepu16_epi32(_mm_loadu_si128(src.add(16) as *const __m128i));
+        _mm256_storeu_si256(out as *mut __m256i, _mm256_slli_epi32(a, 16));
+        _mm256_storeu_si256(out.add(8) as *mut __m256i, _mm256_slli_epi32(b, 16));
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn store_f16x16(src: *const f32, out: *mut u16) {
+        let a = _mm256_cvtps_ph(_mm256_loadu_ps(src), _MM_FROUND_TO_NEAREST_INT);
+        let b = _mm256_cvtps_ph(_mm256_loadu_ps(src.add(8)), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128(out as *mut __m128i, a);
+        _mm_storeu_si128(out.add(8) as *mut __m128i, b);
+    }
+
+    /// Round-to-nearest-even bf16 of 8 floats as 8 u32 lanes (NaN → quiet NaN), same as `f32_to_bf16`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn bf16x8(v: __m256i) -> __m256i {
+        let lsb = _mm256_and_si256(_mm256_srli_epi32(v, 16), _mm256_set1_epi32(1));
+        let rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(v, _mm256_set1_epi32(0x7fff)), lsb), 16);
+        let abs = _mm256_and_si256(v, _mm256_set1_epi32(0x7fff_ffff));
+        let is_nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
+        let nan = _mm256_or_si256(_mm256_srli_epi32(v, 16), _mm256_set1_epi32(64));
+        _mm256_blendv_epi8(rounded, nan, is_nan)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn store_bf16x16(src: *const f32, out: *mut u16) {
+        let a = bf16x8(_mm256_loadu_si256(src as *const __m256i));
+        let b = bf16x8(_mm256_loadu_si256(src.add(8) as *const __m256i));
+        // packus works per 128-bit lane: [a0 b0 a1 b1] → reorder the 64-bit quarters to [a0 a1 b0 b1].
+        let p = _mm256_packus_epi32(a, b);
+        _mm256_storeu_si256(out as *mut __m256i, _mm256_permute4x64_epi64(p, 0b11_01_10_00));
+    }
+}
+
+/// AVX-512 helpers: 16 values as one 512-bit vector.
+mod h_avx512 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_i8_mul(q: __m128i, d: __m512, out: *mut f32) {
+        _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d));
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m512, m: __m512, out: *mut f32) {
+        let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+        _mm512_storeu_ps(out, _mm512_add_ps(_mm512_mul_ps(a, d), m));
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m512, m: __m512, out: *mut f32) {
+        let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+        _mm512_storeu_ps(out, _mm512_sub_ps(_mm512_mul_ps(d, a), m));
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_f16x16(src: *const u8, out: *mut f32) {
+        _mm512_storeu_ps(out, _mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)));
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut f32) {
+        let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src as *const __m256i));
+        _mm512_storeu_si512(out as *mut _, _mm512_slli_epi32(v, 16));
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn store_f16x16(src: *const f32, out: *mut u16) {
+        let h = _mm512_cvtps_ph(_mm512_loadu_ps(src), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_storeu_si256(out as *mut __m256i, h);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn store_bf16x16(src: *const f32, out: *mut u16) {
+        let v = _mm512_loadu_si512(src as *const _);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), lsb), 16);
+        let abs = _mm512_and_si512(v, _mm512_set1_epi32(0x7fff_ffff));
+        let is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        let nan = _mm512_or_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(64));
+        let r = _mm512_mask_blend_epi32(is_nan, rounded, nan);
+        _mm256_storeu_si256(out as *mut __m256i, _mm512_cvtepi32_epi16(r));
+    }
+}
+
+/// Convert f32 → f16 (round to nearest even) with `path`'s instructions.
+///
+/// # Safety
+/// `path` must be `Avx2` or `Avx512` and available on this CPU.
+pub(crate) unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [half::f16], path: Path) {
+    match path {
+        Path::Avx512 => avx512::to_f16(src, dst),
+        _ => avx2::to_f16(src, dst),
+    }
+}
+
+/// Convert f32 → bf16 (round to nearest even, NaN kept NaN) with `path`'s instructions.
+///
+/// # Safety
+/// `path` must be `Avx2` or `Avx512` and available on this CPU.
+pub(crate) unsafe fn f32_to_bf16_slice(src: &[f32], dst: &mut [half::bf16], path: Path) {
+    match path {
+        Path::Avx512 => avx512::to_bf16(src, dst),
+        _ => avx2::to_bf16(src, dst),
+    }
+}
