@@ -1,0 +1,23 @@
+"""GGUF files: a hardened zero-copy reader, a writer, and torch loading.
+
+>>> import fastquant.gguf as fg
+>>> with fg.open("model.gguf") as f:
+...     f.metadata["general.architecture"], len(f.tensors)
+...     w = f.get_tensor("token_embd.weight", dtype=torch.float32)
+
+See ``docs/gguf.md``. Every malformed file raises :class:`GGUFError` (a ``ValueError``) naming the byte
+offset and the field.
+"""
+from .._core import GGUFError
+from ._file import GGUFFile, TensorInfo, load_state_dict, open
+from ._writer import Value, write
+
+__all__ = [
+    "GGUFError",
+    "GGUFFile",
+    "TensorInfo",
+    "Value",
+    "load_state_dict",
+    "open",
+    "write",
+]
