@@ -34,7 +34,7 @@ def _f32_repr(v: float) -> str:
     for digits in range(1, 10):
         s = f"{v:.{digits}g}"
         if struct.pack("<f", float(s)) == packed:
-            return s if any(c in s for c in ".en") else s + ".0"
+            return repr(float(s))
     return repr(v)  # pragma: no cover
 
 

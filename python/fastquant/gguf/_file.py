@@ -44,11 +44,12 @@ class TensorInfo:
 class _Metadata(Mapping):
     """Read-only mapping key -> Python value. Values are decoded on first access and cached."""
 
-    __slots__ = ("_file", "_keys", "_cache")
+    __slots__ = ("_file", "_keys", "_keyset", "_cache")
 
     def __init__(self, file: GGUFFile, keys):
         self._file = file
         self._keys = keys
+        self._keyset = None
         self._cache = {}
 
     def __getitem__(self, key):
@@ -61,14 +62,10 @@ class _Metadata(Mapping):
         return v
 
     def __contains__(self, key):
-        return key in self._keyset()
-
-    def _keyset(self):
-        ks = self._cache.get(_KEYSET)
+        ks = self._keyset
         if ks is None:
-            ks = frozenset(self._keys)
-            self._cache[_KEYSET] = ks
-        return ks
+            ks = self._keyset = frozenset(self._keys)
+        return key in ks
 
     def __iter__(self):
         return iter(self._keys)
@@ -82,9 +79,6 @@ class _Metadata(Mapping):
 
     def __repr__(self):
         return f"<GGUF metadata: {len(self._keys)} keys>"
-
-
-_KEYSET = object()
 
 
 class _Tensors(Mapping):
