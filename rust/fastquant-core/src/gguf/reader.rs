@@ -104,10 +104,12 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    fn string(&mut self, field: Field, what: &str) -> Result<StrRef<'a>> {
+    /// A length-prefixed string; `what_len` names the length field (`"key length"`). Allocates nothing
+    /// unless there is an error: this runs once per vocabulary entry.
+    fn string(&mut self, field: Field, what_len: &str) -> Result<StrRef<'a>> {
         let at = self.pos;
-        let len = self.u64(field, &format!("{what} length"))?;
-        let bytes = self.bytes(len, at, field, &format!("{what} length"))?;
+        let len = self.u64(field, what_len)?;
+        let bytes = self.bytes(len, at, field, what_len)?;
         Ok(StrRef {
             bytes,
             offset: at as u64,
@@ -147,7 +149,7 @@ impl<'a> Cursor<'a> {
             T::U64 => MetaValue::U64(u64::from_le_bytes(self.fixed(field, "a u64 value")?)),
             T::I64 => MetaValue::I64(i64::from_le_bytes(self.fixed(field, "an i64 value")?)),
             T::F64 => MetaValue::F64(f64::from_le_bytes(self.fixed(field, "an f64 value")?)),
-            T::String => MetaValue::Str(self.string(field, "string")?),
+            T::String => MetaValue::Str(self.string(field, "string length")?),
             T::Array => MetaValue::Array(self.read_array(depth, field)?),
         })
     }
@@ -187,7 +189,7 @@ impl<'a> Cursor<'a> {
             None if elem_type == ValueType::String => {
                 for i in 0..n {
                     let f = || format!("{}: array element #{i}", field());
-                    self.string(&f, "string")?;
+                    self.string(&f, "string length")?;
                 }
             }
             None => {
@@ -404,7 +406,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
     for i in 0..n_kv as usize {
         let at = c.pos;
         let f0 = || format!("metadata key #{i}");
-        let key = c.string(&f0, "key")?;
+        let key = c.string(&f0, "key length")?;
         if key.bytes.is_empty() {
             return Err(GgufError::malformed(at as u64, f0(), "key is empty"));
         }
@@ -479,7 +481,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
     for i in 0..n_tensors as usize {
         let at = c.pos;
         let f0 = || format!("tensor #{i}");
-        let name = c.string(&f0, "name")?;
+        let name = c.string(&f0, "name length")?;
         if name.bytes.len() > MAX_TENSOR_NAME {
             return Err(GgufError::malformed(
                 at as u64,
