@@ -1,0 +1,115 @@
+//! The one error type of the GGUF container. A malformed file is always reported with the byte offset
+//! where the problem was found and the field being read, e.g.
+//! `offset 24: metadata key #3 'general.name': string length 2^40 exceeds the 12 bytes left in the file`.
+
+use std::fmt;
+
+/// What went wrong, which decides the Python exception the binding raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The file breaks the format or one of our safety limits (Python: `GGUFError`, a `ValueError`).
+    Malformed,
+    /// The file is well formed but asks for something this reader refuses to do, e.g. reading the data
+    /// of a tensor whose type id ggml no longer defines (Python: `GGUFError`).
+    Unsupported,
+    /// Opening, mapping or writing the file failed (Python: `OSError`).
+    Io,
+    /// A key or tensor name that is not in the file (Python: `KeyError`).
+    NotFound,
+    /// The writer was handed something it cannot write (Python: `ValueError`).
+    InvalidInput,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufError {
+    pub kind: ErrorKind,
+    /// Byte offset in the file where the offending field starts, when there is one.
+    pub offset: Option<u64>,
+    /// The field, e.g. `metadata key #3 'general.name'` or `tensor #7 'blk.0.attn_q.weight': dims`.
+    pub field: String,
+    pub message: String,
+    /// For `Io` errors: the OS error kind (so the binding can raise `FileNotFoundError`).
+    pub io_kind: Option<std::io::ErrorKind>,
+}
+
+impl GgufError {
+    pub fn malformed(offset: u64, field: impl Into<String>, message: impl Into<String>) -> Self {
+        GgufError {
+            kind: ErrorKind::Malformed,
+            offset: Some(offset),
+            field: field.into(),
+            message: message.into(),
+            io_kind: None,
+        }
+    }
+
+    pub fn unsupported(
+        offset: Option<u64>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        GgufError {
+            kind: ErrorKind::Unsupported,
+            offset,
+            field: field.into(),
+            message: message.into(),
+            io_kind: None,
+        }
+    }
+
+    pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
+        GgufError {
+            kind: ErrorKind::NotFound,
+            offset: None,
+            field: field.into(),
+            message: message.into(),
+            io_kind: None,
+        }
+    }
+
+    pub fn invalid_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        GgufError {
+            kind: ErrorKind::InvalidInput,
+            offset: None,
+            field: field.into(),
+            message: message.into(),
+            io_kind: None,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, e: &std::io::Error) -> Self {
+        GgufError {
+            kind: ErrorKind::Io,
+            offset: None,
+            field: context.into(),
+            message: e.to_string(),
+            io_kind: Some(e.kind()),
+        }
+    }
+}
+
+impl fmt::Display for GgufError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(o) = self.offset {
+            write!(f, "offset {o}: ")?;
+        }
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for GgufError {}
+
+pub type Result<T> = std::result::Result<T, GgufError>;
+
+/// A count for messages: large powers of two as `2^k` (how attack files are usually built), else decimal.
+pub(crate) fn count(n: u64) -> String {
+    if n >= (1 << 20) && n.is_power_of_two() {
+        format!("2^{}", n.trailing_zeros())
+    } else {
+        n.to_string()
+    }
+}
