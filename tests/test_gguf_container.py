@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+import fastquant
 import fastquant.gguf as fg
 from fastquant import _core
 from fastquant.gguf import GGUFError, Value
@@ -435,11 +436,14 @@ def test_get_tensor(sample):
             g = f.get_tensor("plain.float32", device="cuda")
             assert g.device.type == "cuda"
             np.testing.assert_array_equal(g.cpu().numpy(), tensors["plain.float32"])
-        try:
-            from fastquant.gguf import _dequant  # noqa: F401
-        except ImportError:
-            with pytest.raises(NotImplementedError, match="Q4_K"):
-                f.get_tensor("q.Q4_K")
+        # Quantized tensors come back dequantized (bit-exact with fastquant.gguf.dequantize), in the
+        # requested dtype directly.
+        ref = fastquant.gguf.dequantize(f.raw("q.Q4_K"), "Q4_K", f.tensors["q.Q4_K"].shape)
+        q32 = f.get_tensor("q.Q4_K")
+        assert q32.dtype == torch.float32 and q32.shape == f.tensors["q.Q4_K"].shape
+        assert q32.numpy().tobytes() == ref.tobytes()
+        q16 = f.get_tensor("q.Q4_K", dtype=torch.bfloat16)
+        assert q16.dtype == torch.bfloat16 and torch.equal(q16, q32.to(torch.bfloat16))
 
 
 def test_unknown_type_id_listed_but_data_refused(tmp_path):

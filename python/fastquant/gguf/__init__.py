@@ -9,7 +9,6 @@ See ``docs/gguf.md``. Every malformed file raises :class:`GGUFError` (a ``ValueE
 offset and the field.
 """
 from .._core import GGUFError
-from ._dequant import dequantize, quantize
 from ._file import GGUFFile, TensorInfo, load_state_dict, open
 from ._writer import Value, write
 
@@ -24,3 +23,12 @@ __all__ = [
     "quantize",
     "write",
 ]
+
+
+def __getattr__(name):
+    # dequantize/quantize need numpy; load them on first use so `import fastquant.gguf` stays light.
+    if name in ("dequantize", "quantize"):
+        from . import _dequant
+
+        return getattr(_dequant, name)
+    raise AttributeError(f"module 'fastquant.gguf' has no attribute {name!r}")

@@ -132,7 +132,7 @@ def dequantize(
     """
     tid, name, block_elems, block_bytes, has_deq = _type_info(ggml_type)
     if not has_deq:
-        raise NotImplementedError(f"{name} has no dequantizer (ggml defines none for it)")
+        raise ValueError(f"{name} has no dequantizer (ggml defines none for it; it is an intermediate format for dot products)")
     src = _as_u8(data)
     n_bytes = src.size
     if n_bytes % block_bytes:

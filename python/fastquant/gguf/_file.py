@@ -113,15 +113,6 @@ def _torch():
     return torch
 
 
-def _dequantizer():
-    """``fastquant.gguf.dequantize`` once the block kernels are built in, else ``None``."""
-    try:
-        from ._dequant import dequantize
-    except ImportError:
-        return None
-    return dequantize
-
-
 class GGUFFile:
     """An open GGUF file. The file is memory-mapped and validated when opened; metadata values are
     decoded lazily; :meth:`raw` returns zero-copy views. Use as a context manager, or call :meth:`close`
@@ -223,8 +214,8 @@ class GGUFFile:
     def get_tensor(self, name, dtype=None, device=None):
         """Tensor ``name`` as a new ``torch.Tensor`` of shape ``info.shape``.
 
-        F32/F16/BF16/F64 and I8..I64 are read directly; quantized types are dequantized to float32 by
-        ``fastquant.gguf.dequantize`` when it is available. ``dtype``/``device`` convert the result (the
+        F32/F16/BF16/F64 and I8..I64 are read directly; quantized types are dequantized by
+        ``fastquant.gguf.dequantize`` (into ``dtype`` directly when it is float32/float16/bfloat16). ``dtype``/``device`` convert the result (the
         conversion reads straight from the mapping: one copy in total)."""
         torch = _torch()
         info = self.tensors[name]
@@ -242,18 +233,15 @@ class GGUFFile:
             if t == "BF16":
                 base = base.view(torch.bfloat16)
         else:
+            from ._dequant import dequantize
+
             raw = self.raw(name)  # raises GGUFError for unknown type ids
-            deq = _dequantizer()
-            if deq is None:
-                raise NotImplementedError(
-                    f"tensor {name!r} has quantized type {t}; dequantization is not available in this build "
-                    "(fastquant.gguf.dequantize is missing). Use raw() for the packed bytes."
-                )
-            out = deq(raw, t, info.shape)
-            if not isinstance(out, torch.Tensor):
-                out = torch.from_numpy(out)
-            base = out.reshape(info.shape)
-            if device is None and dtype is None:
+            # Dequantize straight into the requested float dtype (the exact f32 value rounded once), so
+            # there is no float32 intermediate for bf16/f16 requests.
+            direct = dtype if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
+            base = torch.empty(info.shape, dtype=direct)
+            dequantize(raw, t, info.shape, out=base)
+            if (device is None or torch.device(device).type == "cpu") and (dtype is None or dtype == direct):
                 return base
         target = base.dtype if dtype is None else dtype
         if device is None or torch.device(device).type == "cpu":

@@ -3,7 +3,7 @@
 
 use fastquant_core::quants::{self, DequantError, GgmlType, Path, QuantizeError};
 use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
-use pyo3::exceptions::{PyNotImplementedError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 fn ty_from_id(id: u32) -> PyResult<GgmlType> {
@@ -11,17 +11,11 @@ fn ty_from_id(id: u32) -> PyResult<GgmlType> {
 }
 
 fn dq_err(e: DequantError) -> PyErr {
-    match e {
-        DequantError::Unsupported { .. } => PyNotImplementedError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
-    }
+    PyValueError::new_err(e.to_string())
 }
 
 fn q_err(e: QuantizeError) -> PyErr {
-    match e {
-        QuantizeError::Unsupported { .. } => PyNotImplementedError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
-    }
+    PyValueError::new_err(e.to_string())
 }
 
 fn parse_path(path: &str) -> PyResult<Path> {
