@@ -157,6 +157,13 @@ def main(argv=None) -> int:
         path = args.file or SAMPLE
         try:
             return inspect(path, args.json, args.tensors)
+        except BrokenPipeError:
+            # The reader of our output went away (`fastquant inspect | head`): not an error of ours.
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+            return 0
         except GGUFError as e:
             print(f"fastquant inspect: {path}: not a valid GGUF file: {e}", file=sys.stderr)
             return 2
