@@ -570,7 +570,10 @@ config_class!(
 /// when `quant_method` is not built in (the Python registry looks it up).
 #[pyfunction]
 fn config_from_dict(py: Python<'_>, config_dict: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    let items = dict_items(config_dict, "quantization_config")?;
+    config_from_items(py, dict_items(config_dict, "quantization_config")?)
+}
+
+fn config_from_items(py: Python<'_>, items: Vec<(String, Value)>) -> PyResult<Py<PyAny>> {
     match registry::parse_dict(items).map_err(config_err)? {
         registry::DictOutcome::Parsed(_, parsed) => {
             warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
@@ -587,13 +590,7 @@ fn config_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
     let Value::Dict(items) = v else {
         return Err(PyTypeError::new_err(format!("quantization_config: expected a JSON object, got {}", v.type_name())));
     };
-    match registry::parse_dict(items).map_err(config_err)? {
-        registry::DictOutcome::Parsed(_, parsed) => {
-            warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
-            make_config(py, parsed.config)
-        }
-        registry::DictOutcome::External(name) => name.into_py_any(py),
-    }
+    config_from_items(py, items)
 }
 
 /// The "unknown method" error (a `ValueError`) listing the available methods.
