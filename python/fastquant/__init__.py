@@ -52,7 +52,21 @@ __all__ = [
     "QuantoQuantizer",
     "TorchAoHfQuantizer",
     "NVIDIAModelOptQuantizer",
+    "quantize",
+    "save_quantized",
+    "load_quantized",
+    "dequantize",
+    "BackendImportError",
 ]
+
+# High-level functions load on first use (they import torch and the backend packages only when called).
+_LAZY = {
+    "quantize": ("api", "quantize"),
+    "save_quantized": ("api", "save_quantized"),
+    "load_quantized": ("api", "load_quantized"),
+    "dequantize": ("api", "dequantize"),
+    "BackendImportError": ("quantizers._utils", "BackendImportError"),
+}
 
 
 def __getattr__(name):
@@ -61,4 +75,11 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(".gguf", __name__)
+    target = _LAZY.get(name)
+    if target is not None:
+        import importlib
+
+        value = getattr(importlib.import_module("." + target[0], __name__), target[1])
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'fastquant' has no attribute {name!r}")

@@ -1,10 +1,22 @@
-"""GGUF quantizer: weights that arrive packed in a `.gguf` file, kept packed in torch layers."""
+"""GGUF quantizer: weights that arrive packed in a `.gguf` file, kept packed in torch layers.
+
+The packed layers and the loader live in `fastquant.gguf` (`load_into`); the hooks here delegate to it."""
 from __future__ import annotations
 
 from .._core import GGUFQuantizationConfig
 from .base import DiffusersQuantizer
 
 __all__ = ["GGUFQuantizer"]
+
+
+def _load_into():
+    try:
+        from ..gguf import load_into
+    except ImportError as e:
+        raise NotImplementedError(
+            "fastquant.gguf.load_into (packed GGUF layers) is not available in this build of fastquant"
+        ) from e
+    return load_into
 
 
 class GGUFQuantizer(DiffusersQuantizer):
@@ -17,3 +29,32 @@ class GGUFQuantizer(DiffusersQuantizer):
     @property
     def compute_dtype(self):
         return self.quantization_config.compute_dtype
+
+    def validate_environment(self, *args, **kwargs):
+        super().validate_environment(*args, **kwargs)
+        if not self.pre_quantized:
+            raise ValueError(
+                "GGUF loads pre-quantized weights only; to quantize a float model to GGUF use fastquant.gguf"
+            )
+
+    def update_torch_dtype(self, torch_dtype):
+        return self.compute_dtype if torch_dtype is None else torch_dtype
+
+    def load_gguf(self, model, path, **kwargs):
+        """Load the packed weights of the `.gguf` file at `path` into `model` (fastquant.gguf.load_into), with this
+        quantizer's compute dtype and skip list."""
+        kwargs.setdefault("compute_dtype", self.compute_dtype)
+        kwargs.setdefault("modules_to_not_convert", list(self.skip_modules))
+        return _load_into()(model, path, **kwargs)
+
+    @property
+    def is_serializable(self):
+        return False
+
+    @property
+    def is_trainable(self):
+        return False
+
+    @property
+    def is_compileable(self):
+        return True
