@@ -514,7 +514,7 @@ def load_into(
                 plan.append(("packed", mname, fname, info))
             else:
                 plan.append(("plain", mname, fname, info))
-        loaded = {p[1] for p in plan}
+        loaded = {p[1] for p in plan} | {m[0] for m in mismatched}
         seen_ids = {id(expected[n]) for n in loaded}
         missing = [n for n, t in expected.items() if n not in loaded and id(t) not in seen_ids]
         if mismatched or (strict and (missing or unexpected)):
