@@ -35,7 +35,7 @@ __all__ = [
 
 _LAYER_NAMES = frozenset(
     {"GGUFLinear", "GGUFEmbedding", "LoadResult", "QuantizeResult", "load_into", "quantize_model", "save",
-     "dequantize_model", "FUSED_MAX_ROWS", "GPU_TYPES"}
+     "dequantize_model", "FUSED_MAX_ROWS", "GPU_TYPES", "release_workspace"}
 )
 
 

@@ -13,7 +13,8 @@ Forward paths (inference only; no gradients flow to the packed weight):
   once to the activation dtype.
 * CPU, more rows: the whole weight is dequantized by the Rust kernels into the activation dtype (bit-exact:
   the exact f32 value, rounded once to bf16/f16) and ``F.linear`` runs on it, so the result is bitwise
-  ``F.linear(x, W_exact.to(x.dtype), bias)``.
+  ``F.linear(x, W_exact.to(x.dtype), bias)``. The dequantized weight goes into a per-thread buffer that is
+  reused across calls (:data:`REUSE_WORKSPACE`, :func:`release_workspace`).
 * CUDA: the weight is dequantized on the GPU with torch integer/float ops in ggml's operation order in f32
   (bit-exact with the CPU kernels), cast once to the activation dtype, then ``F.linear``. Types with a GPU
   decoder: :data:`GPU_TYPES`. Other types are dequantized by the Rust kernels on the CPU and copied to the
@@ -24,6 +25,7 @@ traces them without graph breaks.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -45,6 +47,7 @@ __all__ = [
     "dequantize_model",
     "load_into",
     "quantize_model",
+    "release_workspace",
     "save",
 ]
 
@@ -229,6 +232,49 @@ def _(x, packed, ggml_type, n, k):
     return x.new_empty((*x.shape[:-1], n))
 
 
+_ws = threading.local()
+
+
+def release_workspace() -> None:
+    """Free this thread's reusable dequantization buffers (see :data:`REUSE_WORKSPACE`)."""
+    _ws.bufs = {}
+
+
+#: The unfused CPU path dequantizes into one reusable buffer per thread and dtype (grown to the largest
+#: layer): a fresh multi-MiB allocation costs more in page faults than the dequantization itself. The buffer
+#: holds the float weight of the largest layer seen; :func:`release_workspace` frees it.
+REUSE_WORKSPACE = True
+
+
+def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    bufs = getattr(_ws, "bufs", None)
+    if bufs is None:
+        bufs = _ws.bufs = {}
+    b = bufs.get(dtype)
+    if b is None or b.numel() < numel:
+        b = bufs[dtype] = torch.empty(numel, dtype=dtype)
+    return b[:numel]
+
+
+@torch.library.custom_op("fastquant::gguf_linear", mutates_args=())
+def _op_linear(
+    x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """F.linear(x, W_exact.to(x.dtype), bias) with W dequantized into a reusable CPU buffer."""
+    dtype = x.dtype
+    if REUSE_WORKSPACE and packed.device.type == "cpu":
+        w = _workspace(n * k, dtype).view(n, k)
+        _dequantize_blocks(packed, ggml_type, out=w, threads=_threads())
+    else:
+        w = _dequant_impl(packed, ggml_type, n, k, dtype)
+    return F.linear(x, w, None if bias is None else bias.to(dtype))
+
+
+@_op_linear.register_fake
+def _(x, packed, ggml_type, n, k, bias):
+    return x.new_empty((*x.shape[:-1], n))
+
+
 @torch.library.custom_op("fastquant::gguf_embedding", mutates_args=())
 def _op_embedding(
     ids: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, dtype: torch.dtype
@@ -381,6 +427,8 @@ class GGUFLinear(_GGUFPacked):
             if self.bias is not None:
                 y = y + self.bias.to(y.dtype)
             return y
+        if x.device.type == "cpu":
+            return torch.ops.fastquant.gguf_linear(x, self.weight, self._type_id, n, k, self.bias)
         w = torch.ops.fastquant.gguf_dequantize(self.weight, self._type_id, n, k, x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, w, b)

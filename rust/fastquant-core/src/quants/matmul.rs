@@ -200,15 +200,100 @@ unsafe fn mul_scalar(x: &[f32], w: &[f32], ot: &mut [f32], m: usize, k: usize) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mul_avx2(x: &[f32], w: &[f32], ot: &mut [f32], m: usize, k: usize) {
-    mul_body(x, w, ot, m, k, |a: f32, b: f32, c: f32| a.mul_add(b, c))
-}
+use simd::{mul_avx2, mul_avx512};
 
+/// Explicit-intrinsic micro-kernels: the same lane assignment, fused multiply-adds and pairwise lane sum as
+/// `mul_body` with `f32::mul_add`, so they are bit-identical to that scalar code (tested below).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn mul_avx512(x: &[f32], w: &[f32], ot: &mut [f32], m: usize, k: usize) {
-    mul_body(x, w, ot, m, k, |a: f32, b: f32, c: f32| a.mul_add(b, c))
+mod simd {
+    use super::{hsum, LANES};
+    use std::arch::x86_64::*;
+
+    /// Values of k per chunk (2 KiB of each row).
+    const KC: usize = 512;
+
+    macro_rules! mul_kernel {
+        ($fname:ident, $feat:literal, $n:expr, $load:ident, $fma:ident, $zero:ident, $store:ident) => {
+            /// `ot[r][i] = dot(x[i], w[r])`. Caller contract: the CPU has the enabled features,
+            /// `x.len() == m * k`, `w.len()` is a multiple of `k`, `ot.len() == w.len() / k * m`, `k > 0`.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $fname(x: &[f32], w: &[f32], ot: &mut [f32], m: usize, k: usize) {
+                const STEP: usize = LANES / $n;
+                let rows = w.len() / k;
+                assert!(x.len() == m * k && ot.len() == rows * m && w.len() == rows * k);
+                let kv = k / LANES * LANES;
+                let (xp, wp) = (x.as_ptr(), w.as_ptr());
+                // Lane accumulators of every (weight row, activation row) pair persist across k-chunks, so
+                // the 4 weight rows of a block stay in L1 while all activation rows stream past them. The
+                // per-lane operation sequence is unchanged by the chunking.
+                let mut buf = vec![0f32; rows * m * LANES];
+                let bp = buf.as_mut_ptr();
+                let mut k0 = 0;
+                while k0 < kv {
+                    let k1 = (k0 + KC).min(kv);
+                    let mut r = 0;
+                    while r < rows {
+                        let rb = (rows - r).min(4);
+                        // Short blocks repeat their last row (computed, never stored).
+                        let rq = [0, 1, 2, 3].map(|q: usize| r + q.min(rb - 1));
+                        let ws = rq.map(|row| wp.add(row * k));
+                        let mut i = 0;
+                        while i < m {
+                            let ib = (m - i).min(2);
+                            let ip = [i, i + ib - 1];
+                            let xs = [xp.add(i * k), xp.add((i + ib - 1) * k)];
+                            let mut acc = [[$zero(); $n]; 8];
+                            // SAFETY (buffer): (row, i) < (rows, m), so every slot lies inside `buf`.
+                            for q in 0..4 {
+                                for p in 0..2 {
+                                    for h in 0..$n {
+                                        acc[2 * q + p][h] = $load(bp.add((rq[q] * m + ip[p]) * LANES + h * STEP));
+                                    }
+                                }
+                            }
+                            let mut l = k0;
+                            while l < k1 {
+                                // SAFETY (loads): l + LANES <= kv <= k, so every read stays inside its row.
+                                for h in 0..$n {
+                                    let off = l + h * STEP;
+                                    let x0 = $load(xs[0].add(off));
+                                    let x1 = $load(xs[1].add(off));
+                                    for q in 0..4 {
+                                        let wv = $load(ws[q].add(off));
+                                        acc[2 * q][h] = $fma(x0, wv, acc[2 * q][h]);
+                                        acc[2 * q + 1][h] = $fma(x1, wv, acc[2 * q + 1][h]);
+                                    }
+                                }
+                                l += LANES;
+                            }
+                            for q in 0..rb {
+                                for p in 0..ib {
+                                    for h in 0..$n {
+                                        $store(bp.add((rq[q] * m + ip[p]) * LANES + h * STEP), acc[2 * q + p][h]);
+                                    }
+                                }
+                            }
+                            i += ib;
+                        }
+                        r += rb;
+                    }
+                    k0 = k1;
+                }
+                for row in 0..rows {
+                    for i in 0..m {
+                        let lanes: &[f32; LANES] = buf[(row * m + i) * LANES..(row * m + i + 1) * LANES].try_into().unwrap();
+                        let mut s = hsum(lanes);
+                        for t in kv..k {
+                            s = x[i * k + t].mul_add(w[row * k + t], s);
+                        }
+                        ot[row * m + i] = s;
+                    }
+                }
+            }
+        };
+    }
+    mul_kernel!(mul_avx2, "avx2,fma", 2, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, _mm256_storeu_ps);
+    mul_kernel!(mul_avx512, "avx512f,avx2,fma", 1, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, _mm512_storeu_ps);
 }
 
 #[cfg(test)]
@@ -262,13 +347,15 @@ mod tests {
 
     #[test]
     fn simd_micro_kernels_match_scalar_within_bound() {
-        let (m, k) = (3usize, 80usize);
+        let (m, k) = (3usize, 1200usize + 7);
         let mut seed = 42u64;
         let x: Vec<f32> = (0..m * k).map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
         let w: Vec<f32> = (0..7 * k).map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
         let mut want = vec![0f32; 7 * m];
         // SAFETY: the scalar kernel has no CPU requirements; lengths as documented.
         unsafe { mul_scalar(&x, &w, &mut want, m, k) };
+        let mut want_fma = vec![0f32; 7 * m];
+        mul_body(&x, &w, &mut want_fma, m, k, |a: f32, b: f32, c: f32| a.mul_add(b, c));
         for path in [Path::Avx2, Path::Avx512] {
             if !path.available() {
                 continue;
@@ -276,6 +363,8 @@ mod tests {
             let mut got = vec![0f32; 7 * m];
             // SAFETY: `path.available()` confirmed the features.
             unsafe { pick_mul(path)(&x, &w, &mut got, m, k) };
+            // bit-identical to the scalar body with fused multiply-adds
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want_fma.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{path:?}");
             for (g, s) in got.iter().zip(&want) {
                 assert!((g - s).abs() <= k as f32 * 2f32.powi(-23) * 80.0, "{path:?}: {g} vs {s}");
             }
