@@ -103,15 +103,19 @@ else:
     layer = diffusers_linear(p, name, rows, cols)
 del p
 x = torch.randn(1, cols).to(torch.bfloat16)
-with torch.no_grad():
-    layer(x)  # warm up: thread pools, allocator
 gc.collect()
 open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
 base = status("VmRSS")
 with torch.no_grad():
+    layer(x)  # first call: includes thread-pool start-up and first allocations
+first = status("VmHWM") - base
+gc.collect()
+open("/proc/self/clear_refs", "w").write("5")
+base = status("VmRSS")
+with torch.no_grad():
     for _ in range(3):
         layer(x)
-print(status("VmHWM") - base)
+print(first, status("VmHWM") - base)
 """
 
 
@@ -121,7 +125,7 @@ def fused_peak_extra(name, rows, cols, which, threads):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if r.returncode:
         return None
-    return int(r.stdout.strip().splitlines()[-1])
+    return [int(v) for v in r.stdout.strip().splitlines()[-1].split()]
 
 
 # ---- whole-file load ---------------------------------------------------------------------------------------
@@ -202,14 +206,16 @@ def main():
         for threads in (1, 2):
             ex_o = fused_peak_extra(name, rows, cols, "fastquant", threads)
             ex_d = fused_peak_extra(name, rows, cols, "diffusers", threads)
-            tile = fg._layers._core  # noqa: F841
             k = cols
             t_rows = max(4, min(64, (65536 // k) // 4 * 4))
             analytic = threads * t_rows * k * 4 + 2 * rows * 4
-            fmt = lambda e: "n/a" if e is None else f"{e / 2**20:7.1f} MiB = {(packed + e) / packed:5.2f}x packed"
+            fmt = lambda e: "n/a" if e is None else (
+                f"first call {e[0] / 2**20:5.1f} MiB = {(packed + e[0]) / packed:5.2f}x packed, "
+                f"steady {e[1] / 2**20:5.1f} MiB = {(packed + e[1]) / packed:5.2f}x")
             print(
-                f"  {name} {rows}x{cols} thr={threads}: packed {packed / 2**20:6.1f} MiB; fastquant extra {fmt(ex_o)}"
-                f" (tile buffers + output: {analytic / 2**20:.2f} MiB); diffusers extra {fmt(ex_d)}"
+                f"  {name} {rows}x{cols} thr={threads}: packed {packed / 2**20:5.1f} MiB\n"
+                f"    fastquant extra: {fmt(ex_o)} (tile buffers + output: {analytic / 2**20:.2f} MiB)\n"
+                f"    diffusers extra: {fmt(ex_d)}"
             )
 
     with tempfile.TemporaryDirectory() as d:

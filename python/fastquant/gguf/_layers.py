@@ -341,7 +341,8 @@ class _GGUFPacked(nn.Module):
                 f"{name}: packed data is {t.numel()} bytes, expected {self._rows * rb} "
                 f"({self._rows} rows of {self._cols} values)"
             )
-        self.weight = t.reshape(self._rows, rb).to(self.weight.device, copy=copy)
+        dev = self.weight.device if self.weight.device.type != "meta" else t.device
+        self.weight = t.reshape(self._rows, rb).to(dev, copy=copy)
 
     def dequantize_weight(self, dtype=torch.float32) -> torch.Tensor:
         """The exact dequantized weight, shape (rows, cols), in ``dtype`` (f32/f16/bf16), on the buffer's device."""
@@ -590,16 +591,17 @@ def load_into(
                         new.set_packed(torch.from_numpy(raw.copy()), info.ggml_type, copy=False)
                     elif isinstance(mod, nn.Linear):
                         dev = mod.weight.device if mod.weight.device.type != "meta" else torch.device("cpu")
-                        new = GGUFLinear(mod.in_features, mod.out_features, bias=False, ggml_type=info.ggml_type, device=dev)
-                        new.set_packed(torch.from_numpy(raw.copy()), copy=False)
+                        new = GGUFLinear(mod.in_features, mod.out_features, bias=False, ggml_type=info.ggml_type, device="meta")
+                        new.set_packed(torch.from_numpy(raw.copy()).to(dev), copy=False)
                         new.bias = mod.bias
                         if new.bias is not None:
                             new.bias.requires_grad_(False)
                     else:
                         dev = mod.weight.device if mod.weight.device.type != "meta" else torch.device("cpu")
                         dt = mod.weight.dtype if mod.weight.dtype.is_floating_point else torch.float32
-                        new = GGUFEmbedding(mod.num_embeddings, mod.embedding_dim, info.ggml_type, mod.padding_idx, device=dev, dtype=dt)
-                        new.set_packed(torch.from_numpy(raw.copy()), copy=False)
+                        new = GGUFEmbedding(mod.num_embeddings, mod.embedding_dim, info.ggml_type, mod.padding_idx, device="meta", dtype=dt)
+                        new._dtype_probe = new._dtype_probe.to(dev)
+                        new.set_packed(torch.from_numpy(raw.copy()).to(dev), copy=False)
                     if new is not mod:
                         _set_module(model, owner, new)
                         modules[owner] = new
