@@ -600,7 +600,7 @@ def load_into(
                         dev = mod.weight.device if mod.weight.device.type != "meta" else torch.device("cpu")
                         dt = mod.weight.dtype if mod.weight.dtype.is_floating_point else torch.float32
                         new = GGUFEmbedding(mod.num_embeddings, mod.embedding_dim, info.ggml_type, mod.padding_idx, device="meta", dtype=dt)
-                        new._dtype_probe = new._dtype_probe.to(dev)
+                        new._dtype_probe = torch.empty(0, dtype=dt, device=dev)
                         new.set_packed(torch.from_numpy(raw.copy()).to(dev), copy=False)
                     if new is not mod:
                         _set_module(model, owner, new)
