@@ -103,6 +103,11 @@ else:
     layer = diffusers_linear(p, name, rows, cols)
 del p
 x = torch.randn(1, cols).to(torch.bfloat16)
+# one-time process costs (torch op dispatch, thread pools: ~145 MiB whatever the layer size) on a small layer
+# of the same kind first, so "first call" below is this layer's own first forward
+small = fg.GGUFLinear.from_packed(packed_weight(name, 8, 256), name, 8, 256) if which == "fastquant" else diffusers_linear(packed_weight(name, 8, 256), name, 8, 256)
+with torch.no_grad():
+    small(torch.randn(1, 256).to(torch.bfloat16))
 gc.collect()
 open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
 base = status("VmRSS")

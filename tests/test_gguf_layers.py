@@ -428,6 +428,26 @@ def test_load_into_name_map_dict_and_dtype(tmp_path):
     assert fresh(ids).dtype == torch.bfloat16
 
 
+def test_load_into_tied_weights(tmp_path):
+    """A file with only the embedding (as llama.cpp writes tied models): the tied head shares its blocks."""
+    m = _tiny()
+    m.head = nn.Linear(64, 40, bias=False)
+    m.proj = nn.Linear(64, 64)
+    m.head.weight = m.embed.weight  # tied
+    m.forward = lambda ids: m.head(m.proj(m.norm(m.embed(ids))))
+    p = tmp_path / "tied.gguf"
+    sd = {k: v for k, v in m.state_dict().items() if k != "head.weight"}
+    sd["embed.weight"] = (fg.quantize(m.embed.weight.detach(), "Q8_0"), "Q8_0", (40, 64))
+    fg.write(p, sd)
+    r = fg.load_into(m, p)
+    assert r.replaced == ["embed", "head"] and not r.missing
+    assert isinstance(m.head, fg.GGUFLinear) and m.head.weight.data_ptr() == m.embed.weight.data_ptr()
+    W = m.embed.dequantize_weight()
+    ids = torch.tensor([[1, 2]])
+    h = m.proj(m.norm(W[ids]))
+    assert torch.allclose(m(ids), F.linear(h, W), rtol=1e-5, atol=1e-6)
+
+
 def test_dequantize_model():
     m = _tiny()
     fg.quantize_model(m, "Q4_0", embeddings=True)

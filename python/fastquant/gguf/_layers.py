@@ -564,8 +564,13 @@ def load_into(
             else:
                 plan.append(("plain", mname, fname, info))
         loaded = {p[1] for p in plan} | {m[0] for m in mismatched}
-        seen_ids = {id(expected[n]) for n in loaded}
-        missing = [n for n, t in expected.items() if n not in loaded and id(t) not in seen_ids]
+        by_id = {id(expected[n]): n for n in loaded}
+        # names tied to a loaded tensor (e.g. lm_head.weight is embed_tokens.weight) are loaded through it
+        aliases: Dict[str, List[str]] = {}
+        for n, t in expected.items():
+            if n not in loaded and id(t) in by_id:
+                aliases.setdefault(by_id[id(t)], []).append(n)
+        missing = [n for n, t in expected.items() if n not in loaded and id(t) not in by_id]
         if mismatched or (strict and (missing or unexpected)):
             lines = []
             if missing:
@@ -611,6 +616,25 @@ def load_into(
                             if key in expected and getattr(new, sub, None) is not None:
                                 expected[key] = getattr(new, sub)
                     replaced.append(owner)
+                    # tied weights: the other modules get packed layers sharing this buffer
+                    for alias in aliases.get(mname, []):
+                        a_owner, a_leaf = _split(alias)
+                        a_mod = modules.get(a_owner)
+                        if a_leaf != "weight" or a_owner == owner:
+                            continue
+                        if isinstance(a_mod, nn.Linear) and (a_mod.out_features, a_mod.in_features) == (new._rows, new._cols):
+                            tied = GGUFLinear(a_mod.in_features, a_mod.out_features, bias=False, ggml_type=new.ggml_type, device="meta")
+                            tied.bias = a_mod.bias
+                        elif isinstance(a_mod, nn.Embedding) and (a_mod.num_embeddings, a_mod.embedding_dim) == (new._rows, new._cols):
+                            tied = GGUFEmbedding(a_mod.num_embeddings, a_mod.embedding_dim, new.ggml_type, a_mod.padding_idx, device="meta")
+                            a_dt = a_mod.weight.dtype if a_mod.weight.dtype.is_floating_point else torch.float32
+                            tied._dtype_probe = torch.empty(0, dtype=a_dt, device=new.weight.device)
+                        else:
+                            continue
+                        tied.set_packed(new.weight, copy=False)
+                        _set_module(model, a_owner, tied)
+                        modules[a_owner] = tied
+                        replaced.append(a_owner)
                 else:
                     mod = modules.get(owner) if owner else model
                     cur = expected[mname]
