@@ -57,15 +57,15 @@ pub fn linear_fused(
         return Err(FusedError::Features { ty, k, block: be });
     }
     let row_bytes = k / be * bb;
-    let expected = n.checked_mul(row_bytes).unwrap_or(usize::MAX);
+    let expected = n.saturating_mul(row_bytes);
     if w.len() != expected {
         return Err(FusedError::WeightLength { ty, n, k, expected, got: w.len() });
     }
-    let xe = m.checked_mul(k).unwrap_or(usize::MAX);
+    let xe = m.saturating_mul(k);
     if x.len() != xe {
         return Err(FusedError::InputLength { m, k, expected: xe, got: x.len() });
     }
-    let oe = m.checked_mul(n).unwrap_or(usize::MAX);
+    let oe = m.saturating_mul(n);
     if out.len() != oe {
         return Err(FusedError::OutputLength { m, n, expected: oe, got: out.len() });
     }
