@@ -13,16 +13,30 @@ from ._file import GGUFFile, TensorInfo, load_state_dict, open
 from ._writer import Value, write
 
 __all__ = [
+    "GGUFEmbedding",
     "GGUFError",
     "GGUFFile",
+    "GGUFLinear",
+    "LoadResult",
+    "QuantizeResult",
     "TensorInfo",
     "Value",
     "dequantize",
+    "dequantize_model",
+    "load_into",
     "load_state_dict",
     "open",
     "quantize",
+    "quantize_model",
+    "save",
     "write",
 ]
+
+
+_LAYER_NAMES = frozenset(
+    {"GGUFLinear", "GGUFEmbedding", "LoadResult", "QuantizeResult", "load_into", "quantize_model", "save",
+     "dequantize_model", "FUSED_MAX_ROWS", "GPU_TYPES", "release_workspace"}
+)
 
 
 def __getattr__(name):
@@ -31,4 +45,9 @@ def __getattr__(name):
         from . import _dequant
 
         return getattr(_dequant, name)
+    if name in _LAYER_NAMES:
+        # torch layers and model helpers: torch is imported only when one of these is first used.
+        from . import _layers
+
+        return getattr(_layers, name)
     raise AttributeError(f"module 'fastquant.gguf' has no attribute {name!r}")

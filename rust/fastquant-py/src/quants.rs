@@ -94,6 +94,34 @@ fn quantize<'py>(py: Python<'py>, src: PyReadonlyArrayDyn<'py, f32>, ggml_type: 
     Ok(PyArray1::from_vec(py, v))
 }
 
+/// `out = x · Wᵀ` with `W` (`n × k`) kept packed: `x` a contiguous float32 array of `m × k` values, `w` the
+/// packed rows (contiguous uint8), `out` a contiguous float32 array of `m × n` values. Tiles of `W` are
+/// dequantized into a small per-thread buffer; the GIL is released.
+#[pyfunction]
+#[pyo3(signature = (x, w, ggml_type, n, k, out, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn linear_fused(
+    py: Python<'_>,
+    x: PyReadonlyArrayDyn<'_, f32>,
+    w: PyReadonlyArrayDyn<'_, u8>,
+    ggml_type: u32,
+    n: usize,
+    k: usize,
+    mut out: PyReadwriteArrayDyn<'_, f32>,
+    threads: Option<usize>,
+) -> PyResult<()> {
+    let ty = ty_from_id(ggml_type)?;
+    let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
+    let ws = w.as_slice().map_err(|_| PyValueError::new_err("w must be C-contiguous"))?;
+    let os = out.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+    if k == 0 || xs.len() % k != 0 {
+        return Err(PyValueError::new_err(format!("x holds {} values, not whole rows of {k}", xs.len())));
+    }
+    let m = xs.len() / k;
+    py.detach(|| quants::linear_fused(ty, xs, m, k, ws, n, os, threads))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// The SIMD path `auto` resolves to on this CPU ("avx512", "avx2" or "scalar").
 #[pyfunction]
 fn simd_path() -> &'static str {
@@ -109,5 +137,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dequantize_into, m)?)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
+    m.add_function(wrap_pyfunction!(linear_fused, m)?)?;
     Ok(())
 }

@@ -11,6 +11,7 @@ mod fp4;
 mod iquants;
 mod kquants;
 mod legacy;
+pub mod matmul;
 pub mod quantize;
 pub mod tables;
 mod ternary;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
+pub use matmul::{linear_fused, FusedError};
 pub use quantize::{quantize, quantize_into, QuantizeError};
 pub use types::{GgmlType, ALL_TYPES};
 
