@@ -181,7 +181,7 @@ class TorchAoHfQuantizer(DiffusersQuantizer):
 
         for name in self.quantized_modules(model):
             layer = model.get_submodule(name)
-            weight = layer.weight.dequantize()
+            weight = _dense_weight(layer)
             out = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
                                   device="meta", dtype=weight.dtype)
             out.weight = torch.nn.Parameter(weight, requires_grad=False)
@@ -226,3 +226,21 @@ class TorchAoHfQuantizer(DiffusersQuantizer):
             if leftover:
                 raise ValueError(f"torchao: tensors left over after unflattening: {sorted(leftover)[:8]}")
         return super().load_quantized_state_dict(model, state_dict, metadata, device)
+
+
+def _dense_weight(layer):
+    """The float weight of a torchao-quantized Linear layer.
+
+    Most torchao tensors implement `dequantize()`; some packed layouts (e.g. Int4TilePackedTo4dTensor on CUDA in
+    torchao 0.18) do not, but every one supports the linear op it was made for. For those, the weight is
+    recovered as linear(I, W) = W^T, in the layer's compute dtype (exact for weight-only layouts: each output is
+    one dequantized weight times 1)."""
+    import torch
+    import torch.nn.functional as F
+
+    w = layer.weight
+    try:
+        return w.dequantize()
+    except NotImplementedError:
+        eye = torch.eye(layer.in_features, dtype=w.dtype, device=w.device)
+        return F.linear(eye, w).t().contiguous()
