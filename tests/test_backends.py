@@ -390,7 +390,9 @@ def test_save_errors(tmp_path):
         fq.save_quantized(make_model(), tmp_path)
 
 
-def test_gguf_quantizer_delegates(monkeypatch):
+def test_gguf_quantizer_loads_a_real_file(tmp_path):
+    """The GGUF quantizer's hook loads a real .gguf through fastquant.gguf.load_into: packed layers, except the
+    skipped module, which is dequantized exactly into the config's compute dtype on a meta model."""
     import fastquant.gguf as fg
 
     q = fq.DiffusersAutoQuantizer.from_config(fq.GGUFQuantizationConfig(compute_dtype="bfloat16"),
@@ -398,12 +400,22 @@ def test_gguf_quantizer_delegates(monkeypatch):
     assert not q.is_serializable and not q.is_trainable and q.is_compileable
     q.validate_environment()
     assert q.update_torch_dtype(None) == torch.bfloat16
-    calls = []
-    monkeypatch.setattr(fg, "load_into", lambda model, path, **kw: calls.append((model, path, kw)) or model, raising=False)
-    m = make_model()
-    assert q.load_gguf(m, "x.gguf") is m
-    assert calls[0][1] == "x.gguf"
-    assert calls[0][2] == {"compute_dtype": torch.bfloat16, "modules_to_not_convert": ["proj_out"]}
+    src = make_model()
+    fg.quantize_model(src, "Q8_0")
+    path = tmp_path / "net.gguf"
+    fg.save(src, path)
+    with torch.device("meta"):
+        target = Net()
+    res = q.load_gguf(target, path)
+    assert type(target.proj_out) is torch.nn.Linear and target.proj_out.weight.dtype == torch.bfloat16
+    with fg.open(path) as f:
+        want = f.get_tensor("proj_out.weight", dtype=torch.bfloat16)
+    assert torch.equal(target.proj_out.weight, want)
+    assert "proj_out" not in res.replaced and set(res.replaced) >= {"fc1", "fc2"}
+    assert isinstance(target.fc1, fg.GGUFLinear)
+    x = make_input(dtype=torch.bfloat16)
+    ref = src.to(torch.bfloat16)
+    assert rel_err(target(x), ref(x)) < 0.02
     with pytest.raises(ValueError):
         fq.quantize(make_model(), fq.GGUFQuantizationConfig())
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _core
+from ..quantizers._utils import matches_skip
 from ._dequant import _type_info, dequantize as _dequantize_blocks
 
 __all__ = [
@@ -517,6 +518,8 @@ def load_into(
     path,
     name_map: Union[None, Mapping[str, str], Callable[[str], Optional[str]]] = None,
     strict: bool = True,
+    modules_to_not_convert: Optional[Sequence[str]] = None,
+    dtype: Optional[torch.dtype] = None,
 ) -> LoadResult:
     """Load a GGUF file into ``model``.
 
@@ -529,9 +532,14 @@ def load_into(
     tensor). Shape mismatches always raise ``ValueError``. With ``strict`` (default), missing or unexpected
     names raise too; otherwise they are reported in the returned :class:`LoadResult`. Nothing in the model is
     changed when an error is raised.
+
+    ``modules_to_not_convert``: modules (a full dotted name, an ancestor, or one name component) that stay plain
+    ``nn.Linear``/``nn.Embedding``: their quantized weights are dequantized (exactly) instead of packed.
+    ``dtype``: the dtype of float tensors created for parameters on the meta device (default: the parameter's).
     """
     from ._file import GGUFFile
 
+    skip = list(modules_to_not_convert or [])
     expected = _expected_names(model)
     modules = dict(model.named_modules())
     plan = []  # (kind, model name, file name, info)
@@ -559,7 +567,8 @@ def load_into(
             if tuple(info.shape) != want:
                 mismatched.append((mname, tuple(info.shape), want))
                 continue
-            if packed and leaf == "weight" and isinstance(mod, (nn.Linear, nn.Embedding, _GGUFPacked)):
+            keep_plain = matches_skip(owner, skip) and not isinstance(mod, _GGUFPacked)
+            if packed and leaf == "weight" and isinstance(mod, (nn.Linear, nn.Embedding, _GGUFPacked)) and not keep_plain:
                 plan.append(("packed", mname, fname, info))
             else:
                 plan.append(("plain", mname, fname, info))
@@ -640,6 +649,8 @@ def load_into(
                     cur = expected[mname]
                     dt = cur.dtype if cur.dtype.is_floating_point or info.ggml_type not in _PLAIN_FLOAT else cur.dtype
                     if cur.device.type == "meta":
+                        if dtype is not None and dt.is_floating_point:
+                            dt = dtype
                         val = f.get_tensor(fname, dtype=dt)
                         holder = modules.get(owner, model)
                         if isinstance(cur, nn.Parameter):
@@ -649,11 +660,6 @@ def load_into(
                     else:
                         cur.copy_(f.get_tensor(fname, dtype=dt, device=cur.device))
     return LoadResult(missing, unexpected, mismatched, replaced)
-
-
-def _skipped(name: str, skip) -> bool:
-    parts = name.split(".")
-    return any(name == s or name.startswith(s + ".") or s in parts for s in skip)
 
 
 def quantize_model(
@@ -677,7 +683,7 @@ def quantize_model(
             width, make = mod.embedding_dim, GGUFEmbedding.from_embedding
         else:
             continue
-        if _skipped(mname, skip):
+        if matches_skip(mname, skip):
             skipped[mname] = "in modules_to_not_convert"
             continue
         if width % be:

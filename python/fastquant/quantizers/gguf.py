@@ -9,16 +9,6 @@ from .base import DiffusersQuantizer
 __all__ = ["GGUFQuantizer"]
 
 
-def _load_into():
-    try:
-        from ..gguf import load_into
-    except ImportError as e:
-        raise NotImplementedError(
-            "fastquant.gguf.load_into (packed GGUF layers) is not available in this build of fastquant"
-        ) from e
-    return load_into
-
-
 class GGUFQuantizer(DiffusersQuantizer):
     """Loads pre-quantized GGUF weights (fastquant reads GGUF natively; gguf-py is not needed)."""
 
@@ -43,9 +33,11 @@ class GGUFQuantizer(DiffusersQuantizer):
     def load_gguf(self, model, path, **kwargs):
         """Load the packed weights of the `.gguf` file at `path` into `model` (fastquant.gguf.load_into), with this
         quantizer's compute dtype and skip list."""
-        kwargs.setdefault("compute_dtype", self.compute_dtype)
+        kwargs.setdefault("dtype", self.compute_dtype)
         kwargs.setdefault("modules_to_not_convert", list(self.skip_modules))
-        return _load_into()(model, path, **kwargs)
+        from ..gguf import load_into
+
+        return load_into(model, path, **kwargs)
 
     @property
     def is_serializable(self):
