@@ -2,7 +2,7 @@
 //!
 //! Every block type implements [`BlockFormat`] with a scalar reference decoder that follows ggml's
 //! operation order exactly (docs/gguf-spec.md §3). SIMD kernels (AVX2, AVX-512 on x86-64) sit beside the
-//! scalar code for the memory-bound types and are tested bit-for-bit against it. [`dequantize`] picks the
+//! scalar code for all block types but Q8_K and are tested bit-for-bit against it. [`dequantize`] picks the
 //! best kernel for this CPU; [`dequantize_with`] forces one (for tests and benchmarks);
 //! [`dequantize_par`] splits large tensors over a rayon pool.
 

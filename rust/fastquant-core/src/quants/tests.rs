@@ -192,8 +192,26 @@ fn simd_matches_scalar_on_adversarial_blocks() {
             checked += 1;
         }
     }
-    let expected = 15 * simd_paths().len();
+    let expected = SIMD_TYPES.len() * simd_paths().len();
     assert_eq!(checked, expected, "every SIMD kernel was compared");
+}
+
+/// The types with dedicated AVX2/AVX-512 kernels (so a dropped dispatch entry fails loudly, not silently scalar).
+const SIMD_TYPES: [GgmlType; 27] = {
+    use GgmlType::*;
+    [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4K, Q5K, Q6K, TQ1_0, TQ2_0, F16, BF16, IQ4NL, IQ4XS, MXFP4, Q2K, Q3K, IQ1S,
+        IQ1M, IQ2XXS, IQ2XS, IQ2S, IQ3XXS, IQ3S, NVFP4, Q1_0, Q2_0,
+    ]
+};
+
+#[test]
+fn simd_kernels_exist_for_listed_types() {
+    for path in simd_paths() {
+        for ty in SIMD_TYPES {
+            assert!(has_simd_kernel(ty, path), "{ty} has no {path:?} kernel");
+        }
+    }
 }
 
 #[test]

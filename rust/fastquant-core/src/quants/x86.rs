@@ -1,9 +1,11 @@
-//! x86-64 SIMD kernels (AVX2 and AVX-512) for the memory-bound block types.
+//! x86-64 SIMD kernels (AVX2 and AVX-512) for every block type except Q8_K and the plain integer/f32/f64 ones.
 //!
 //! Each kernel decodes one block at a time. The quant unpacking is done on 128-bit vectors (16 values), and
 //! a per-ISA `emit` step widens 16 values to f32 and applies the scale: one 512-bit store on AVX-512, two
 //! 256-bit stores on AVX2. The arithmetic is the scalar reference's, operation for operation (separate
-//! multiply and add, same operand order), so results are bit-identical; `tests.rs` checks that.
+//! multiply and add, same operand order), so results are bit-identical; `tests.rs` checks that. Codebook types
+//! (IQ1/IQ2/IQ3) look the grid rows up with scalar loads, place two (8-byte) or four (4-byte) rows in one
+//! vector and apply signs by flipping the f32 sign bit, which is exactly the reference's negation.
 //!
 //! The kernels are generated twice from one body by `kernels!`, once per ISA, with `#[target_feature]`.
 //! They are only reachable through [`kernel`], which hands them out when the CPU has the features.
@@ -52,6 +54,18 @@ pub(crate) fn kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
                 IQ4NL => $m::iq4_nl,
                 IQ4XS => $m::iq4_xs,
                 MXFP4 => $m::mxfp4,
+                Q2K => $m::q2_k,
+                Q3K => $m::q3_k,
+                IQ1S => $m::iq1_s,
+                IQ1M => $m::iq1_m,
+                IQ2XXS => $m::iq2_xxs,
+                IQ2XS => $m::iq2_xs,
+                IQ2S => $m::iq2_s,
+                IQ3XXS => $m::iq3_xxs,
+                IQ3S => $m::iq3_s,
+                NVFP4 => $m::nvfp4,
+                Q1_0 => $m::q1_0,
+                Q2_0 => $m::q2_0,
                 _ => return None,
             })
         };
@@ -377,6 +391,274 @@ macro_rules! kernels {
                 });
             }
 
+            /// Q2_K. The 16 sub-block factors `d * (s & 15)` and `dmin * (s >> 4)` are computed once per block
+            /// with vector multiplies (same products as the reference's scalar ones) and broadcast from memory.
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q2_k(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let m2 = _mm_set1_epi8(3);
+                blocks!(data, out, 84, 256, |b, y| {
+                    let d = h2f(b.add(80));
+                    let dmin = h2f(b.add(82));
+                    let sc = load16(b);
+                    let mut dl = [0f32; 16];
+                    let mut ml = [0f32; 16];
+                    emit_i8_mul(_mm_and_si128(sc, m4), splat(d), dl.as_mut_ptr());
+                    emit_i8_mul(_mm_and_si128(_mm_srli_epi16(sc, 4), m4), splat(dmin), ml.as_mut_ptr());
+                    for n in 0..2 {
+                        for h in 0..2 {
+                            let q = load16(b.add(16 + 32 * n + 16 * h));
+                            for j in 0..4 {
+                                let k = 8 * n + 2 * j + h;
+                                let v = _mm_and_si128(srli16_var(q, 2 * j as i32), m2);
+                                emit_u8_mul_sub(
+                                    v,
+                                    splat_at(dl.as_ptr().add(k)),
+                                    splat_at(ml.as_ptr().add(k)),
+                                    y.add(128 * n + 32 * j + 16 * h),
+                                );
+                            }
+                        }
+                    }
+                });
+            }
+
+            /// Q3_K: 2 low bits minus 4 where the hmask bit is clear, times `d * scale` (16 factors per block).
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q3_k(data: &[u8], out: &mut [f32]) {
+                let m2 = _mm_set1_epi8(3);
+                let k4 = _mm_set1_epi8(4);
+                blocks!(data, out, 110, 256, |b, y| {
+                    let d = h2f(b.add(108));
+                    let sc = crate::quants::kquants::q3k_scales(std::slice::from_raw_parts(b.add(96), 12));
+                    let mut dl = [0f32; 16];
+                    emit_i8_mul(load16(sc.as_ptr() as *const u8), splat(d), dl.as_mut_ptr());
+                    for h in 0..2 {
+                        let hm = load16(b.add(16 * h));
+                        for n in 0..2 {
+                            let q = load16(b.add(32 + 32 * n + 16 * h));
+                            for j in 0..4 {
+                                let bit = _mm_set1_epi8((1u8 << (4 * n + j)) as i8);
+                                let set = _mm_cmpeq_epi8(_mm_and_si128(hm, bit), bit);
+                                let v = _mm_sub_epi8(
+                                    _mm_and_si128(srli16_var(q, 2 * j as i32), m2),
+                                    _mm_andnot_si128(set, k4),
+                                );
+                                emit_i8_mul(v, splat_at(dl.as_ptr().add(8 * n + 2 * j + h)), y.add(128 * n + 32 * j + 16 * h));
+                            }
+                        }
+                    }
+                });
+            }
+
+            /// Two 8-byte grid rows as one 16-byte vector (row `a` first).
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn rows2(a: u64, b: u64) -> __m128i {
+                _mm_set_epi64x(b as i64, a as i64)
+            }
+
+            /// Four 4-byte grid rows as one 16-byte vector.
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn rows4(a: u32, b: u32, c: u32, e: u32) -> __m128i {
+                _mm_setr_epi32(a as i32, b as i32, c as i32, e as i32)
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq1_s(data: &[u8], out: &mut [f32]) {
+                let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
+                blocks!(data, out, 50, 256, |b, y| {
+                    let d = h2f(b);
+                    for ib in 0..8 {
+                        let h = u16::from_le_bytes([*b.add(34 + 2 * ib), *b.add(35 + 2 * ib)]);
+                        let dl = splat(d * (2 * ((h >> 12) & 7) + 1) as f32);
+                        let delta = if h & 0x8000 != 0 { -0.125f32 } else { 0.125 };
+                        for p in 0..2 {
+                            let l = 2 * p;
+                            let i0 = *b.add(2 + 4 * ib + l) as usize | ((((h >> (3 * l)) & 7) as usize) << 8);
+                            let i1 = *b.add(3 + 4 * ib + l) as usize | ((((h >> (3 * l + 3)) & 7) as usize) << 8);
+                            let q = rows2(*grid.add(i0), *grid.add(i1));
+                            emit_i8_add_mul(q, delta, delta, dl, y.add(32 * ib + 16 * p));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq1_m(data: &[u8], out: &mut [f32]) {
+                let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
+                blocks!(data, out, 56, 256, |b, y| {
+                    let sc = [
+                        u16::from_le_bytes([*b.add(48), *b.add(49)]),
+                        u16::from_le_bytes([*b.add(50), *b.add(51)]),
+                        u16::from_le_bytes([*b.add(52), *b.add(53)]),
+                        u16::from_le_bytes([*b.add(54), *b.add(55)]),
+                    ];
+                    let bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00F0) | ((sc[2] >> 4) & 0x0F00) | (sc[3] & 0xF000);
+                    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+                    for ib in 0..8 {
+                        let w = sc[ib / 2];
+                        let sh = 6 * (ib % 2);
+                        let dls = [d * (2 * ((w >> sh) & 7) + 1) as f32, d * (2 * ((w >> (sh + 3)) & 7) + 1) as f32];
+                        for p in 0..2 {
+                            let hb = *b.add(32 + 2 * ib + p);
+                            let i0 = *b.add(4 * ib + 2 * p) as usize | (((hb & 7) as usize) << 8);
+                            let i1 = *b.add(4 * ib + 2 * p + 1) as usize | ((((hb >> 4) & 7) as usize) << 8);
+                            let d0 = if hb & 0x08 != 0 { -0.125f32 } else { 0.125 };
+                            let d1 = if hb & 0x80 != 0 { -0.125f32 } else { 0.125 };
+                            let q = rows2(*grid.add(i0), *grid.add(i1));
+                            emit_i8_add_mul(q, d0, d1, splat(dls[p]), y.add(32 * ib + 16 * p));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq2_xxs(data: &[u8], out: &mut [f32]) {
+                let grid = crate::quants::tables::IQ2XXS_GRID.as_ptr();
+                let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
+                blocks!(data, out, 66, 256, |b, y| {
+                    let d = h2f(b);
+                    for ib in 0..8 {
+                        let a0 = (b.add(2 + 8 * ib) as *const u32).read_unaligned().to_le();
+                        let a1 = (b.add(6 + 8 * ib) as *const u32).read_unaligned().to_le();
+                        let db = splat(d * (0.5 + (a1 >> 28) as f32) * 0.25);
+                        for p in 0..2 {
+                            let l = 2 * p as u32;
+                            let g0 = *grid.add(((a0 >> (8 * l)) & 0xFF) as usize);
+                            let g1 = *grid.add(((a0 >> (8 * l + 8)) & 0xFF) as usize);
+                            let s0 = *signs.add(((a1 >> (7 * l)) & 127) as usize) as u32;
+                            let s1 = *signs.add(((a1 >> (7 * l + 7)) & 127) as usize) as u32;
+                            emit_u8_mul_sign(rows2(g0, g1), db, s0 | (s1 << 8), y.add(32 * ib + 16 * p));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq2_xs(data: &[u8], out: &mut [f32]) {
+                let grid = crate::quants::tables::IQ2XS_GRID.as_ptr();
+                let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
+                blocks!(data, out, 74, 256, |b, y| {
+                    let d = h2f(b);
+                    for ib in 0..8 {
+                        let s = *b.add(66 + ib);
+                        let dbs = [d * (0.5 + (s & 0xF) as f32) * 0.25, d * (0.5 + (s >> 4) as f32) * 0.25];
+                        for p in 0..2 {
+                            let o = b.add(2 + 2 * (4 * ib + 2 * p));
+                            let q0 = u16::from_le_bytes([*o, *o.add(1)]);
+                            let q1 = u16::from_le_bytes([*o.add(2), *o.add(3)]);
+                            let g = rows2(*grid.add((q0 & 511) as usize), *grid.add((q1 & 511) as usize));
+                            let sg = *signs.add((q0 >> 9) as usize) as u32 | ((*signs.add((q1 >> 9) as usize) as u32) << 8);
+                            emit_u8_mul_sign(g, splat(dbs[p]), sg, y.add(32 * ib + 16 * p));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq2_s(data: &[u8], out: &mut [f32]) {
+                let grid = crate::quants::tables::IQ2S_GRID.as_ptr();
+                blocks!(data, out, 82, 256, |b, y| {
+                    let d = h2f(b);
+                    for ib in 0..8 {
+                        let s = *b.add(74 + ib);
+                        let qh = *b.add(66 + ib) as usize;
+                        let dbs = [d * (0.5 + (s & 0xF) as f32) * 0.25, d * (0.5 + (s >> 4) as f32) * 0.25];
+                        for p in 0..2 {
+                            let l = 2 * p;
+                            let i0 = *b.add(2 + 4 * ib + l) as usize | (((qh >> (2 * l)) & 3) << 8);
+                            let i1 = *b.add(3 + 4 * ib + l) as usize | (((qh >> (2 * l + 2)) & 3) << 8);
+                            let sg = u16::from_le_bytes([*b.add(34 + 4 * ib + l), *b.add(35 + 4 * ib + l)]) as u32;
+                            emit_u8_mul_sign(rows2(*grid.add(i0), *grid.add(i1)), splat(dbs[p]), sg, y.add(32 * ib + 16 * p));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq3_xxs(data: &[u8], out: &mut [f32]) {
+                let grid = crate::quants::tables::IQ3XXS_GRID.as_ptr();
+                let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
+                blocks!(data, out, 98, 256, |b, y| {
+                    let d = h2f(b);
+                    for ib in 0..8 {
+                        let a = (b.add(66 + 4 * ib) as *const u32).read_unaligned().to_le();
+                        let db = splat(d * (0.5 + (a >> 28) as f32) * 0.5);
+                        let qs = b.add(2 + 8 * ib);
+                        for p in 0..2 {
+                            let l = 2 * p;
+                            let g = rows4(
+                                *grid.add(*qs.add(2 * l) as usize),
+                                *grid.add(*qs.add(2 * l + 1) as usize),
+                                *grid.add(*qs.add(2 * l + 2) as usize),
+                                *grid.add(*qs.add(2 * l + 3) as usize),
+                            );
+                            let s0 = *signs.add(((a >> (7 * l)) & 127) as usize) as u32;
+                            let s1 = *signs.add(((a >> (7 * l + 7)) & 127) as usize) as u32;
+                            emit_u8_mul_sign(g, db, s0 | (s1 << 8), y.add(32 * ib + 16 * p));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn iq3_s(data: &[u8], out: &mut [f32]) {
+                let grid = crate::quants::tables::IQ3S_GRID.as_ptr();
+                blocks!(data, out, 110, 256, |b, y| {
+                    let d = h2f(b);
+                    for ib in 0..8 {
+                        let db = splat(d * (1 + 2 * ((*b.add(106 + ib / 2) >> (4 * (ib % 2))) & 0xF) as i32) as f32);
+                        let qh = *b.add(66 + ib) as usize;
+                        let qs = b.add(2 + 8 * ib);
+                        for m in 0..2 {
+                            let i = 4 * m;
+                            let ix = |k: usize| *qs.add(i + k) as usize | (((qh >> (i + k)) & 1) << 8);
+                            let g = rows4(*grid.add(ix(0)), *grid.add(ix(1)), *grid.add(ix(2)), *grid.add(ix(3)));
+                            let sg = u16::from_le_bytes([*b.add(74 + 4 * ib + 2 * m), *b.add(75 + 4 * ib + 2 * m)]) as u32;
+                            emit_u8_mul_sign(g, db, sg, y.add(32 * ib + 16 * m));
+                        }
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn nvfp4(data: &[u8], out: &mut [f32]) {
+                let m4 = _mm_set1_epi8(0x0F);
+                let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
+                blocks!(data, out, 36, 64, |b, y| {
+                    for s in 0..4 {
+                        let ds = splat(crate::quants::fp4::ue4m3_half(*b.add(s)));
+                        let q = _mm_loadl_epi64(b.add(4 + 8 * s) as *const __m128i);
+                        let v = _mm_unpacklo_epi64(_mm_and_si128(q, m4), _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+                        emit_i8_mul(_mm_shuffle_epi8(lut, v), ds, y.add(16 * s));
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q1_0(data: &[u8], out: &mut [f32]) {
+                blocks!(data, out, 18, 128, |b, y| {
+                    let d = h2f(b);
+                    for g in 0..8 {
+                        let bits = u16::from_le_bytes([*b.add(2 + 2 * g), *b.add(3 + 2 * g)]) as u32;
+                        emit_pm(d, bits, y.add(16 * g));
+                    }
+                });
+            }
+
+            #[target_feature(enable = $tf)]
+            pub(crate) unsafe fn q2_0(data: &[u8], out: &mut [f32]) {
+                blocks!(data, out, 18, 64, |b, y| {
+                    let d = splat(h2f(b));
+                    for g in 0..4 {
+                        let x = (b.add(2 + 4 * g) as *const u32).read_unaligned().to_le();
+                        emit_2bit(x, d, y.add(16 * g));
+                    }
+                });
+            }
+
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn f16(data: &[u8], out: &mut [f32]) {
                 let n = data.len() / 2;
@@ -452,6 +734,68 @@ mod h_avx2 {
     #[inline]
     pub unsafe fn splat(x: f32) -> __m256 {
         _mm256_set1_ps(x)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn splat_at(p: *const f32) -> __m256 {
+        _mm256_broadcast_ss(&*p)
+    }
+
+    /// Lane i (of 8) all-ones where bit i of `bits` is set.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn lanes8(bits: u32) -> __m256i {
+        let m = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits as i32), m), m)
+    }
+
+    /// out[i] = (f32(q[i] as i8) + delta) * d, delta = `dlo` for lanes 0..8 and `dhi` for 8..16.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m256, out: *mut f32) {
+        let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+        let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+        _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_add_ps(a, _mm256_set1_ps(dlo)), d));
+        _mm256_storeu_ps(out.add(8), _mm256_mul_ps(_mm256_add_ps(b, _mm256_set1_ps(dhi)), d));
+    }
+
+    /// out[i] = f32(q[i] as u8) * d, negated (sign bit flipped) where bit i of `signs` is set.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m256, signs: u32, out: *mut f32) {
+        let sb = _mm256_set1_ps(-0.0);
+        let a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d);
+        let b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8))), d);
+        let na = _mm256_and_ps(_mm256_castsi256_ps(lanes8(signs & 0xFF)), sb);
+        let nb = _mm256_and_ps(_mm256_castsi256_ps(lanes8((signs >> 8) & 0xFF)), sb);
+        _mm256_storeu_ps(out, _mm256_xor_ps(a, na));
+        _mm256_storeu_ps(out.add(8), _mm256_xor_ps(b, nb));
+    }
+
+    /// out[i] = bit i of `bits` ? d : -d (i < 16).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut f32) {
+        let p = _mm256_set1_ps(d);
+        let n = _mm256_set1_ps(-d);
+        _mm256_storeu_ps(out, _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8(bits & 0xFF))));
+        _mm256_storeu_ps(out.add(8), _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8((bits >> 8) & 0xFF))));
+    }
+
+    /// out[i] = f32(((x >> 2i) & 3) - 1) * d (i < 16).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_2bit(x: u32, d: __m256, out: *mut f32) {
+        let v = _mm256_set1_epi32(x as i32);
+        let m3 = _mm256_set1_epi32(3);
+        let one = _mm256_set1_epi32(1);
+        let a = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+        let b = _mm256_srlv_epi32(v, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30));
+        let a = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(a, m3), one));
+        let b = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, m3), one));
+        _mm256_storeu_ps(out, _mm256_mul_ps(a, d));
+        _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, d));
     }
 
     /// out[0..16] = f32(q[i] as i8) * d
@@ -541,6 +885,44 @@ mod h_avx512 {
     #[inline]
     pub unsafe fn splat(x: f32) -> __m512 {
         _mm512_set1_ps(x)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn splat_at(p: *const f32) -> __m512 {
+        _mm512_set1_ps(*p)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m512, out: *mut f32) {
+        let delta = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dlo), _mm512_set1_ps(dhi));
+        let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+        _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_add_ps(a, delta), d));
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m512, signs: u32, out: *mut f32) {
+        let v = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d));
+        let r = _mm512_mask_xor_epi32(v, signs as u16 as __mmask16, v, _mm512_set1_epi32(i32::MIN));
+        _mm512_storeu_si512(out as *mut _, r);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut f32) {
+        let r = _mm512_mask_blend_ps(bits as u16 as __mmask16, _mm512_set1_ps(-d), _mm512_set1_ps(d));
+        _mm512_storeu_ps(out, r);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_2bit(x: u32, d: __m512, out: *mut f32) {
+        let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(x as i32), sh), _mm512_set1_epi32(3));
+        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(1)));
+        _mm512_storeu_ps(out, _mm512_mul_ps(v, d));
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
