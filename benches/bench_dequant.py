@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import fastquant.gguf as fg
+from fastquant.gguf import _dequant as fgd
 from fastquant import _core
 
 MEMORY_BOUND = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "TQ1_0", "TQ2_0", "F16", "BF16"]
@@ -77,7 +78,7 @@ def loadavg() -> str:
 
 
 def blocks_for(name: str, n_elems: int) -> np.ndarray:
-    _, _, be, bb, _ = fg._dequant._type_info(name)
+    _, _, be, bb, _ = fgd._type_info(name)
     rng = np.random.default_rng(1)
     n = n_elems // be
     b = rng.integers(0, 256, (n, bb), dtype=np.uint8)
@@ -148,7 +149,9 @@ def main():
     copier = Copier()
     print(f"machine: {machine()}")
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S')}, {loadavg()}")
-    print(f"numpy {np.__version__}, libgguf {getattr(libgguf, '__version__', '?')}, gguf-py {getattr(gguf, '__version__', '?')}")
+    from importlib.metadata import version
+    print(f"numpy {np.__version__}, libgguf {version('libgguf')}, gguf-py {version('gguf')}"
+          + ("" if args.no_slow else f", torch {torch.__version__}, diffusers {version('diffusers')}"))
     print(f"tensor: {N} elements ({N * 4 / 2**20:.0f} MiB of f32 output); medians of {args.reps} interleaved repeats "
           f"(gguf-py/diffusers: {args.slow_reps})")
     print("roofline = memcpy time for the same bytes / fastquant time, where memcpy time = (input bytes + output "
@@ -170,7 +173,7 @@ def main():
 
     env_before = os.environ.get("LIBGGUF_NUM_THREADS")
     for name in types:
-        tid, _, be, bb, _ = fg._dequant._type_info(name)
+        tid, _, be, bb, _ = fgd._type_info(name)
         blocks = blocks_for(name, N)
         flat = blocks.reshape(-1)
         in_bytes = flat.nbytes

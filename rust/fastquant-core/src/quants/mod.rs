@@ -117,6 +117,8 @@ impl Path {
 /// `unsafe` because SIMD kernels require their CPU features. Contract for callers: `data.len()` is a whole
 /// number of blocks, `out.len()` equals the decoded element count, and the kernel's path is available.
 pub(crate) type Kernel = unsafe fn(&[u8], &mut [f32]);
+/// As [`Kernel`], writing f16 or bf16 bit patterns (the exact f32 result rounded once to nearest-even).
+pub(crate) type Kernel16 = unsafe fn(&[u8], &mut [u16]);
 
 macro_rules! scalar_table {
     ($ty:expr; $($variant:ident => $fmt:path),* $(,)?) => {
@@ -194,6 +196,10 @@ pub trait OutElem: Copy + Send + Sync + 'static {
     fn from_f32_slice(src: &[f32], dst: &mut [Self], path: Path);
     /// The slice itself when `Self` is f32 (so kernels can write straight into it).
     fn as_f32_slice(dst: &mut [Self]) -> Option<&mut [f32]>;
+    /// A kernel writing `Self` directly (f16/bf16 on SIMD paths), and the slice as its bit patterns.
+    fn direct(_ty: GgmlType, _path: Path, _dst: &mut [Self]) -> Option<(Kernel16, &mut [u16])> {
+        None
+    }
 }
 
 impl OutElem for f32 {
@@ -221,6 +227,15 @@ impl OutElem for half::f16 {
     fn as_f32_slice(_dst: &mut [half::f16]) -> Option<&mut [f32]> {
         None
     }
+    fn direct(ty: GgmlType, path: Path, dst: &mut [half::f16]) -> Option<(Kernel16, &mut [u16])> {
+        use half::slice::HalfFloatSliceExt;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = x86::kernel16(ty, path, false) {
+            return Some((k, dst.reinterpret_cast_mut()));
+        }
+        let _ = (ty, path, dst);
+        None
+    }
 }
 
 impl OutElem for half::bf16 {
@@ -239,6 +254,15 @@ impl OutElem for half::bf16 {
     fn as_f32_slice(_dst: &mut [half::bf16]) -> Option<&mut [f32]> {
         None
     }
+    fn direct(ty: GgmlType, path: Path, dst: &mut [half::bf16]) -> Option<(Kernel16, &mut [u16])> {
+        use half::slice::HalfFloatSliceExt;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = x86::kernel16(ty, path, true) {
+            return Some((k, dst.reinterpret_cast_mut()));
+        }
+        let _ = (ty, path, dst);
+        None
+    }
 }
 
 /// f32 values decoded per scratch round when the output is not f32 (16 KiB, stays in L1).
@@ -249,6 +273,12 @@ fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8],
     if let Some(o) = T::as_f32_slice(out) {
         // SAFETY: `prepare` checked whole blocks, the matching output length and the path's CPU features.
         unsafe { kernel(data, o) };
+        return;
+    }
+    if let Some((k16, o)) = T::direct(ty, path, out) {
+        // SAFETY: as above; `kernel16` only hands out kernels for the (available) resolved SIMD path, and `o`
+        // is `out` viewed as its u16 bit patterns (same length).
+        unsafe { k16(data, o) };
         return;
     }
     let blocks = (SCRATCH_ELEMS / be).max(1);

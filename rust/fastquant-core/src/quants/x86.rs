@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{GgmlType, Kernel, Path};
+use super::{GgmlType, Kernel, Kernel16, Path};
 
 pub(crate) fn has_avx2() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
@@ -32,47 +32,41 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
-/// The dedicated kernel for `ty` on `path`, if any. Callers must only use `Avx2`/`Avx512` kernels after
-/// `Path::available` said yes (enforced in `super::prepare`).
+/// `Some($m::<kernel for ty> as $k)` for the types with kernels, else `None`.
+macro_rules! pick {
+    ($ty:expr, $m:ident, $k:ty) => {
+        pick!(@ $ty, $m, $k;
+            Q4_0 q4_0; Q4_1 q4_1; Q5_0 q5_0; Q5_1 q5_1; Q8_0 q8_0; Q4K q4_k; Q5K q5_k; Q6K q6_k; TQ1_0 tq1_0; TQ2_0 tq2_0;
+            F16 f16; BF16 bf16; IQ4NL iq4_nl; IQ4XS iq4_xs; MXFP4 mxfp4; Q2K q2_k; Q3K q3_k; IQ1S iq1_s; IQ1M iq1_m;
+            IQ2XXS iq2_xxs; IQ2XS iq2_xs; IQ2S iq2_s; IQ3XXS iq3_xxs; IQ3S iq3_s; NVFP4 nvfp4; Q1_0 q1_0; Q2_0 q2_0
+        )
+    };
+    (@ $ty:expr, $m:ident, $k:ty; $($variant:ident $f:ident);*) => {
+        match $ty {
+            $(GgmlType::$variant => Some($m::$f as $k),)*
+            _ => None,
+        }
+    };
+}
+
+/// The dedicated f32-output kernel for `ty` on `path`, if any. Callers must only use `Avx2`/`Avx512` kernels
+/// after `Path::available` said yes (enforced in `super::prepare`).
 pub(crate) fn kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
-    use GgmlType::*;
-    macro_rules! pick {
-        ($m:ident) => {
-            Some(match ty {
-                Q4_0 => $m::q4_0 as Kernel,
-                Q4_1 => $m::q4_1,
-                Q5_0 => $m::q5_0,
-                Q5_1 => $m::q5_1,
-                Q8_0 => $m::q8_0,
-                Q4K => $m::q4_k,
-                Q5K => $m::q5_k,
-                Q6K => $m::q6_k,
-                TQ1_0 => $m::tq1_0,
-                TQ2_0 => $m::tq2_0,
-                F16 => $m::f16,
-                BF16 => $m::bf16,
-                IQ4NL => $m::iq4_nl,
-                IQ4XS => $m::iq4_xs,
-                MXFP4 => $m::mxfp4,
-                Q2K => $m::q2_k,
-                Q3K => $m::q3_k,
-                IQ1S => $m::iq1_s,
-                IQ1M => $m::iq1_m,
-                IQ2XXS => $m::iq2_xxs,
-                IQ2XS => $m::iq2_xs,
-                IQ2S => $m::iq2_s,
-                IQ3XXS => $m::iq3_xxs,
-                IQ3S => $m::iq3_s,
-                NVFP4 => $m::nvfp4,
-                Q1_0 => $m::q1_0,
-                Q2_0 => $m::q2_0,
-                _ => return None,
-            })
-        };
-    }
     match path {
-        Path::Avx2 => pick!(avx2),
-        Path::Avx512 => pick!(avx512),
+        Path::Avx2 => pick!(ty, avx2, Kernel),
+        Path::Avx512 => pick!(ty, avx512, Kernel),
+        _ => None,
+    }
+}
+
+/// The kernel for `ty` on `path` that writes f16 (`bf16 == false`) or bf16 bit patterns directly: the exact
+/// f32 value of each element rounded once, as `float::f32_to_f16`/`f32_to_bf16` do. Same contract as [`kernel`].
+pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool) -> Option<Kernel16> {
+    match (path, bf16) {
+        (Path::Avx2, false) => pick!(ty, avx2_f16, Kernel16),
+        (Path::Avx2, true) => pick!(ty, avx2_bf16, Kernel16),
+        (Path::Avx512, false) => pick!(ty, avx512_f16, Kernel16),
+        (Path::Avx512, true) => pick!(ty, avx512_bf16, Kernel16),
         _ => None,
     }
 }
@@ -97,6 +91,17 @@ macro_rules! kernels {
             #[inline]
             unsafe fn load16(p: *const u8) -> __m128i {
                 _mm_loadu_si128(p as *const __m128i)
+            }
+
+            /// out[i] = f32(q[i] as i8) * d for 16 lanes, always f32 (per-block scale tables, not output).
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn scales16(q: __m128i, d: f32, out: *mut f32) {
+                let dv = _mm256_set1_ps(d);
+                let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+                _mm256_storeu_ps(out, _mm256_mul_ps(a, dv));
+                _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, dv));
             }
 
             /// `_mm_srli_epi16` with a run-time count (the immediate form needs a constant).
@@ -134,7 +139,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q4_0(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q4_0(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k8 = _mm_set1_epi8(8);
                 blocks!(data, out, 18, 32, |b, y| {
@@ -148,7 +153,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q4_1(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q4_1(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 blocks!(data, out, 20, 32, |b, y| {
                     let d = splat(h2f(b));
@@ -160,7 +165,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q5_0(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q5_0(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k16 = _mm_set1_epi8(16);
                 blocks!(data, out, 22, 32, |b, y| {
@@ -175,7 +180,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q5_1(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q5_1(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 blocks!(data, out, 24, 32, |b, y| {
                     let d = splat(h2f(b));
@@ -190,7 +195,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q8_0(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q8_0(data: &[u8], out: &mut [O]) {
                 blocks!(data, out, 34, 32, |b, y| {
                     let d = splat(h2f(b));
                     emit_i8_mul(load16(b.add(2)), d, y);
@@ -199,7 +204,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq4_nl(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq4_nl(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
                 blocks!(data, out, 18, 32, |b, y| {
@@ -212,7 +217,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn mxfp4(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn mxfp4(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
                 blocks!(data, out, 17, 32, |b, y| {
@@ -224,7 +229,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq4_xs(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq4_xs(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
                 blocks!(data, out, 136, 256, |b, y| {
@@ -246,7 +251,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q4_k(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q4_k(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 blocks!(data, out, 144, 256, |b, y| {
                     let d = h2f(b);
@@ -273,7 +278,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q5_k(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q5_k(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k16 = _mm_set1_epi8(0x10);
                 blocks!(data, out, 176, 256, |b, y| {
@@ -306,7 +311,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q6_k(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q6_k(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let m2 = _mm_set1_epi8(0x03);
                 let k32 = _mm_set1_epi8(32);
@@ -340,7 +345,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn tq2_0(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn tq2_0(data: &[u8], out: &mut [O]) {
                 let m2 = _mm_set1_epi8(3);
                 let one = _mm_set1_epi8(1);
                 blocks!(data, out, 66, 256, |b, y| {
@@ -372,7 +377,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn tq1_0(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn tq1_0(data: &[u8], out: &mut [O]) {
                 const P3: [i16; 5] = [1, 3, 9, 27, 81];
                 let pow_h = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
                 blocks!(data, out, 54, 256, |b, y| {
@@ -394,7 +399,7 @@ macro_rules! kernels {
             /// Q2_K. The 16 sub-block factors `d * (s & 15)` and `dmin * (s >> 4)` are computed once per block
             /// with vector multiplies (same products as the reference's scalar ones) and broadcast from memory.
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q2_k(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q2_k(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let m2 = _mm_set1_epi8(3);
                 blocks!(data, out, 84, 256, |b, y| {
@@ -403,8 +408,8 @@ macro_rules! kernels {
                     let sc = load16(b);
                     let mut dl = [0f32; 16];
                     let mut ml = [0f32; 16];
-                    emit_i8_mul(_mm_and_si128(sc, m4), splat(d), dl.as_mut_ptr());
-                    emit_i8_mul(_mm_and_si128(_mm_srli_epi16(sc, 4), m4), splat(dmin), ml.as_mut_ptr());
+                    scales16(_mm_and_si128(sc, m4), d, dl.as_mut_ptr());
+                    scales16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4), dmin, ml.as_mut_ptr());
                     for n in 0..2 {
                         for h in 0..2 {
                             let q = load16(b.add(16 + 32 * n + 16 * h));
@@ -425,14 +430,14 @@ macro_rules! kernels {
 
             /// Q3_K: 2 low bits minus 4 where the hmask bit is clear, times `d * scale` (16 factors per block).
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q3_k(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q3_k(data: &[u8], out: &mut [O]) {
                 let m2 = _mm_set1_epi8(3);
                 let k4 = _mm_set1_epi8(4);
                 blocks!(data, out, 110, 256, |b, y| {
                     let d = h2f(b.add(108));
                     let sc = crate::quants::kquants::q3k_scales(std::slice::from_raw_parts(b.add(96), 12));
                     let mut dl = [0f32; 16];
-                    emit_i8_mul(load16(sc.as_ptr() as *const u8), splat(d), dl.as_mut_ptr());
+                    scales16(load16(sc.as_ptr() as *const u8), d, dl.as_mut_ptr());
                     for h in 0..2 {
                         let hm = load16(b.add(16 * h));
                         for n in 0..2 {
@@ -466,7 +471,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq1_s(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq1_s(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
                 blocks!(data, out, 50, 256, |b, y| {
                     let d = h2f(b);
@@ -486,7 +491,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq1_m(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq1_m(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
                 blocks!(data, out, 56, 256, |b, y| {
                     let sc = [
@@ -515,7 +520,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq2_xxs(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq2_xxs(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ2XXS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
                 blocks!(data, out, 66, 256, |b, y| {
@@ -537,7 +542,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq2_xs(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq2_xs(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ2XS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
                 blocks!(data, out, 74, 256, |b, y| {
@@ -558,7 +563,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq2_s(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq2_s(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ2S_GRID.as_ptr();
                 blocks!(data, out, 82, 256, |b, y| {
                     let d = h2f(b);
@@ -578,7 +583,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq3_xxs(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq3_xxs(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ3XXS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
                 blocks!(data, out, 98, 256, |b, y| {
@@ -604,7 +609,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn iq3_s(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn iq3_s(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ3S_GRID.as_ptr();
                 blocks!(data, out, 110, 256, |b, y| {
                     let d = h2f(b);
@@ -624,7 +629,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn nvfp4(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn nvfp4(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
                 blocks!(data, out, 36, 64, |b, y| {
@@ -638,7 +643,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q1_0(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q1_0(data: &[u8], out: &mut [O]) {
                 blocks!(data, out, 18, 128, |b, y| {
                     let d = h2f(b);
                     for g in 0..8 {
@@ -649,7 +654,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn q2_0(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn q2_0(data: &[u8], out: &mut [O]) {
                 blocks!(data, out, 18, 64, |b, y| {
                     let d = splat(h2f(b));
                     for g in 0..4 {
@@ -660,7 +665,7 @@ macro_rules! kernels {
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn f16(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn f16(data: &[u8], out: &mut [O]) {
                 let n = data.len() / 2;
                 let src = data.as_ptr();
                 let dst = out.as_mut_ptr();
@@ -670,12 +675,12 @@ macro_rules! kernels {
                     i += 16;
                 }
                 for k in i..n {
-                    *dst.add(k) = h2f(src.add(2 * k));
+                    put1(h2f(src.add(2 * k)), dst.add(k));
                 }
             }
 
             #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn bf16(data: &[u8], out: &mut [f32]) {
+            pub(crate) unsafe fn bf16(data: &[u8], out: &mut [O]) {
                 let n = data.len() / 2;
                 let src = data.as_ptr();
                 let dst = out.as_mut_ptr();
@@ -686,37 +691,7 @@ macro_rules! kernels {
                 }
                 for k in i..n {
                     let h = u16::from_le_bytes([*src.add(2 * k), *src.add(2 * k + 1)]);
-                    *dst.add(k) = f32::from_bits((h as u32) << 16);
-                }
-            }
-
-            #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn to_f16(src: &[f32], dst: &mut [half::f16]) {
-                let n = src.len().min(dst.len());
-                let s = src.as_ptr();
-                let o = dst.as_mut_ptr() as *mut u16;
-                let mut i = 0;
-                while i + 16 <= n {
-                    store_f16x16(s.add(i), o.add(i));
-                    i += 16;
-                }
-                for k in i..n {
-                    *o.add(k) = crate::quants::float::f32_to_f16(*s.add(k));
-                }
-            }
-
-            #[target_feature(enable = $tf)]
-            pub(crate) unsafe fn to_bf16(src: &[f32], dst: &mut [half::bf16]) {
-                let n = src.len().min(dst.len());
-                let s = src.as_ptr();
-                let o = dst.as_mut_ptr() as *mut u16;
-                let mut i = 0;
-                while i + 16 <= n {
-                    store_bf16x16(s.add(i), o.add(i));
-                    i += 16;
-                }
-                for k in i..n {
-                    *o.add(k) = crate::quants::float::f32_to_bf16(*s.add(k));
+                    put1(f32::from_bits((h as u32) << 16), dst.add(k));
                 }
             }
         }
@@ -725,9 +700,113 @@ macro_rules! kernels {
 
 kernels!(avx2, "avx2,fma,f16c", h_avx2);
 kernels!(avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512);
+kernels!(avx2_f16, "avx2,fma,f16c", h_avx2_f16);
+kernels!(avx2_bf16, "avx2,fma,f16c", h_avx2_bf16);
+kernels!(avx512_f16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_f16);
+kernels!(avx512_bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_bf16);
 
-/// AVX2 widening/scaling/store helpers: 16 values as two 256-bit vectors.
-mod h_avx2 {
+/// Final stores of 16 results: as f32, or rounded once to f16 / bf16 (nearest even; NaN stays NaN, as
+/// `float::f32_to_f16` / `f32_to_bf16`). Rounding the exact f32 value is what makes direct half output equal
+/// to converting the f32 output afterwards.
+mod put_avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f32(a: __m256, b: __m256, out: *mut f32) {
+        _mm256_storeu_ps(out, a);
+        _mm256_storeu_ps(out.add(8), b);
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f16(a: __m256, b: __m256, out: *mut u16) {
+        _mm_storeu_si128(out as *mut __m128i, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+        _mm_storeu_si128(out.add(8) as *mut __m128i, _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
+    }
+
+    /// Round-to-nearest-even bf16 of 8 floats as 8 u32 lanes (NaN → quiet NaN), same as `f32_to_bf16`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn bf16x8(v: __m256i) -> __m256i {
+        let lsb = _mm256_and_si256(_mm256_srli_epi32(v, 16), _mm256_set1_epi32(1));
+        let rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(v, _mm256_set1_epi32(0x7fff)), lsb), 16);
+        let abs = _mm256_and_si256(v, _mm256_set1_epi32(0x7fff_ffff));
+        let is_nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
+        let nan = _mm256_or_si256(_mm256_srli_epi32(v, 16), _mm256_set1_epi32(64));
+        _mm256_blendv_epi8(rounded, nan, is_nan)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16(a: __m256, b: __m256, out: *mut u16) {
+        let a = bf16x8(_mm256_castps_si256(a));
+        let b = bf16x8(_mm256_castps_si256(b));
+        // packus works per 128-bit lane: [a0 b0 a1 b1] → reorder the 64-bit quarters to [a0 a1 b0 b1].
+        let p = _mm256_packus_epi32(a, b);
+        _mm256_storeu_si256(out as *mut __m256i, _mm256_permute4x64_epi64(p, 0b11_01_10_00));
+    }
+}
+
+mod put_avx512 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f32(v: __m512, out: *mut f32) {
+        _mm512_storeu_ps(out, v);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f16(v: __m512, out: *mut u16) {
+        let h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_storeu_si256(out as *mut __m256i, h);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16(v: __m512, out: *mut u16) {
+        let v = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), lsb), 16);
+        let abs = _mm512_and_si512(v, _mm512_set1_epi32(0x7fff_ffff));
+        let is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        let nan = _mm512_or_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(64));
+        let r = _mm512_mask_blend_epi32(is_nan, rounded, nan);
+        _mm256_storeu_si256(out as *mut __m256i, _mm512_cvtepi32_epi16(r));
+    }
+}
+
+/// Scalar tail stores (F16/BF16 passthrough kernels whose length is not a multiple of 16).
+mod put1 {
+    /// # Safety
+    /// `out` is valid for one write.
+    #[inline(always)]
+    pub unsafe fn f32(v: f32, out: *mut f32) {
+        *out = v;
+    }
+    /// # Safety
+    /// `out` is valid for one write.
+    #[inline(always)]
+    pub unsafe fn f16(v: f32, out: *mut u16) {
+        *out = crate::quants::float::f32_to_f16(v);
+    }
+    /// # Safety
+    /// `out` is valid for one write.
+    #[inline(always)]
+    pub unsafe fn bf16(v: f32, out: *mut u16) {
+        *out = crate::quants::float::f32_to_bf16(v);
+    }
+}
+
+/// AVX2 widening/scaling helpers: 16 values as two 256-bit vectors, stored through `$put`.
+macro_rules! helpers_avx2 {
+    ($name:ident, $O:ty, $put:path, $put1:path) => {
+mod $name {
+    pub type O = $O;
+    #[allow(unused_imports)]
+    pub use $put1 as put1;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -753,40 +832,37 @@ mod h_avx2 {
     /// out[i] = (f32(q[i] as i8) + delta) * d, delta = `dlo` for lanes 0..8 and `dhi` for 8..16.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m256, out: *mut f32) {
+    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m256, out: *mut O) {
         let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
         let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
-        _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_add_ps(a, _mm256_set1_ps(dlo)), d));
-        _mm256_storeu_ps(out.add(8), _mm256_mul_ps(_mm256_add_ps(b, _mm256_set1_ps(dhi)), d));
+        $put(_mm256_mul_ps(_mm256_add_ps(a, _mm256_set1_ps(dlo)), d), _mm256_mul_ps(_mm256_add_ps(b, _mm256_set1_ps(dhi)), d), out);
     }
 
     /// out[i] = f32(q[i] as u8) * d, negated (sign bit flipped) where bit i of `signs` is set.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m256, signs: u32, out: *mut f32) {
+    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m256, signs: u32, out: *mut O) {
         let sb = _mm256_set1_ps(-0.0);
         let a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d);
         let b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8))), d);
         let na = _mm256_and_ps(_mm256_castsi256_ps(lanes8(signs & 0xFF)), sb);
         let nb = _mm256_and_ps(_mm256_castsi256_ps(lanes8((signs >> 8) & 0xFF)), sb);
-        _mm256_storeu_ps(out, _mm256_xor_ps(a, na));
-        _mm256_storeu_ps(out.add(8), _mm256_xor_ps(b, nb));
+        $put(_mm256_xor_ps(a, na), _mm256_xor_ps(b, nb), out);
     }
 
     /// out[i] = bit i of `bits` ? d : -d (i < 16).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut f32) {
+    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
         let p = _mm256_set1_ps(d);
         let n = _mm256_set1_ps(-d);
-        _mm256_storeu_ps(out, _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8(bits & 0xFF))));
-        _mm256_storeu_ps(out.add(8), _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8((bits >> 8) & 0xFF))));
+        $put(_mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8(bits & 0xFF))), _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8((bits >> 8) & 0xFF))), out);
     }
 
     /// out[i] = f32(((x >> 2i) & 3) - 1) * d (i < 16).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_2bit(x: u32, d: __m256, out: *mut f32) {
+    pub unsafe fn emit_2bit(x: u32, d: __m256, out: *mut O) {
         let v = _mm256_set1_epi32(x as i32);
         let m3 = _mm256_set1_epi32(3);
         let one = _mm256_set1_epi32(1);
@@ -794,91 +870,61 @@ mod h_avx2 {
         let b = _mm256_srlv_epi32(v, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30));
         let a = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(a, m3), one));
         let b = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, m3), one));
-        _mm256_storeu_ps(out, _mm256_mul_ps(a, d));
-        _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, d));
+        $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
     }
 
     /// out[0..16] = f32(q[i] as i8) * d
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_i8_mul(q: __m128i, d: __m256, out: *mut f32) {
+    pub unsafe fn emit_i8_mul(q: __m128i, d: __m256, out: *mut O) {
         let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
         let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
-        _mm256_storeu_ps(out, _mm256_mul_ps(a, d));
-        _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, d));
+        $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
     }
 
     /// out[0..16] = f32(q[i] as u8) * d + m (separate multiply and add, as the reference)
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m256, m: __m256, out: *mut f32) {
+    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m256, m: __m256, out: *mut O) {
         let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
         let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
-        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(a, d), m));
-        _mm256_storeu_ps(out.add(8), _mm256_add_ps(_mm256_mul_ps(b, d), m));
+        $put(_mm256_add_ps(_mm256_mul_ps(a, d), m), _mm256_add_ps(_mm256_mul_ps(b, d), m), out);
     }
 
     /// out[0..16] = d * f32(q[i] as u8) - m
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m256, m: __m256, out: *mut f32) {
+    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m256, m: __m256, out: *mut O) {
         let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
         let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
-        _mm256_storeu_ps(out, _mm256_sub_ps(_mm256_mul_ps(d, a), m));
-        _mm256_storeu_ps(out.add(8), _mm256_sub_ps(_mm256_mul_ps(d, b), m));
+        $put(_mm256_sub_ps(_mm256_mul_ps(d, a), m), _mm256_sub_ps(_mm256_mul_ps(d, b), m), out);
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_f16x16(src: *const u8, out: *mut f32) {
+    pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
         let h = _mm256_loadu_si256(src as *const __m256i);
-        _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
-        _mm256_storeu_ps(out.add(8), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+        $put(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), out);
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut f32) {
+    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
         let a = _mm256_cvtepu16_epi32(_mm_loadu_si128(src as *const __m128i));
         let b = _mm256_cvtepu16_epi32(_mm_loadu_si128(src.add(16) as *const __m128i));
-        _mm256_storeu_si256(out as *mut __m256i, _mm256_slli_epi32(a, 16));
-        _mm256_storeu_si256(out.add(8) as *mut __m256i, _mm256_slli_epi32(b, 16));
+        $put(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), out);
     }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn store_f16x16(src: *const f32, out: *mut u16) {
-        let a = _mm256_cvtps_ph(_mm256_loadu_ps(src), _MM_FROUND_TO_NEAREST_INT);
-        let b = _mm256_cvtps_ph(_mm256_loadu_ps(src.add(8)), _MM_FROUND_TO_NEAREST_INT);
-        _mm_storeu_si128(out as *mut __m128i, a);
-        _mm_storeu_si128(out.add(8) as *mut __m128i, b);
-    }
-
-    /// Round-to-nearest-even bf16 of 8 floats as 8 u32 lanes (NaN → quiet NaN), same as `f32_to_bf16`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn bf16x8(v: __m256i) -> __m256i {
-        let lsb = _mm256_and_si256(_mm256_srli_epi32(v, 16), _mm256_set1_epi32(1));
-        let rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(v, _mm256_set1_epi32(0x7fff)), lsb), 16);
-        let abs = _mm256_and_si256(v, _mm256_set1_epi32(0x7fff_ffff));
-        let is_nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
-        let nan = _mm256_or_si256(_mm256_srli_epi32(v, 16), _mm256_set1_epi32(64));
-        _mm256_blendv_epi8(rounded, nan, is_nan)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn store_bf16x16(src: *const f32, out: *mut u16) {
-        let a = bf16x8(_mm256_loadu_si256(src as *const __m256i));
-        let b = bf16x8(_mm256_loadu_si256(src.add(8) as *const __m256i));
-        // packus works per 128-bit lane: [a0 b0 a1 b1] → reorder the 64-bit quarters to [a0 a1 b0 b1].
-        let p = _mm256_packus_epi32(a, b);
-        _mm256_storeu_si256(out as *mut __m256i, _mm256_permute4x64_epi64(p, 0b11_01_10_00));
-    }
+}
+    };
 }
 
 /// AVX-512 helpers: 16 values as one 512-bit vector.
-mod h_avx512 {
+macro_rules! helpers_avx512 {
+    ($name:ident, $O:ty, $put:path, $put1:path) => {
+mod $name {
+    pub type O = $O;
+    #[allow(unused_imports)]
+    pub use $put1 as put1;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -895,89 +941,110 @@ mod h_avx512 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m512, out: *mut f32) {
+    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m512, out: *mut O) {
         let delta = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dlo), _mm512_set1_ps(dhi));
         let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-        _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_add_ps(a, delta), d));
+        $put(_mm512_mul_ps(_mm512_add_ps(a, delta), d), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m512, signs: u32, out: *mut f32) {
+    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m512, signs: u32, out: *mut O) {
         let v = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d));
         let r = _mm512_mask_xor_epi32(v, signs as u16 as __mmask16, v, _mm512_set1_epi32(i32::MIN));
-        _mm512_storeu_si512(out as *mut _, r);
+        $put(_mm512_castsi512_ps(r), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut f32) {
+    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
         let r = _mm512_mask_blend_ps(bits as u16 as __mmask16, _mm512_set1_ps(-d), _mm512_set1_ps(d));
-        _mm512_storeu_ps(out, r);
+        $put(r, out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_2bit(x: u32, d: __m512, out: *mut f32) {
+    pub unsafe fn emit_2bit(x: u32, d: __m512, out: *mut O) {
         let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(x as i32), sh), _mm512_set1_epi32(3));
         let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(1)));
-        _mm512_storeu_ps(out, _mm512_mul_ps(v, d));
+        $put(_mm512_mul_ps(v, d), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_i8_mul(q: __m128i, d: __m512, out: *mut f32) {
-        _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d));
+    pub unsafe fn emit_i8_mul(q: __m128i, d: __m512, out: *mut O) {
+        $put(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m512, m: __m512, out: *mut f32) {
+    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m512, m: __m512, out: *mut O) {
         let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-        _mm512_storeu_ps(out, _mm512_add_ps(_mm512_mul_ps(a, d), m));
+        $put(_mm512_add_ps(_mm512_mul_ps(a, d), m), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m512, m: __m512, out: *mut f32) {
+    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m512, m: __m512, out: *mut O) {
         let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-        _mm512_storeu_ps(out, _mm512_sub_ps(_mm512_mul_ps(d, a), m));
+        $put(_mm512_sub_ps(_mm512_mul_ps(d, a), m), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_f16x16(src: *const u8, out: *mut f32) {
-        _mm512_storeu_ps(out, _mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)));
+    pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
+        $put(_mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut f32) {
+    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
         let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src as *const __m256i));
-        _mm512_storeu_si512(out as *mut _, _mm512_slli_epi32(v, 16));
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn store_f16x16(src: *const f32, out: *mut u16) {
-        let h = _mm512_cvtps_ph(_mm512_loadu_ps(src), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm256_storeu_si256(out as *mut __m256i, h);
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn store_bf16x16(src: *const f32, out: *mut u16) {
-        let v = _mm512_loadu_si512(src as *const _);
-        let lsb = _mm512_and_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(1));
-        let rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), lsb), 16);
-        let abs = _mm512_and_si512(v, _mm512_set1_epi32(0x7fff_ffff));
-        let is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
-        let nan = _mm512_or_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(64));
-        let r = _mm512_mask_blend_epi32(is_nan, rounded, nan);
-        _mm256_storeu_si256(out as *mut __m256i, _mm512_cvtepi32_epi16(r));
+        $put(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), out);
     }
 }
+    };
+}
+
+helpers_avx2!(h_avx2, f32, super::put_avx2::f32, super::put1::f32);
+helpers_avx2!(h_avx2_f16, u16, super::put_avx2::f16, super::put1::f16);
+helpers_avx2!(h_avx2_bf16, u16, super::put_avx2::bf16, super::put1::bf16);
+helpers_avx512!(h_avx512, f32, super::put_avx512::f32, super::put1::f32);
+helpers_avx512!(h_avx512_f16, u16, super::put_avx512::f16, super::put1::f16);
+helpers_avx512!(h_avx512_bf16, u16, super::put_avx512::bf16, super::put1::bf16);
+
+/// Plain f32 → f16 / bf16 slice conversions (the scratch path for types without a direct kernel).
+macro_rules! convert {
+    ($fname:ident, $tf:literal, $vec:ident, $put:path, $put1:path, $half:ty) => {
+        /// # Safety
+        /// The CPU supports `$tf`.
+        #[target_feature(enable = $tf)]
+        unsafe fn $fname(src: &[f32], dst: &mut [$half]) {
+            let n = src.len().min(dst.len());
+            let s = src.as_ptr();
+            let o = dst.as_mut_ptr() as *mut u16;
+            let mut i = 0;
+            while i + 16 <= n {
+                convert!(@$vec s, i, o, $put);
+                i += 16;
+            }
+            for k in i..n {
+                $put1(*s.add(k), o.add(k));
+            }
+        }
+    };
+    (@avx2 $s:ident, $i:ident, $o:ident, $put:path) => {
+        $put(_mm256_loadu_ps($s.add($i)), _mm256_loadu_ps($s.add($i + 8)), $o.add($i))
+    };
+    (@avx512 $s:ident, $i:ident, $o:ident, $put:path) => {
+        $put(_mm512_loadu_ps($s.add($i)), $o.add($i))
+    };
+}
+convert!(to_f16_avx2, "avx2,fma,f16c", avx2, put_avx2::f16, put1::f16, half::f16);
+convert!(to_bf16_avx2, "avx2,fma,f16c", avx2, put_avx2::bf16, put1::bf16, half::bf16);
+convert!(to_f16_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", avx512, put_avx512::f16, put1::f16, half::f16);
+convert!(to_bf16_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", avx512, put_avx512::bf16, put1::bf16, half::bf16);
 
 /// Convert f32 → f16 (round to nearest even) with `path`'s instructions.
 ///
@@ -985,8 +1052,8 @@ mod h_avx512 {
 /// `path` must be `Avx2` or `Avx512` and available on this CPU.
 pub(crate) unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [half::f16], path: Path) {
     match path {
-        Path::Avx512 => avx512::to_f16(src, dst),
-        _ => avx2::to_f16(src, dst),
+        Path::Avx512 => to_f16_avx512(src, dst),
+        _ => to_f16_avx2(src, dst),
     }
 }
 
@@ -996,7 +1063,7 @@ pub(crate) unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [half::f16], path: 
 /// `path` must be `Avx2` or `Avx512` and available on this CPU.
 pub(crate) unsafe fn f32_to_bf16_slice(src: &[f32], dst: &mut [half::bf16], path: Path) {
     match path {
-        Path::Avx512 => avx512::to_bf16(src, dst),
-        _ => avx2::to_bf16(src, dst),
+        Path::Avx512 => to_bf16_avx512(src, dst),
+        _ => to_bf16_avx2(src, dst),
     }
 }
