@@ -130,7 +130,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--types", default=",".join(ALL))
     ap.add_argument("--elems", type=int, default=16 << 20)
-    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--slow-reps", type=int, default=3)
     ap.add_argument("--no-slow", action="store_true", help="skip gguf-py and diffusers")
     args = ap.parse_args()
@@ -172,6 +172,7 @@ def main():
     print("-" * len(hdr))
 
     env_before = os.environ.get("LIBGGUF_NUM_THREADS")
+    mins = []
     for name in types:
         tid, _, be, bb, _ = fgd._type_info(name)
         blocks = blocks_for(name, N)
@@ -217,6 +218,7 @@ def main():
                     fn = dequantize_functions[qt]
                     ts["diff"].append(clock(lambda: fn(tblocks, be, bb, dtype=torch.float32)))
             m = {k: statistics.median(v) for k, v in ts.items() if v}
+            mins.append((name, th, in_bytes, {k: (max(v) if k in ("B", "Bs") else min(v)) for k, v in ts.items() if v}))
             B = m["B"]
             t_copy = (in_bytes + N * 4) / (B * 1e9)
 
@@ -245,6 +247,18 @@ def main():
         os.environ.pop("LIBGGUF_NUM_THREADS", None)
     else:
         os.environ["LIBGGUF_NUM_THREADS"] = env_before
+    print()
+    print("Same runs, least-disturbed repeat of each (fastest time, highest memcpy B): what the code does when the")
+    print("neighbours leave it alone. roofline and x lib as above.")
+    h2 = f"{'type':8} {'thr':>3} | {'memcpy B':>8} | {'fq ns/el':>8} {'roofl':>5} | {'fresh roofl':>11} | {'x lib':>5} | {'bf16/f32':>8}"
+    print(h2)
+    print("-" * len(h2))
+    for name, th, in_bytes, m in mins:
+        t_copy = (in_bytes + N * 4) / (m["B"] * 1e9)
+        lib = f"{m['lib'] / m['fq']:5.2f}" if "lib" in m else f"{'n/a':>5}"
+        bf = f"{m['fq'] / m['bf16']:8.2f}" if "bf16" in m else f"{'':8}"
+        print(f"{name:8} {th:>3} | {m['B']:8.2f} | {m['fq'] / N * 1e9:8.3f} {t_copy / m['fq']:5.2f} | "
+              f"{t_copy / m['fresh']:11.2f} | {lib} | {bf}")
     print()
     print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S')}, {loadavg()}")
 

@@ -365,34 +365,26 @@ macro_rules! kernels {
                 });
             }
 
-            /// Base-3 digits of 16 bytes for per-lane multipliers `pow` (16-bit lanes): ((x*pow mod 256)*3)>>8, minus 1.
-            #[target_feature(enable = $tf)]
-            #[inline]
-            unsafe fn trits(x: __m128i, pow: __m256i) -> __m128i {
-                let w = _mm256_cvtepu8_epi16(x);
-                let w = _mm256_and_si256(_mm256_mullo_epi16(w, pow), _mm256_set1_epi16(0xFF));
-                let w = _mm256_srli_epi16(_mm256_mullo_epi16(w, _mm256_set1_epi16(3)), 8);
-                let t = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-                _mm_sub_epi8(t, _mm_set1_epi8(1))
-            }
-
+            /// TQ1_0. Each 16 input bytes are widened to 32-bit lanes once and reused for all five base-3
+            /// digits: digit = ((x * 3^n mod 256) * 3) >> 8, computed with 16-bit multiplies (the products fit
+            /// in the low 16 bits of each lane, the high halves stay zero).
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn tq1_0(data: &[u8], out: &mut [O]) {
-                const P3: [i16; 5] = [1, 3, 9, 27, 81];
-                let pow_h = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+                const P3: [i32; 5] = [1, 3, 9, 27, 81];
                 blocks!(data, out, 54, 256, |b, y| {
                     let d = splat(h2f(b.add(52)));
-                    let qa = load16(b);
-                    let qb = load16(b.add(16));
-                    let qc = load16(b.add(32));
+                    let wa = widen_u8(load16(b));
+                    let wb = widen_u8(load16(b.add(16)));
+                    let wc = widen_u8(load16(b.add(32)));
                     for n in 0..5 {
-                        let p = _mm256_set1_epi16(P3[n]);
-                        emit_i8_mul(trits(qa, p), d, y.add(32 * n));
-                        emit_i8_mul(trits(qb, p), d, y.add(32 * n + 16));
-                        emit_i8_mul(trits(qc, p), d, y.add(160 + 16 * n));
+                        let p = pow_lanes(P3[n], P3[n]);
+                        emit_trit(wa, p, d, y.add(32 * n));
+                        emit_trit(wb, p, d, y.add(32 * n + 16));
+                        emit_trit(wc, p, d, y.add(160 + 16 * n));
                     }
+                    // qh: 4 bytes, digits 0..4 → lanes [q0..q3]*1, [q0..q3]*3, *9, *27.
                     let qh = (b.add(48) as *const u32).read_unaligned();
-                    emit_i8_mul(trits(_mm_set1_epi32(qh as i32), pow_h), d, y.add(240));
+                    emit_trit(widen_u8(_mm_set1_epi32(qh as i32)), pow_qh(), d, y.add(240));
                 });
             }
 
@@ -829,6 +821,42 @@ mod $name {
         _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits as i32), m), m)
     }
 
+    /// 16 bytes zero-extended to 32-bit lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn widen_u8(q: __m128i) -> (__m256i, __m256i) {
+        (_mm256_cvtepu8_epi32(q), _mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)))
+    }
+
+    /// Per-lane TQ1_0 multipliers: `lo` for lanes 0..8, `hi` for 8..16.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn pow_lanes(lo: i32, hi: i32) -> (__m256i, __m256i) {
+        (_mm256_set1_epi32(lo), _mm256_set1_epi32(hi))
+    }
+
+    /// Multipliers 1,1,1,1,3,3,3,3,9,9,9,9,27,27,27,27 (TQ1_0's qh bytes).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn pow_qh() -> (__m256i, __m256i) {
+        (_mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3), _mm256_setr_epi32(9, 9, 9, 9, 27, 27, 27, 27))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn trit8(w: __m256i, p: __m256i) -> __m256 {
+        let q = _mm256_and_si256(_mm256_mullo_epi16(w, p), _mm256_set1_epi32(0xFF));
+        let t = _mm256_srli_epi32(_mm256_mullo_epi16(q, _mm256_set1_epi32(3)), 8);
+        _mm256_cvtepi32_ps(_mm256_sub_epi32(t, _mm256_set1_epi32(1)))
+    }
+
+    /// out[i] = f32((((w[i] * p[i]) & 255) * 3 >> 8) - 1) * d: one base-3 digit of each widened byte.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_trit(w: (__m256i, __m256i), p: (__m256i, __m256i), d: __m256, out: *mut O) {
+        $put(_mm256_mul_ps(trit8(w.0, p.0), d), _mm256_mul_ps(trit8(w.1, p.1), d), out);
+    }
+
     /// out[i] = (f32(q[i] as i8) + delta) * d, delta = `dlo` for lanes 0..8 and `dhi` for 8..16.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
@@ -937,6 +965,33 @@ mod $name {
     #[inline]
     pub unsafe fn splat_at(p: *const f32) -> __m512 {
         _mm512_set1_ps(*p)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn widen_u8(q: __m128i) -> __m512i {
+        _mm512_cvtepu8_epi32(q)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn pow_lanes(lo: i32, hi: i32) -> __m512i {
+        _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(lo), _mm512_set1_epi32(hi))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn pow_qh() -> __m512i {
+        _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn emit_trit(w: __m512i, p: __m512i, d: __m512, out: *mut O) {
+        let q = _mm512_and_si512(_mm512_mullo_epi16(w, p), _mm512_set1_epi32(0xFF));
+        let t = _mm512_srli_epi32(_mm512_mullo_epi16(q, _mm512_set1_epi32(3)), 8);
+        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(t, _mm512_set1_epi32(1)));
+        $put(_mm512_mul_ps(v, d), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
