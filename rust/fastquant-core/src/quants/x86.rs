@@ -77,7 +77,6 @@ macro_rules! kernels {
         pub(crate) mod $name {
             use super::*;
             use super::$helpers::*;
-            use crate::quants::kquants::scale_min_k4;
 
             /// Exact f16 → f32 of one scale with F16C.
             #[target_feature(enable = $tf)]
@@ -102,6 +101,32 @@ macro_rules! kernels {
                 let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
                 _mm256_storeu_ps(out, _mm256_mul_ps(a, dv));
                 _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, dv));
+            }
+
+            /// out[i] = f32(q[i] as i8) * (i < 8 ? d_lo : d_hi) for 16 lanes (always f32).
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn scales16_2(q: __m128i, d_lo: f32, d_hi: f32, out: *mut f32) {
+                let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+                _mm256_storeu_ps(out, _mm256_mul_ps(a, _mm256_set1_ps(d_lo)));
+                _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, _mm256_set1_ps(d_hi)));
+            }
+
+            /// The 8 (scale, min) pairs of Q4_K/Q5_K's 12-byte packed array as [d * scale[0..8], dmin * min[0..8]]
+            /// (the values of `kquants::scale_min_k4`, unpacked four at a time with 32-bit masks).
+            #[target_feature(enable = $tf)]
+            #[inline]
+            unsafe fn k4_scales(s: *const u8, d: f32, dmin: f32, out: *mut f32) {
+                let a = (s as *const u32).read_unaligned().to_le();
+                let b = (s.add(4) as *const u32).read_unaligned().to_le();
+                let c = (s.add(8) as *const u32).read_unaligned().to_le();
+                let sc_lo = a & 0x3f3f_3f3f;
+                let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+                let m_lo = b & 0x3f3f_3f3f;
+                let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
+                let q = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
+                scales16_2(q, d, dmin, out);
             }
 
             /// `_mm_srli_epi16` with a run-time count (the immediate form needs a constant).
@@ -256,14 +281,14 @@ macro_rules! kernels {
                 blocks!(data, out, 144, 256, |b, y| {
                     let d = h2f(b);
                     let dmin = h2f(b.add(2));
-                    let sc = std::slice::from_raw_parts(b.add(4), 12);
+                    let mut dm = [0f32; 16];
+                    k4_scales(b.add(4), d, dmin, dm.as_mut_ptr());
                     for j in 0..4 {
                         let qa = load16(b.add(16 + 32 * j));
                         let qb = load16(b.add(32 + 32 * j));
                         for h in 0..2 {
-                            let (s, m) = scale_min_k4(2 * j + h, sc);
-                            let d1 = splat(d * s as f32);
-                            let m1 = splat(dmin * m as f32);
+                            let d1 = splat_at(dm.as_ptr().add(2 * j + h));
+                            let m1 = splat_at(dm.as_ptr().add(8 + 2 * j + h));
                             let (a, c) = if h == 0 {
                                 (_mm_and_si128(qa, m4), _mm_and_si128(qb, m4))
                             } else {
@@ -284,16 +309,16 @@ macro_rules! kernels {
                 blocks!(data, out, 176, 256, |b, y| {
                     let d = h2f(b);
                     let dmin = h2f(b.add(2));
-                    let sc = std::slice::from_raw_parts(b.add(4), 12);
+                    let mut dm = [0f32; 16];
+                    k4_scales(b.add(4), d, dmin, dm.as_mut_ptr());
                     let qha = load16(b.add(16));
                     let qhb = load16(b.add(32));
                     for j in 0..4 {
                         let qa = load16(b.add(48 + 32 * j));
                         let qb = load16(b.add(64 + 32 * j));
                         for h in 0..2 {
-                            let (s, m) = scale_min_k4(2 * j + h, sc);
-                            let d1 = splat(d * s as f32);
-                            let m1 = splat(dmin * m as f32);
+                            let d1 = splat_at(dm.as_ptr().add(2 * j + h));
+                            let m1 = splat_at(dm.as_ptr().add(8 + 2 * j + h));
                             let bit = _mm_set1_epi8((1u8 << (2 * j + h)) as i8);
                             let ha = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(qha, bit), bit), k16);
                             let hb = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(qhb, bit), bit), k16);
@@ -427,9 +452,15 @@ macro_rules! kernels {
                 let k4 = _mm_set1_epi8(4);
                 blocks!(data, out, 110, 256, |b, y| {
                     let d = h2f(b.add(108));
-                    let sc = crate::quants::kquants::q3k_scales(std::slice::from_raw_parts(b.add(96), 12));
+                    // 16 six-bit scales: low nibbles from bytes 0..8 (then their high nibbles), 2 high bits
+                    // from bytes 8..12 (scale i: byte 8 + i % 4, bits 2 * (i / 4)), minus 32.
+                    let lo8 = _mm_loadl_epi64(b.add(96) as *const __m128i);
+                    let lo = _mm_unpacklo_epi64(_mm_and_si128(lo8, _mm_set1_epi8(0x0F)), _mm_and_si128(_mm_srli_epi16(lo8, 4), _mm_set1_epi8(0x0F)));
+                    let hb = _mm_set1_epi32((b.add(104) as *const u32).read_unaligned().to_le() as i32);
+                    let hi = _mm_and_si128(_mm_srlv_epi32(hb, _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+                    let sc = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
                     let mut dl = [0f32; 16];
-                    scales16(load16(sc.as_ptr() as *const u8), d, dl.as_mut_ptr());
+                    scales16(sc, d, dl.as_mut_ptr());
                     for h in 0..2 {
                         let hm = load16(b.add(16 * h));
                         for n in 0..2 {
