@@ -59,14 +59,29 @@ pub(crate) fn kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
     }
 }
 
+/// As [`kernel`], but writing the f32 output with non-temporal (streaming) stores. Extra contract: the output
+/// slice starts 16-byte aligned, and the caller issues `sfence` before the output is handed to anyone else.
+pub(crate) fn kernel_nt(ty: GgmlType, path: Path) -> Option<Kernel> {
+    match path {
+        Path::Avx2 => pick!(ty, avx2_nt, Kernel),
+        Path::Avx512 => pick!(ty, avx512_nt, Kernel),
+        _ => None,
+    }
+}
+
 /// The kernel for `ty` on `path` that writes f16 (`bf16 == false`) or bf16 bit patterns directly: the exact
 /// f32 value of each element rounded once, as `float::f32_to_f16`/`f32_to_bf16` do. Same contract as [`kernel`].
-pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool) -> Option<Kernel16> {
-    match (path, bf16) {
-        (Path::Avx2, false) => pick!(ty, avx2_f16, Kernel16),
-        (Path::Avx2, true) => pick!(ty, avx2_bf16, Kernel16),
-        (Path::Avx512, false) => pick!(ty, avx512_f16, Kernel16),
-        (Path::Avx512, true) => pick!(ty, avx512_bf16, Kernel16),
+/// With `nt`, the variant with streaming stores (same extra contract as [`kernel_nt`]).
+pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool, nt: bool) -> Option<Kernel16> {
+    match (path, bf16, nt) {
+        (Path::Avx2, false, false) => pick!(ty, avx2_f16, Kernel16),
+        (Path::Avx2, true, false) => pick!(ty, avx2_bf16, Kernel16),
+        (Path::Avx512, false, false) => pick!(ty, avx512_f16, Kernel16),
+        (Path::Avx512, true, false) => pick!(ty, avx512_bf16, Kernel16),
+        (Path::Avx2, false, true) => pick!(ty, avx2_f16_nt, Kernel16),
+        (Path::Avx2, true, true) => pick!(ty, avx2_bf16_nt, Kernel16),
+        (Path::Avx512, false, true) => pick!(ty, avx512_f16_nt, Kernel16),
+        (Path::Avx512, true, true) => pick!(ty, avx512_bf16_nt, Kernel16),
         _ => None,
     }
 }
@@ -342,23 +357,23 @@ macro_rules! kernels {
                 let k32 = _mm_set1_epi8(32);
                 blocks!(data, out, 210, 256, |b, y| {
                     let d = h2f(b.add(208));
+                    // Output written in address order (streaming stores need whole lines filled in sequence).
                     for n in 0..2 {
                         let ql = b.add(64 * n);
                         let qh = b.add(128 + 32 * n);
                         let sc = b.add(192 + 8 * n);
-                        for half in 0..2 {
-                            // l in 16*half .. 16*half+16
-                            let qh_v = load16(qh.add(16 * half));
-                            let ql0 = load16(ql.add(16 * half));
-                            let ql1 = load16(ql.add(32 + 16 * half));
-                            for k in 0..4 {
-                                let src = if k & 1 == 0 { ql0 } else { ql1 };
+                        let qh_v = [load16(qh), load16(qh.add(16))];
+                        let ql_v = [load16(ql), load16(ql.add(16)), load16(ql.add(32)), load16(ql.add(48))];
+                        for k in 0..4 {
+                            for half in 0..2 {
+                                // l in 16*half .. 16*half+16
+                                let src = ql_v[2 * (k & 1) + half];
                                 let lo = if k >> 1 == 0 {
                                     _mm_and_si128(src, m4)
                                 } else {
                                     _mm_and_si128(_mm_srli_epi16(src, 4), m4)
                                 };
-                                let hi = _mm_and_si128(srli16_var(qh_v, 2 * k as i32), m2);
+                                let hi = _mm_and_si128(srli16_var(qh_v[half], 2 * k as i32), m2);
                                 let q = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), k32);
                                 let s = *sc.add(half + 2 * k) as i8;
                                 let ds = splat(d * s as f32);
@@ -427,12 +442,13 @@ macro_rules! kernels {
                     let mut ml = [0f32; 16];
                     scales16(_mm_and_si128(sc, m4), d, dl.as_mut_ptr());
                     scales16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4), dmin, ml.as_mut_ptr());
+                    // Output written in address order (streaming stores need whole lines filled in sequence).
                     for n in 0..2 {
-                        for h in 0..2 {
-                            let q = load16(b.add(16 + 32 * n + 16 * h));
-                            for j in 0..4 {
+                        let qv = [load16(b.add(16 + 32 * n)), load16(b.add(32 + 32 * n))];
+                        for j in 0..4 {
+                            for h in 0..2 {
                                 let k = 8 * n + 2 * j + h;
-                                let v = _mm_and_si128(srli16_var(q, 2 * j as i32), m2);
+                                let v = _mm_and_si128(srli16_var(qv[h], 2 * j as i32), m2);
                                 emit_u8_mul_sub(
                                     v,
                                     splat_at(dl.as_ptr().add(k)),
@@ -461,15 +477,16 @@ macro_rules! kernels {
                     let sc = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
                     let mut dl = [0f32; 16];
                     scales16(sc, d, dl.as_mut_ptr());
-                    for h in 0..2 {
-                        let hm = load16(b.add(16 * h));
-                        for n in 0..2 {
-                            let q = load16(b.add(32 + 32 * n + 16 * h));
-                            for j in 0..4 {
-                                let bit = _mm_set1_epi8((1u8 << (4 * n + j)) as i8);
-                                let set = _mm_cmpeq_epi8(_mm_and_si128(hm, bit), bit);
+                    // Output written in address order (streaming stores need whole lines filled in sequence).
+                    let hmv = [load16(b), load16(b.add(16))];
+                    for n in 0..2 {
+                        let qv = [load16(b.add(32 + 32 * n)), load16(b.add(48 + 32 * n))];
+                        for j in 0..4 {
+                            let bit = _mm_set1_epi8((1u8 << (4 * n + j)) as i8);
+                            for h in 0..2 {
+                                let set = _mm_cmpeq_epi8(_mm_and_si128(hmv[h], bit), bit);
                                 let v = _mm_sub_epi8(
-                                    _mm_and_si128(srli16_var(q, 2 * j as i32), m2),
+                                    _mm_and_si128(srli16_var(qv[h], 2 * j as i32), m2),
                                     _mm_andnot_si128(set, k4),
                                 );
                                 emit_i8_mul(v, splat_at(dl.as_ptr().add(8 * n + 2 * j + h)), y.add(128 * n + 32 * j + 16 * h));
@@ -723,7 +740,13 @@ macro_rules! kernels {
 
 kernels!(avx2, "avx2,fma,f16c", h_avx2);
 kernels!(avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512);
+kernels!(avx2_nt, "avx2,fma,f16c", h_avx2_nt);
+kernels!(avx512_nt, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_nt);
 kernels!(avx2_f16, "avx2,fma,f16c", h_avx2_f16);
+kernels!(avx2_f16_nt, "avx2,fma,f16c", h_avx2_f16_nt);
+kernels!(avx2_bf16_nt, "avx2,fma,f16c", h_avx2_bf16_nt);
+kernels!(avx512_f16_nt, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_f16_nt);
+kernels!(avx512_bf16_nt, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_bf16_nt);
 kernels!(avx2_bf16, "avx2,fma,f16c", h_avx2_bf16);
 kernels!(avx512_f16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_f16);
 kernels!(avx512_bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_bf16);
@@ -741,11 +764,29 @@ mod put_avx2 {
         _mm256_storeu_ps(out.add(8), b);
     }
 
+    /// As [`f32`] with non-temporal stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f32_nt(a: __m256, b: __m256, out: *mut f32) {
+        _mm_stream_ps(out, _mm256_castps256_ps128(a));
+        _mm_stream_ps(out.add(4), _mm256_extractf128_ps(a, 1));
+        _mm_stream_ps(out.add(8), _mm256_castps256_ps128(b));
+        _mm_stream_ps(out.add(12), _mm256_extractf128_ps(b, 1));
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f16(a: __m256, b: __m256, out: *mut u16) {
         _mm_storeu_si128(out as *mut __m128i, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
         _mm_storeu_si128(out.add(8) as *mut __m128i, _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
+    }
+
+    /// As [`f16`] with streaming stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f16_nt(a: __m256, b: __m256, out: *mut u16) {
+        _mm_stream_si128(out as *mut __m128i, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
     }
 
     /// Round-to-nearest-even bf16 of 8 floats as 8 u32 lanes (NaN → quiet NaN), same as `f32_to_bf16`.
@@ -762,12 +803,27 @@ mod put_avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub unsafe fn bf16(a: __m256, b: __m256, out: *mut u16) {
+    unsafe fn bf16x16(a: __m256, b: __m256) -> __m256i {
         let a = bf16x8(_mm256_castps_si256(a));
         let b = bf16x8(_mm256_castps_si256(b));
         // packus works per 128-bit lane: [a0 b0 a1 b1] → reorder the 64-bit quarters to [a0 a1 b0 b1].
         let p = _mm256_packus_epi32(a, b);
-        _mm256_storeu_si256(out as *mut __m256i, _mm256_permute4x64_epi64(p, 0b11_01_10_00));
+        _mm256_permute4x64_epi64(p, 0b11_01_10_00)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16(a: __m256, b: __m256, out: *mut u16) {
+        _mm256_storeu_si256(out as *mut __m256i, bf16x16(a, b));
+    }
+
+    /// As [`bf16`] with streaming stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16_nt(a: __m256, b: __m256, out: *mut u16) {
+        let r = bf16x16(a, b);
+        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
+        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
     }
 }
 
@@ -780,6 +836,17 @@ mod put_avx512 {
         _mm512_storeu_ps(out, v);
     }
 
+    /// As [`f32`] with non-temporal stores; `out` must be 16-byte aligned (numpy's large arrays are 16-byte
+    /// but not 64-byte aligned, so 128-bit streaming stores are used; the four fill whole cache lines).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f32_nt(v: __m512, out: *mut f32) {
+        _mm_stream_ps(out, _mm512_castps512_ps128(v));
+        _mm_stream_ps(out.add(4), _mm512_extractf32x4_ps(v, 1));
+        _mm_stream_ps(out.add(8), _mm512_extractf32x4_ps(v, 2));
+        _mm_stream_ps(out.add(12), _mm512_extractf32x4_ps(v, 3));
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f16(v: __m512, out: *mut u16) {
@@ -787,9 +854,33 @@ mod put_avx512 {
         _mm256_storeu_si256(out as *mut __m256i, h);
     }
 
+    /// As [`f16`] with streaming stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn f16_nt(v: __m512, out: *mut u16) {
+        let h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(h));
+        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(h, 1));
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn bf16(v: __m512, out: *mut u16) {
+        _mm256_storeu_si256(out as *mut __m256i, bf16x16(v));
+    }
+
+    /// As [`bf16`] with streaming stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16_nt(v: __m512, out: *mut u16) {
+        let r = bf16x16(v);
+        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
+        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn bf16x16(v: __m512) -> __m256i {
         let v = _mm512_castps_si512(v);
         let lsb = _mm512_and_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(1));
         let rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), lsb), 16);
@@ -797,7 +888,7 @@ mod put_avx512 {
         let is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
         let nan = _mm512_or_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(64));
         let r = _mm512_mask_blend_epi32(is_nan, rounded, nan);
-        _mm256_storeu_si256(out as *mut __m256i, _mm512_cvtepi32_epi16(r));
+        _mm512_cvtepi32_epi16(r)
     }
 }
 
@@ -1094,10 +1185,16 @@ mod $name {
 }
 
 helpers_avx2!(h_avx2, f32, super::put_avx2::f32, super::put1::f32);
+helpers_avx2!(h_avx2_nt, f32, super::put_avx2::f32_nt, super::put1::f32);
 helpers_avx2!(h_avx2_f16, u16, super::put_avx2::f16, super::put1::f16);
+helpers_avx2!(h_avx2_f16_nt, u16, super::put_avx2::f16_nt, super::put1::f16);
+helpers_avx2!(h_avx2_bf16_nt, u16, super::put_avx2::bf16_nt, super::put1::bf16);
 helpers_avx2!(h_avx2_bf16, u16, super::put_avx2::bf16, super::put1::bf16);
 helpers_avx512!(h_avx512, f32, super::put_avx512::f32, super::put1::f32);
+helpers_avx512!(h_avx512_nt, f32, super::put_avx512::f32_nt, super::put1::f32);
 helpers_avx512!(h_avx512_f16, u16, super::put_avx512::f16, super::put1::f16);
+helpers_avx512!(h_avx512_f16_nt, u16, super::put_avx512::f16_nt, super::put1::f16);
+helpers_avx512!(h_avx512_bf16_nt, u16, super::put_avx512::bf16_nt, super::put1::bf16);
 helpers_avx512!(h_avx512_bf16, u16, super::put_avx512::bf16, super::put1::bf16);
 
 /// Plain f32 → f16 / bf16 slice conversions (the scratch path for types without a direct kernel).
