@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(ELEMS as u64));
     let mut out16 = vec![half::bf16::ZERO; ELEMS];
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+    for ty in [GgmlType::F16, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::TQ1_0] {
         let data = input(ty);
         g.bench_with_input(BenchmarkId::new(ty.name(), "bf16"), &data, |b, d| {
             b.iter(|| dequantize_with(ty, d, &mut out16, Path::Auto).unwrap())

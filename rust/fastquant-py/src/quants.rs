@@ -43,8 +43,11 @@ fn ggml_type_info(key: &Bound<'_, PyAny>) -> PyResult<(u32, &'static str, usize,
 
 /// Dequantize the contiguous uint8 array `data` into the contiguous array `out`: float32 for
 /// `kind == "float32"`, or a uint16 view holding float16/bfloat16 bits for `"float16"`/`"bfloat16"`.
+/// `stores`: "auto" (streaming stores for large aligned outputs), "regular" (for freshly allocated outputs)
+/// or "streaming".
 #[pyfunction]
-#[pyo3(signature = (data, ggml_type, out, kind, threads=None, path="auto"))]
+#[pyo3(signature = (data, ggml_type, out, kind, threads=None, path="auto", stores="auto"))]
+#[allow(clippy::too_many_arguments)]
 fn dequantize_into(
     py: Python<'_>,
     data: PyReadonlyArrayDyn<'_, u8>,
@@ -53,9 +56,16 @@ fn dequantize_into(
     kind: &str,
     threads: Option<usize>,
     path: &str,
+    stores: &str,
 ) -> PyResult<()> {
     let ty = ty_from_id(ggml_type)?;
     let path = parse_path(path)?;
+    let stores = match stores {
+        "auto" => quants::Stores::Auto,
+        "regular" => quants::Stores::Regular,
+        "streaming" => quants::Stores::Streaming,
+        _ => return Err(PyValueError::new_err(format!("unknown stores {stores:?}; expected auto, regular or streaming"))),
+    };
     if threads == Some(0) {
         return Err(PyValueError::new_err("threads must be at least 1"));
     }
@@ -64,7 +74,7 @@ fn dequantize_into(
         "float32" => {
             let mut o: PyReadwriteArrayDyn<'_, f32> = out.extract()?;
             let dst = o.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
-            py.detach(|| quants::dequantize_par(ty, src, dst, path, threads)).map_err(dq_err)
+            py.detach(|| quants::dequantize_par_stores(ty, src, dst, path, threads, stores)).map_err(dq_err)
         }
         "float16" | "bfloat16" => {
             let mut o: PyReadwriteArrayDyn<'_, u16> = out.extract()?;
@@ -74,11 +84,11 @@ fn dequantize_into(
                 // SAFETY: half::f16 is #[repr(transparent)] over u16, so the same memory, length and
                 // alignment describe a valid [f16]; `dst`'s exclusive borrow is moved into this slice.
                 let h = unsafe { std::slice::from_raw_parts_mut(ptr as *mut half::f16, len) };
-                py.detach(|| quants::dequantize_par(ty, src, h, path, threads)).map_err(dq_err)
+                py.detach(|| quants::dequantize_par_stores(ty, src, h, path, threads, stores)).map_err(dq_err)
             } else {
                 // SAFETY: as above, half::bf16 is #[repr(transparent)] over u16.
                 let h = unsafe { std::slice::from_raw_parts_mut(ptr as *mut half::bf16, len) };
-                py.detach(|| quants::dequantize_par(ty, src, h, path, threads)).map_err(dq_err)
+                py.detach(|| quants::dequantize_par_stores(ty, src, h, path, threads, stores)).map_err(dq_err)
             }
         }
         _ => Err(PyValueError::new_err(format!("unsupported output kind {kind:?}"))),

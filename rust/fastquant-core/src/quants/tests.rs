@@ -192,8 +192,26 @@ fn simd_matches_scalar_on_adversarial_blocks() {
             checked += 1;
         }
     }
-    let expected = 15 * simd_paths().len();
+    let expected = SIMD_TYPES.len() * simd_paths().len();
     assert_eq!(checked, expected, "every SIMD kernel was compared");
+}
+
+/// The types with dedicated AVX2/AVX-512 kernels (so a dropped dispatch entry fails loudly, not silently scalar).
+const SIMD_TYPES: [GgmlType; 27] = {
+    use GgmlType::*;
+    [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4K, Q5K, Q6K, TQ1_0, TQ2_0, F16, BF16, IQ4NL, IQ4XS, MXFP4, Q2K, Q3K, IQ1S,
+        IQ1M, IQ2XXS, IQ2XS, IQ2S, IQ3XXS, IQ3S, NVFP4, Q1_0, Q2_0,
+    ]
+};
+
+#[test]
+fn simd_kernels_exist_for_listed_types() {
+    for path in simd_paths() {
+        for ty in SIMD_TYPES {
+            assert!(has_simd_kernel(ty, path), "{ty} has no {path:?} kernel");
+        }
+    }
 }
 
 #[test]
@@ -307,4 +325,119 @@ fn passthrough_types() {
     let o = dequantize_to_vec(GgmlType::F32, &d).unwrap();
     assert_eq!(o[0].to_bits(), 0x7f80_0001);
     assert_eq!(o[1], 1.0);
+}
+
+/// A 16-byte-aligned window of `len` f32 inside `buf` (what the streaming kernels require).
+fn aligned16(buf: &mut [f32], len: usize) -> &mut [f32] {
+    let off = buf.as_ptr().align_offset(16);
+    &mut buf[off..off + len]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn streaming_store_kernels_match_scalar() {
+    let mut rng = Rng(0x5eed);
+    for ty in SIMD_TYPES {
+        for path in simd_paths() {
+            let k = x86::kernel_nt(ty, path).unwrap_or_else(|| panic!("{ty} has no {path:?} streaming kernel"));
+            for &n in &[1usize, 3, 17, 300] {
+                let n = if ty.block_elems() == 1 { n * 16 + 7 } else { n };
+                let data = adversarial_blocks(ty, n, &mut rng);
+                let len = decoded_len(ty, data.len()).unwrap();
+                let mut want = vec![0f32; len];
+                dequantize_with(ty, &data, &mut want, Path::Scalar).unwrap();
+                let mut buf = vec![1f32; len + 4];
+                let got = aligned16(&mut buf, len);
+                // SAFETY: whole blocks, exact output length, 16-byte-aligned output, path available (simd_paths).
+                unsafe {
+                    k(&data, got);
+                    std::arch::x86_64::_mm_sfence();
+                }
+                assert_same(ty, &format!("{path:?} streaming vs scalar, {n} blocks"), got, &want);
+                for bf16 in [false, true] {
+                    let k16 = x86::kernel16(ty, path, bf16, true).expect("streaming half kernel");
+                    let mut hb = vec![0xFFFFu16; len + 8];
+                    let off = hb.as_ptr().align_offset(16);
+                    let h = &mut hb[off..off + len];
+                    // SAFETY: as above, for the streaming half-output kernel.
+                    unsafe {
+                        k16(&data, h);
+                        std::arch::x86_64::_mm_sfence();
+                    }
+                    assert_half_of(ty, &format!("{path:?} streaming bf16={bf16}"), h, &want, bf16);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_outputs_use_streaming_stores_only_when_aligned_and_match() {
+    let mut rng = Rng(12);
+    for ty in [GgmlType::Q4K, GgmlType::F16] {
+        let n = STREAM_MIN_BYTES / 4 / ty.block_elems() + 3;
+        let data = adversarial_blocks(ty, n, &mut rng);
+        let len = decoded_len(ty, data.len()).unwrap();
+        assert!(len * 4 >= STREAM_MIN_BYTES);
+        let mut want = vec![0f32; len];
+        dequantize_with(ty, &data, &mut want, Path::Scalar).unwrap();
+        let mut buf = vec![0f32; len + 8];
+        let base = buf.as_ptr().align_offset(16);
+        for shift in [base, base + 1, base + 4] {
+            let o = &mut buf[shift..shift + len];
+            let (_, nt) = choose(ty, scalar_kernel(ty).unwrap(), Path::Auto.resolve(), o, Stores::Auto);
+            assert_eq!(nt, shift != base + 1 && Path::Auto.resolve() != Path::Scalar);
+            for threads in [Some(1), Some(2)] {
+                o.fill(0.0);
+                dequantize_par(ty, &data, o, Path::Auto, threads).unwrap();
+                assert_same(ty, &format!("large, shift {shift}, {threads:?} threads"), o, &want);
+            }
+            o.fill(0.0);
+            dequantize(ty, &data, o).unwrap();
+            assert_same(ty, &format!("large, shift {shift}, serial"), o, &want);
+        }
+    }
+}
+
+fn assert_half_of(ty: GgmlType, what: &str, got: &[u16], want: &[f32], bf16: bool) {
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = if bf16 { float::f32_to_bf16(w) } else { float::f32_to_f16(w) };
+        let nan = if bf16 { half::bf16::from_bits(g).is_nan() } else { half::f16::from_bits(g).is_nan() };
+        assert!(g == e || (w.is_nan() && nan), "{ty} {what}: element {i}: got {g:#06x}, want {e:#06x} from {w:e}");
+    }
+}
+
+#[test]
+fn every_store_choice_matches_scalar() {
+    let mut rng = Rng(99);
+    for ty in [GgmlType::Q4_0, GgmlType::Q3K, GgmlType::Q6K, GgmlType::IQ3S, GgmlType::F16, GgmlType::Q8K] {
+        // Several parallel tasks' worth, ragged.
+        let n = (3 * PAR_TASK_BYTES / 4 + 1000) / ty.block_elems() + 1;
+        let data = adversarial_blocks(ty, n, &mut rng);
+        let len = decoded_len(ty, data.len()).unwrap();
+        let mut want = vec![0f32; len];
+        dequantize_with(ty, &data, &mut want, Path::Scalar).unwrap();
+        for stores in [Stores::Auto, Stores::Regular, Stores::Streaming] {
+            for threads in [Some(1), Some(2)] {
+                for shift in [0usize, 1, 4] {
+                    let what = format!("{stores:?} {threads:?} shift {shift}");
+                    let mut buf = vec![0f32; len + 8];
+                    let off = buf.as_ptr().align_offset(16) + shift;
+                    dequantize_par_stores(ty, &data, &mut buf[off..off + len], Path::Auto, threads, stores).unwrap();
+                    assert_same(ty, &what, &buf[off..off + len], &want);
+                    let mut b = vec![half::bf16::ZERO; len + 16];
+                    let off = b.as_ptr().align_offset(16) + shift;
+                    dequantize_par_stores(ty, &data, &mut b[off..off + len], Path::Auto, threads, stores).unwrap();
+                    let bits: Vec<u16> = b[off..off + len].iter().map(|v| v.to_bits()).collect();
+                    assert_half_of(ty, &what, &bits, &want, true);
+                    let mut h = vec![half::f16::ZERO; len + 16];
+                    let off = h.as_ptr().align_offset(16) + shift;
+                    dequantize_par_stores(ty, &data, &mut h[off..off + len], Path::Auto, threads, stores).unwrap();
+                    let bits: Vec<u16> = h[off..off + len].iter().map(|v| v.to_bits()).collect();
+                    assert_half_of(ty, &what, &bits, &want, false);
+                }
+            }
+        }
+    }
 }
