@@ -9,7 +9,7 @@ the same work through diffusers' quantizers; where diffusers refuses, the refusa
 """
 from __future__ import annotations
 
-import copy
+
 import os
 import platform
 import statistics

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from .quantizers import DiffusersAutoQuantizer
-from .quantizers._utils import clear_model_quantized, require, set_model_quantized
+from .quantizers._utils import require, set_model_quantized
 
 __all__ = ["quantize", "save_quantized", "load_quantized", "dequantize"]
 

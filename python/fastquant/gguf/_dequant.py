@@ -8,7 +8,7 @@ GIL released. torch is only imported when a torch tensor is passed in.
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 

@@ -9,7 +9,7 @@ import importlib
 import os
 import shutil
 import sys
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 __all__ = [
     "BackendImportError",
@@ -130,6 +130,19 @@ def set_submodule(model, name: str, new) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def restore_linear(model, name: str, layer, weight) -> None:
+    """Put a plain `nn.Linear` at `name` holding the dense `weight` (not copied) and `layer`'s bias (in the weight's
+    dtype), both without gradients. Used by every backend's `dequantize`."""
+    import torch
+
+    out = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta",
+                          dtype=weight.dtype)
+    out.weight = torch.nn.Parameter(weight, requires_grad=False)
+    if layer.bias is not None:
+        out.bias = torch.nn.Parameter(layer.bias.data.to(weight.dtype), requires_grad=False)
+    set_submodule(model, name, out)
 
 
 def progress(items: Iterable, total: Optional[int] = None, desc: str = "", min_items: int = 1):

@@ -7,7 +7,7 @@ each target device once and reports exactly what is missing when it cannot.
 from __future__ import annotations
 
 from .._core import BitsAndBytesConfig
-from ._utils import iter_modules, matches_skip, progress, require, set_submodule
+from ._utils import iter_modules, progress, set_submodule, restore_linear
 from .base import DiffusersQuantizer
 
 __all__ = ["BnB4BitDiffusersQuantizer", "BnB8BitDiffusersQuantizer"]
@@ -165,18 +165,12 @@ class _BnBQuantizer(DiffusersQuantizer):
         return True
 
     def _replace_with_linear(self, model, dequant):
-        import torch
 
         cls = self._layer_class()
         targets = [(n, m) for n, m in model.named_modules() if isinstance(m, cls)]
         for name, layer in targets:
             weight = dequant(layer)
-            out = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                                  device="meta", dtype=weight.dtype)
-            out.weight = torch.nn.Parameter(weight, requires_grad=False)
-            if layer.bias is not None:
-                out.bias = torch.nn.Parameter(layer.bias.data.to(weight.dtype), requires_grad=False)
-            set_submodule(model, name, out)
+            restore_linear(model, name, layer, weight)
         return model
 
 

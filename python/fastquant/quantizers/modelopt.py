@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 
 from .._core import NVIDIAModelOptConfig
-from ._utils import matches_skip, require, set_submodule
+from ._utils import matches_skip, set_submodule
 from .base import DiffusersQuantizer
 
 __all__ = ["NVIDIAModelOptQuantizer", "build_modelopt_config"]
@@ -148,7 +148,6 @@ class NVIDIAModelOptQuantizer(DiffusersQuantizer):
     def _unwrap_skipped(self, model):
         """Modules under the skip list: modelopt converted them too (with disabled quantizers); put plain torch
         layers back, sharing the same weight tensors."""
-        import torch
 
         for name in self._skip_names(model):
             top = model.get_submodule(name)

@@ -3,7 +3,7 @@ after quantization (the float weights are replaced by packed quantized tensors).
 from __future__ import annotations
 
 from .._core import QuantoConfig
-from ._utils import ensure_ninja_on_path, iter_modules, progress, set_submodule
+from ._utils import ensure_ninja_on_path, iter_modules, progress, restore_linear, set_submodule
 from .base import DiffusersQuantizer
 
 __all__ = ["QuantoQuantizer"]
@@ -120,7 +120,6 @@ class QuantoQuantizer(DiffusersQuantizer):
 
     def _dequantize(self, model):
         import torch
-        from optimum.quanto.nn import QModuleMixin
 
         for name in self.quantized_modules(model):
             layer = model.get_submodule(name)
@@ -128,12 +127,7 @@ class QuantoQuantizer(DiffusersQuantizer):
             weight = w.dequantize() if hasattr(w, "dequantize") and type(w) is not torch.nn.Parameter else w.data
             if not isinstance(layer, torch.nn.Linear):
                 raise NotImplementedError(f"{name}: dequantizing {type(layer).__name__} is not supported")
-            out = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                                  device="meta", dtype=weight.dtype)
-            out.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=False)
-            if layer.bias is not None:
-                out.bias = torch.nn.Parameter(layer.bias.data, requires_grad=False)
-            set_submodule(model, name, out)
+            restore_linear(model, name, layer, weight.detach().clone())
         return model
 
     @property

@@ -3,7 +3,7 @@ expands to one), applied to each `nn.Linear` with `torchao.quantization.quantize
 from __future__ import annotations
 
 from .._core import TorchAoConfig
-from ._utils import iter_modules, matches_skip, progress, require, set_submodule
+from ._utils import iter_modules, matches_skip, progress, require, restore_linear
 from .base import DiffusersQuantizer
 
 __all__ = ["TorchAoHfQuantizer"]
@@ -177,17 +177,11 @@ class TorchAoHfQuantizer(DiffusersQuantizer):
                 and self._is_quantized_weight(m.weight)]
 
     def _dequantize(self, model):
-        import torch
 
         for name in self.quantized_modules(model):
             layer = model.get_submodule(name)
             weight = _dense_weight(layer)
-            out = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                                  device="meta", dtype=weight.dtype)
-            out.weight = torch.nn.Parameter(weight, requires_grad=False)
-            if layer.bias is not None:
-                out.bias = torch.nn.Parameter(layer.bias.data, requires_grad=False)
-            set_submodule(model, name, out)
+            restore_linear(model, name, layer, weight)
         return model
 
     # ---- capabilities and serialization -------------------------------------------------------------------------
