@@ -60,7 +60,8 @@ def quantize(model, config, *, modules_to_not_convert: Optional[Sequence[str]] =
         raise ValueError("this model is already quantized (model.hf_quantizer is set); dequantize it first")
     kwargs: dict = {"pre_quantized": False}
     if modules_to_not_convert is not None:
-        kwargs["modules_to_not_convert"] = list(modules_to_not_convert)
+        # Passed as given: the quantizer rejects a bare str (it would otherwise be read letter by letter).
+        kwargs["modules_to_not_convert"] = modules_to_not_convert
     quantizer = DiffusersAutoQuantizer.from_config(config, **kwargs)
     if device is not None:
         model.to(device)

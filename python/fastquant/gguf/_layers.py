@@ -320,12 +320,10 @@ class _GGUFPacked(nn.Module):
         """Replace the packed blocks (bytes / uint8 numpy array / uint8 tensor of whole rows), optionally
         changing the ggml type. The buffer stays on its current device. ``copy=False`` lets a uint8 tensor
         already on that device become the buffer itself."""
-        if ggml_type is not None:
-            tid, name, be, bb = _info(ggml_type)
-            if self._cols % be:
-                raise ValueError(f"{name}: rows of {self._cols} values are not whole {be}-element blocks")
-            self.ggml_type, self._type_id = name, tid
-        _, name, be, bb = _info(self._type_id)
+        # Work out the new type locally: the layer changes only once the data has been checked.
+        tid, name, be, bb = _info(self._type_id if ggml_type is None else ggml_type)
+        if self._cols % be:
+            raise ValueError(f"{name}: rows of {self._cols} values are not whole {be}-element blocks")
         rb = self._cols // be * bb
         if isinstance(data, (bytes, bytearray, memoryview)):
             t = torch.frombuffer(bytearray(data), dtype=torch.uint8)
@@ -333,6 +331,8 @@ class _GGUFPacked(nn.Module):
         elif isinstance(data, np.ndarray):
             t = torch.from_numpy(np.array(data, dtype=np.uint8, copy=True).reshape(-1))
             copy = False
+        elif not isinstance(data, torch.Tensor):
+            raise TypeError(f"packed data must be bytes, a uint8 numpy array or a uint8 tensor, got {type(data).__name__}")
         else:
             t = data.detach()
             if t.dtype != torch.uint8:
@@ -344,6 +344,7 @@ class _GGUFPacked(nn.Module):
             )
         dev = self.weight.device if self.weight.device.type != "meta" else t.device
         self.weight = t.reshape(self._rows, rb).to(dev, copy=copy)
+        self.ggml_type, self._type_id = name, tid
 
     def dequantize_weight(self, dtype=torch.float32) -> torch.Tensor:
         """The exact dequantized weight, shape (rows, cols), in ``dtype`` (f32/f16/bf16), on the buffer's device."""
@@ -363,7 +364,12 @@ class _GGUFPacked(nn.Module):
             raise ValueError(
                 f"GGUF layer has logical shape {(self._rows, self._cols)}, the state dict has {(rows, cols)}"
             )
-        tid, name, _, _ = _info(state["ggml_type"])
+        tid, name, be, bb = _info(state["ggml_type"])
+        if self._cols % be or tuple(self.weight.shape) != (self._rows, self._cols // be * bb):
+            raise ValueError(
+                f"GGUF layer: the state dict's type {name} does not fit its packed weight of shape "
+                f"{tuple(self.weight.shape)} for {self._rows}x{self._cols} values"
+            )
         self.ggml_type, self._type_id = name, tid
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
@@ -383,6 +389,9 @@ class _GGUFPacked(nn.Module):
             except (KeyError, TypeError, ValueError):
                 pass  # reported by set_extra_state / the shape check below
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+
+_ACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class GGUFLinear(_GGUFPacked):
@@ -421,6 +430,8 @@ class GGUFLinear(_GGUFPacked):
     def forward(self, x: torch.Tensor, fused: Optional[bool] = None) -> torch.Tensor:
         """``fused``: force (True) or forbid (False) the CPU fused kernel; default: fused for at most
         :data:`FUSED_MAX_ROWS` rows on the CPU."""
+        if x.dtype not in _ACT_DTYPES:
+            raise TypeError(f"GGUFLinear computes in float32, float16 or bfloat16; got input of dtype {x.dtype}")
         k, n = self.in_features, self.out_features
         if fused is None:
             fused = x.device.type == "cpu" and x.numel() <= FUSED_MAX_ROWS * k
@@ -504,6 +515,11 @@ def _split(name: str) -> Tuple[str, str]:
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    if not name:
+        raise ValueError(
+            f"the model itself is a {type(model).__name__}; packed layers replace submodules, so wrap it in a "
+            "container (e.g. nn.Sequential(layer))"
+        )
     parent, attr = _split(name)
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
@@ -543,6 +559,7 @@ def load_into(
     expected = _expected_names(model)
     modules = dict(model.named_modules())
     plan = []  # (kind, model name, file name, info)
+    unusable: List[str] = []
     unexpected: List[str] = []
     mismatched = []
     with GGUFFile(path) as f:
@@ -567,6 +584,20 @@ def load_into(
             if tuple(info.shape) != want:
                 mismatched.append((mname, tuple(info.shape), want))
                 continue
+            # Everything that could fail while applying the plan is checked here, so that an error leaves
+            # the model untouched.
+            if info.ggml_type.startswith("type#"):
+                unusable.append(f"{fname}: ggml type id {info.type_id} is not one this version of ggml defines")
+                continue
+            if packed and not _core.ggml_type_info(info.ggml_type)[4]:
+                unusable.append(f"{fname}: {info.ggml_type} has no dequantizer, so it cannot back a torch layer")
+                continue
+            if isinstance(mod, _GGUFPacked) and leaf == "weight" and not packed:
+                unusable.append(
+                    f"{fname}: a plain {info.ggml_type} tensor cannot go into the packed layer {owner!r} "
+                    "(dequantize_model first, or load into a float model)"
+                )
+                continue
             keep_plain = matches_skip(owner, skip) and not isinstance(mod, _GGUFPacked)
             if packed and leaf == "weight" and isinstance(mod, (nn.Linear, nn.Embedding, _GGUFPacked)) and not keep_plain:
                 plan.append(("packed", mname, fname, info))
@@ -580,8 +611,8 @@ def load_into(
             if n not in loaded and id(t) in by_id:
                 aliases.setdefault(by_id[id(t)], []).append(n)
         missing = [n for n, t in expected.items() if n not in loaded and id(t) not in by_id]
-        if mismatched or (strict and (missing or unexpected)):
-            lines = []
+        if mismatched or unusable or (strict and (missing or unexpected)):
+            lines = [f"unusable ({len(unusable)}): {'; '.join(unusable)}"] if unusable else []
             if missing:
                 lines.append(f"missing in the file ({len(missing)}): {', '.join(missing)}")
             if unexpected:
@@ -676,6 +707,7 @@ def quantize_model(
     skip = list(modules_to_not_convert or [])
     converted: List[str] = []
     skipped: Dict[str, str] = {}
+    packed_by_weight: Dict[int, _GGUFPacked] = {}
     for mname, mod in list(model.named_modules()):
         if isinstance(mod, nn.Linear):
             width, make = mod.in_features, GGUFLinear.from_linear
@@ -689,7 +721,16 @@ def quantize_model(
         if width % be:
             skipped[mname] = f"{width} input features are not a multiple of the {name} block size {be}"
             continue
-        _set_module(model, mname, make(mod, name))
+        tied_to = packed_by_weight.get(id(mod.weight))
+        if tied_to is not None and isinstance(mod, nn.Linear) and (mod.out_features, mod.in_features) == (tied_to._rows, tied_to._cols):
+            # A Linear sharing its weight with a layer packed before (a tied LM head): share the blocks too.
+            new = GGUFLinear(mod.in_features, mod.out_features, bias=False, ggml_type=tied_to.ggml_type, device="meta")
+            new.bias = mod.bias
+            new.set_packed(tied_to.weight, copy=False)
+        else:
+            new = make(mod, name)
+            packed_by_weight[id(mod.weight)] = new
+        _set_module(model, mname, new)
         converted.append(mname)
     return QuantizeResult(converted, skipped)
 
@@ -697,12 +738,18 @@ def quantize_model(
 def save(model: nn.Module, path, metadata=None) -> int:
     """Write ``model``'s state to a GGUF file (readable by gguf-py / llama.cpp tooling): packed layers as
     their blocks (logical shape (rows, cols)), every other parameter and persistent buffer in its own dtype
-    (F32/F16/BF16, integer types as I8..I64). Names are the state-dict names. Returns the file size."""
+    (F32/F16/BF16, integer types as I8..I64). Names are the state-dict names; a tensor shared by several
+    modules (tied weights) is written once, under its first name. Returns the file size."""
     from ._writer import write
 
     modules = dict(model.named_modules())
     tensors = {}
+    written = set()
     for k, v in _expected_names(model).items():
+        same = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.dtype)
+        if v.device.type != "meta" and same in written:
+            continue  # a tied tensor: stored once, under its first name (as llama.cpp does); load_into re-ties it
+        written.add(same)
         owner, leaf = _split(k)
         mod = modules.get(owner)
         if isinstance(mod, _GGUFPacked) and leaf == "weight":

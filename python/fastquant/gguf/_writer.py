@@ -84,6 +84,8 @@ def _infer(key, v):
     if isinstance(v, int):
         return _int_type([v]), v
     if isinstance(v, float):
+        if abs(v) != float("inf") and abs(v) > 3.4028234663852886e38:
+            raise ValueError(f"metadata key {key!r}: {v!r} overflows f32; store it as Value({v!r}, 'f64')")
         return "f32", v
     if isinstance(v, str):
         return "str", v
@@ -133,11 +135,23 @@ def _np_bytes(arr, vt):
     if vt == "str":
         return [str(x) for x in a]
     dt = np.dtype(_VT_TO_NP[vt])
-    if a.dtype != dt:
-        if a.dtype.kind in "iu" and dt.kind in "iu" and a.size:
+    if a.dtype != dt and a.size:
+        # Never store a different value than the one given: integers must fit, floats going to an integer
+        # type must be whole numbers that fit, and floats going to f32 must not overflow it.
+        if dt.kind in "iu":
+            if a.dtype.kind == "f":
+                if not np.all(np.isfinite(a)) or not np.all(a == np.floor(a)):
+                    raise ValueError(f"array values must be whole finite numbers for {vt}")
+            elif a.dtype.kind not in "iub":
+                raise ValueError(f"cannot store {a.dtype} values as {vt}")
             info = np.iinfo(dt)
             if a.min() < info.min or a.max() > info.max:
-                raise ValueError(f"array values out of range for {vt}")
+                raise ValueError(f"array values out of range for {vt} ({info.min}..{info.max})")
+        elif dt == np.float32 and a.dtype.kind == "f":
+            finite = a[np.isfinite(a)]
+            if finite.size and np.abs(finite).max() > np.finfo(np.float32).max:
+                raise ValueError("array values overflow f32; store them as f64")
+    if a.dtype != dt:
         a = a.astype(dt)
     return np.ascontiguousarray(a).tobytes()
 

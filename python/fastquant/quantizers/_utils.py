@@ -127,6 +127,11 @@ def iter_modules(model, types, skip: Sequence[str]) -> Iterator[Tuple[str, objec
 
 def set_submodule(model, name: str, new) -> None:
     """Replace the submodule at dotted path `name` with `new`."""
+    if not name:
+        raise ValueError(
+            f"the model itself is a {type(model).__name__}; quantization replaces submodules, so wrap it in a "
+            "container (e.g. nn.Sequential(layer))"
+        )
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

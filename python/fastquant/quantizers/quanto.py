@@ -162,6 +162,20 @@ class QuantoQuantizer(DiffusersQuantizer):
             raise ValueError("optimum-quanto load: no quanto_quantization_map saved beside the weights")
         if isinstance(qmap, str):
             qmap = json.loads(qmap)
+        # quanto does not check sizes: refuse a checkpoint of another architecture before touching the model.
+        bits = {"qint8": 8, "qfloat8": 8, "qfloat8_e4m3fn": 8, "qfloat8_e5m2": 8, "qint4": 4, "qint2": 2}
+        for qname, entry in qmap.items():
+            layer = model.get_submodule(qname) if qname else model
+            data = state_dict.get(f"{qname}.weight._data", state_dict.get(f"{qname}.weight._data._data"))
+            wbits = bits.get(str(entry.get("weights")) if isinstance(entry, dict) else "")
+            if data is None or wbits is None or not hasattr(layer, "in_features"):
+                continue
+            saved_bits = data.numel() * data.element_size() * 8
+            if saved_bits != layer.out_features * layer.in_features * wbits:
+                raise ValueError(
+                    f"optimum-quanto load: {qname} was saved with {saved_bits // wbits} weights, the model's layer has "
+                    f"{layer.out_features}x{layer.in_features}; the checkpoint is for another architecture"
+                )
         requantize(model, dict(state_dict), qmap, device=torch.device(device) if device is not None else None)
         have = set(model.state_dict().keys())
         missing, unexpected = have - set(state_dict), set(state_dict) - have

@@ -9,7 +9,7 @@ pub const CLASS: &str = "NVIDIAModelOptConfig";
 pub const NUM_TYPES: &[&str] = &["FP8", "INT8", "INT4", "NF4", "NVFP4"];
 /// Types whose block scales are themselves quantized (scale_* options apply).
 pub const SCALED_TYPES: &[&str] = &["NF4", "NVFP4"];
-/// Calibration algorithms of nvidia-modelopt (`mtq.config` `method` literals); None disables calibration.
+/// Calibration algorithms of nvidia-modelopt (`mtq.config` `method` literals).
 pub const ALGORITHMS: &[&str] = &[
     "max", "mse", "local_hessian", "smoothquant", "awq_lite", "awq_clip", "awq_full", "svdquant", "gptq",
     "nvfp4_act_headroom", "lsq",

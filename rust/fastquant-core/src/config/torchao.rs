@@ -99,7 +99,7 @@ fn parse_fpx(name: &str) -> Option<(i64, i64)> {
         Some(s) => {
             let (e, m) = s.strip_prefix('e')?.split_once('m')?;
             let (e, m): (i64, i64) = (e.parse().ok()?, m.parse().ok()?);
-            (e >= 1 && m >= 0 && e + m + 1 == bits).then_some((e, m))
+            (e >= 1 && m >= 0 && e.checked_add(m).and_then(|x| x.checked_add(1)) == Some(bits)).then_some((e, m))
         }
     }
 }
@@ -332,6 +332,7 @@ mod tests {
         assert_eq!(parse_fpx("fp6_e3m3"), None);
         assert_eq!(parse_fpx("fp8_e4m3"), None);
         assert_eq!(parse_fpx("fp2"), None);
+        assert_eq!(parse_fpx("fp5_e9223372036854775807m0"), None);
     }
 
     #[test]

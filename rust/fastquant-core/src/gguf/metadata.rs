@@ -234,7 +234,7 @@ impl<'a> ArrayView<'a> {
     pub fn raw_elements(&self) -> Option<&'a [u8]> {
         self.elem_type
             .fixed_size()
-            .map(|_| &self.buf[self.start..self.end])
+            .and_then(|_| self.buf.get(self.start..self.end))
     }
 
     /// Iterate over the elements in order.

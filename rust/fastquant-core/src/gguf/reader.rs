@@ -30,6 +30,9 @@ use super::error::{count, GgufError, Result};
 use super::metadata::{ArrayView, MetaValue, StrRef, ValueType, MAX_ARRAY_DEPTH};
 use crate::quants::GgmlType;
 
+/// Most records reserved up front from a count read in the header (more grow as they are read).
+const MAX_PREALLOC: usize = 4096;
+
 /// `GGUF` as bytes.
 pub const MAGIC: [u8; 4] = *b"GGUF";
 /// Alignment when `general.alignment` is absent.
@@ -401,8 +404,9 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
     }
 
     // Metadata.
-    let mut kvs: Vec<KvEntry> = Vec::with_capacity(n_kv as usize);
-    let mut key_index: HashMap<Box<str>, usize> = HashMap::with_capacity(n_kv as usize);
+    // Capacities are capped: the counts come from the file, and records are only real once they have been read.
+    let mut kvs: Vec<KvEntry> = Vec::with_capacity((n_kv as usize).min(MAX_PREALLOC));
+    let mut key_index: HashMap<Box<str>, usize> = HashMap::with_capacity((n_kv as usize).min(MAX_PREALLOC));
     for i in 0..n_kv as usize {
         let at = c.pos;
         let f0 = || format!("metadata key #{i}");
@@ -475,9 +479,9 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
     }
 
     // Tensor infos.
-    let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors as usize);
-    let mut tensor_index: HashMap<Box<str>, usize> = HashMap::with_capacity(n_tensors as usize);
-    let mut offset_pos: Vec<u64> = Vec::with_capacity(n_tensors as usize);
+    let mut tensors: Vec<TensorInfo> = Vec::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
+    let mut tensor_index: HashMap<Box<str>, usize> = HashMap::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
+    let mut offset_pos: Vec<u64> = Vec::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
     for i in 0..n_tensors as usize {
         let at = c.pos;
         let f0 = || format!("tensor #{i}");
@@ -777,6 +781,11 @@ impl GgufFile {
 
     /// The value of a record (arrays stay lazy).
     pub fn value<'a>(&'a self, e: &'a KvEntry) -> Result<MetaValue<'a>> {
+        // `e` must be one of this file's entries: its offsets (and its lazily built string index) describe
+        // this file's bytes only.
+        if !self.parsed.kvs.iter().any(|k| std::ptr::eq(k, e)) {
+            return Err(GgufError::malformed(0, "metadata", "this KvEntry belongs to another GGUF file"));
+        }
         let buf: &'a [u8] = &self.backing;
         if let Some(a) = e.array {
             return Ok(MetaValue::Array(ArrayView {

@@ -192,8 +192,17 @@ pub fn decoded_len(ty: GgmlType, data_len: usize) -> Result<usize, DequantError>
     Ok(data_len / bb * be)
 }
 
+mod sealed {
+    /// Only the crate's own output types implement [`super::OutElem`]: the SIMD kernels trust its methods.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
 /// An output element type: f32, or f16/bf16 holding the exact f32 result rounded once to nearest-even.
-pub trait OutElem: Copy + Send + Sync + 'static {
+/// Sealed: implemented for `f32`, `half::f16` and `half::bf16` only.
+pub trait OutElem: sealed::Sealed + Copy + Send + Sync + 'static {
     /// Convert `src` into `dst` (same length) using `path`'s instructions.
     fn from_f32_slice(src: &[f32], dst: &mut [Self], path: Path);
     /// The slice itself when `Self` is f32 (so kernels can write straight into it).
@@ -217,8 +226,8 @@ impl OutElem for f32 {
 impl OutElem for half::f16 {
     fn from_f32_slice(src: &[f32], dst: &mut [half::f16], path: Path) {
         #[cfg(target_arch = "x86_64")]
-        if matches!(path, Path::Avx2 | Path::Avx512) {
-            // SAFETY: `path` was checked available by `prepare`; lengths are equal (callers slice both alike).
+        if matches!(path, Path::Avx2 | Path::Avx512) && path.available() && src.len() == dst.len() {
+            // SAFETY: the CPU has `path`'s instructions (checked just above) and both slices have the same length.
             unsafe { x86::f32_to_f16_slice(src, dst, path) };
             return;
         }
@@ -244,7 +253,7 @@ impl OutElem for half::f16 {
 impl OutElem for half::bf16 {
     fn from_f32_slice(src: &[f32], dst: &mut [half::bf16], path: Path) {
         #[cfg(target_arch = "x86_64")]
-        if matches!(path, Path::Avx2 | Path::Avx512) {
+        if matches!(path, Path::Avx2 | Path::Avx512) && path.available() && src.len() == dst.len() {
             // SAFETY: as for f16 above.
             unsafe { x86::f32_to_bf16_slice(src, dst, path) };
             return;
@@ -373,7 +382,11 @@ pub fn dequantize_with<T: OutElem>(ty: GgmlType, data: &[u8], out: &mut [T], pat
 /// Output bytes per parallel task (whole blocks, at least this much).
 pub const PAR_TASK_BYTES: usize = 256 * 1024;
 
+/// Most worker threads one call may ask for (more are clamped): each distinct count keeps its own pool.
+pub const MAX_THREADS: usize = 256;
+
 fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, DequantError> {
+    let threads = threads.clamp(1, MAX_THREADS);
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut map = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = map.get(&threads) {
