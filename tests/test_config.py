@@ -77,7 +77,7 @@ def test_configs_are_immutable():
 
 
 def test_dtype_fields_accept_and_return_torch_dtypes():
-    torch = pytest.importorskip("torch")
+    import torch
     c = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.uint8)
     assert c.bnb_4bit_compute_dtype is torch.bfloat16
     assert c.to_dict()["bnb_4bit_compute_dtype"] == "bfloat16"
@@ -182,7 +182,7 @@ def test_torchao_shorthands_and_objects():
         TorchAoConfig(TORCHAO_SER, quant_type_kwargs={"group_size": 32})
     with pytest.raises(ValueError, match="int9wo"):
         TorchAoConfig("int9wo")
-    tq = pytest.importorskip("torchao.quantization")
+    import torchao.quantization as tq
     obj = TorchAoConfig(tq.Int8WeightOnlyConfig())
     assert obj.quant_type_name == "Int8WeightOnlyConfig"
     assert TorchAoConfig.from_dict(obj.to_dict()) == obj

@@ -14,7 +14,6 @@ import fastquant.gguf as fg
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
-gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as T  # noqa: E402
 from gguf import quants as gq  # noqa: E402
 
@@ -148,7 +147,7 @@ def test_quantize_matches_gguf_py(name):
 
 @pytest.mark.parametrize("name", ["Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q5_1"])
 def test_quantize_matches_ggml_reference_via_libgguf(name):
-    libgguf = pytest.importorskip("libgguf")
+    import libgguf
     x = sample((32, 1024), 9)
     x[3, 5] = 0  # ggml's nearest_int is only defined for |x| < 2^22 per step; keep values tame
     want = libgguf.quantize_rows(x, T[name])
@@ -190,7 +189,7 @@ def test_shape_and_out_numpy():
 
 
 def test_torch_in_and_out_zero_copy():
-    torch = pytest.importorskip("torch")
+    import torch
     data = special_blocks("Q4_K", 16, 6)
     ref = fg.dequantize(data, "Q4_K")
     t = torch.from_numpy(data.reshape(-1).copy())

@@ -16,9 +16,9 @@ import warnings
 
 import pytest
 
-torch = pytest.importorskip("torch")
-diffusers_auto = pytest.importorskip("diffusers.quantizers.auto")
-torchao_config = pytest.importorskip("torchao.core.config")
+import torch
+import diffusers.quantizers.auto as diffusers_auto
+import torchao.core.config as torchao_config
 import torchao.quantization as tq  # noqa: E402
 
 import fastquant  # noqa: E402

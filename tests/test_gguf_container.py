@@ -18,7 +18,7 @@ import fastquant.gguf as fg
 from fastquant import _core
 from fastquant.gguf import GGUFError, Value
 
-gguf = pytest.importorskip("gguf")
+import gguf
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf import GGUFValueType as VT  # noqa: E402
 from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
@@ -316,7 +316,7 @@ def test_fastquant_written_file_reads_identically_in_ggufpy(tmp_path):
 
 
 def test_writer_torch_tensors_and_alignment(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     ts = {
         "bf": torch.randn(3, 4).to(torch.bfloat16),
         "f16": torch.randn(5).half(),
@@ -417,7 +417,7 @@ def test_tensor_info_and_raw_zero_copy(sample):
 
 
 def test_get_tensor(sample):
-    torch = pytest.importorskip("torch")
+    import torch
     p, _, tensors = sample
     with fg.open(p) as f:
         for name in ("plain.float32", "plain.float16", "plain.float64", "plain.int8", "plain.int16",
@@ -453,7 +453,7 @@ def test_unknown_type_id_listed_but_data_refused(tmp_path):
         assert f.tensors["old"].nbytes is None
         with pytest.raises(GGUFError, match="type id 4"):
             f.raw("old")
-        pytest.importorskip("torch")
+        import torch  # noqa: F401
         with pytest.raises(GGUFError, match="type id 4"):
             f.get_tensor("old")
         assert f.raw("ok").nbytes == 16

@@ -363,7 +363,7 @@ def test_quantize_model_save_load_identity(tmp_path):
     ids = torch.tensor([[1, 2, 3, 39]])
     assert torch.equal(fresh(ids), m(ids))
 
-    gguf = pytest.importorskip("gguf")
+    import gguf
     rd = gguf.GGUFReader(str(p1))
     by = {t.name: t for t in rd.tensors}
     assert by["proj.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
@@ -469,7 +469,7 @@ def test_dequantize_model():
 # ~2.5x the per-weight relative error (Q8_0 0.005, Q6_K 0.018, Q4_K 0.071).
 @pytest.mark.parametrize("name,bound", [("Q8_0", 0.02), ("Q6_K", 0.06), ("Q4_K", 0.25)])
 def test_llama_end_to_end(tmp_path, name, bound):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     cfg = transformers.LlamaConfig(
         hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, vocab_size=1000, tie_word_embeddings=False,

@@ -729,9 +729,11 @@ impl GgufFile {
         let backing = if len == 0 {
             Backing::Owned(Vec::new())
         } else {
-            // SAFETY: the mapping is read-only and private to this object. As with every mmap-based reader
-            // (safetensors, llama.cpp), another process truncating or rewriting the file while it is mapped
-            // is outside what we can guard against; we never write through the mapping.
+            // SAFETY: the mapping is read-only and owned by this object; we never write through it. It is a
+            // shared mapping (MAP_SHARED): another process rewriting the file changes what we read (every read
+            // is bounds-checked, so that cannot go out of bounds), and one truncating it while mapped makes
+            // reads past the new end fault (SIGBUS) — as with every mmap-based reader (safetensors,
+            // llama.cpp). fastquant's own writer replaces files by rename, which is safe.
             let m = unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(ctx(), &e))?;
             Backing::Mmap(m)
         };
