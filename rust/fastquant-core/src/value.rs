@@ -367,6 +367,7 @@ impl<'a> JsonParser<'a> {
             b'{' => {
                 self.i += 1;
                 let mut items: Vec<(String, Value)> = Vec::new();
+                let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
                 self.ws();
                 if self.s.get(self.i) == Some(&b'}') {
                     self.i += 1;
@@ -385,11 +386,24 @@ impl<'a> JsonParser<'a> {
                     self.i += 1;
                     self.ws();
                     let v = self.value(depth + 1)?;
-                    // Later duplicates replace earlier ones, as Python's json module does.
-                    if let Some(slot) = items.iter_mut().find(|(k, _)| *k == key) {
-                        slot.1 = v;
+                    // Later duplicates replace earlier ones, as Python's json module does. Large objects get
+                    // a hash index so that many keys cost linear, not quadratic, time.
+                    if items.len() == 32 && index.is_empty() {
+                        index = items.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+                    }
+                    let found = if index.is_empty() {
+                        items.iter().position(|(k, _)| *k == key)
                     } else {
-                        items.push((key, v));
+                        index.get(&key).copied()
+                    };
+                    match found {
+                        Some(i) => items[i].1 = v,
+                        None => {
+                            if !index.is_empty() {
+                                index.insert(key.clone(), items.len());
+                            }
+                            items.push((key, v));
+                        }
                     }
                     self.ws();
                     match self.s.get(self.i) {
@@ -541,6 +555,20 @@ mod tests {
         assert_eq!(v.get("a"), back.get("a"));
         assert_eq!(v.get("b"), back.get("b"));
         assert!(matches!(back.get("d"), Some(Value::Float(f)) if f.is_nan()));
+    }
+
+    #[test]
+    fn json_objects_with_many_keys_and_duplicates() {
+        let mut text = String::from("{");
+        for i in 0..5000 {
+            text.push_str(&format!("\"k{i}\": {i}, "));
+        }
+        text.push_str("\"k7\": -1}");
+        let v = parse_json(&text).unwrap();
+        let Value::Dict(items) = &v else { panic!() };
+        assert_eq!(items.len(), 5000);
+        assert_eq!(v.get("k7"), Some(&Value::Int(-1)));
+        assert_eq!(v.get("k4999"), Some(&Value::Int(4999)));
     }
 
     #[test]
