@@ -11,5 +11,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-# Build the extension and install the package (editable) into .venv.
-.venv/bin/maturin develop --release -q
+# Build the extension and install the package (editable) into .venv. VIRTUAL_ENV is set explicitly so that a
+# virtual environment activated in the caller's shell cannot receive the install instead.
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --release -q
