@@ -152,3 +152,16 @@ def test_plain_checkpoint_of_another_shape_is_refused(tmp_path):
     other = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 16))
     with pytest.raises(ValueError, match="shape"):
         fastquant.load_quantized(other, tmp_path)
+
+
+def test_type_ids_are_never_truncated_and_metadata_get_works():
+    with pytest.raises(TypeError, match="integer id"):
+        fg.dequantize(bytes(34), 8.7)
+    with pytest.raises(ValueError, match="unknown ggml type id"):
+        fg.dequantize(bytes(34), 2**70)
+    assert fg.dequantize(bytes(34), np.int64(8)).shape == (32,)
+    import os
+
+    sample = os.path.join(os.path.dirname(fastquant.__file__), "data", "sample.gguf")
+    with fg.open(sample) as f:
+        assert f.metadata.get(3, "default") == "default" and 3 not in f.metadata

@@ -30,13 +30,15 @@ def _type_info(ggml_type: Any):
     if isinstance(ggml_type, str):
         return _core.ggml_type_info(ggml_type)
     value = getattr(ggml_type, "value", ggml_type)
-    try:
-        key = int(value)
-    except (TypeError, ValueError):
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        # Floats are refused rather than truncated (8.7 is not a type id).
         raise TypeError(
             f"ggml_type must be a type name, an integer id or a GGMLQuantizationType, not {type(ggml_type).__name__}"
-        ) from None
-    if key < 0:
+        )
+    key = int(value)
+    if not 0 <= key < 2**32:
         raise ValueError(f"unknown ggml type id {key}")
     return _core.ggml_type_info(key)
 

@@ -57,6 +57,8 @@ class _Metadata(Mapping):
             return self._cache[key]
         except KeyError:
             pass
+        if not isinstance(key, str):
+            raise KeyError(key)  # metadata keys are strings (so Mapping.get/`in` work for any key)
         v = self._file._reader.value(key)
         self._cache[key] = v
         return v

@@ -2,9 +2,10 @@
 //! packed in ggml blocks.
 //!
 //! The float weight is never materialised. `W` is walked in tiles of a few output rows; each rayon task
-//! dequantizes its tile with the regular (bit-exact) block kernels into a per-task scratch buffer of at most
-//! [`TILE_FLOATS`] f32 values, multiplies it with every activation row, and moves on. Extra memory is the
-//! scratch per worker thread plus an `m × n` f32 result buffer.
+//! dequantizes its tile with the regular (bit-exact) block kernels into a per-task scratch buffer of
+//! [`TILE_FLOATS`] f32 values (or 4 rows of `k`, when `k` exceeds 16384), multiplies it with every activation
+//! row, and moves on. Extra memory is that scratch per worker thread, a small per-tile accumulator
+//! (16 floats per activation row and tile row) and the `m × n` f32 result buffer.
 //!
 //! The dot products accumulate in f32 in 16 lane-wise partial sums (fused multiply-add on AVX2/AVX-512),
 //! then add the lanes pairwise, so results differ from a BLAS `x · Wᵀ` only by summation order: both are
