@@ -407,7 +407,16 @@ def test_gguf_quantizer_loads_a_real_file(tmp_path):
     assert isinstance(target.fc1, fg.GGUFLinear)
     x = make_input(dtype=torch.bfloat16)
     ref = src.to(torch.bfloat16)
-    assert rel_err(target(x), ref(x)) < 0.02
+    y = target(x)
+    assert rel_err(y, ref(x)) < 0.02
+    # dequantize: plain layers with the exact weights in the compute dtype, and no trace of quantization.
+    w_exact = target.fc1.dequantize_weight(torch.bfloat16)
+    fq.quantizers._utils.set_model_quantized(target, q)
+    fq.dequantize(target)
+    assert not any(isinstance(m, (fg.GGUFLinear, fg.GGUFEmbedding)) for m in target.modules())
+    assert type(target.fc1) is torch.nn.Linear and torch.equal(target.fc1.weight, w_exact)
+    assert not hasattr(target, "hf_quantizer") and not getattr(target, "is_quantized", False)
+    assert rel_err(target(x), y) < 0.01  # y came from the fused kernel (summation order differs)
     with pytest.raises(ValueError):
         fq.quantize(make_model(), fq.GGUFQuantizationConfig())
 

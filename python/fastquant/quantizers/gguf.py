@@ -39,6 +39,13 @@ class GGUFQuantizer(DiffusersQuantizer):
 
         return load_into(model, path, **kwargs)
 
+    def _dequantize(self, model):
+        """Packed GGUF layers back to plain `nn.Linear`/`nn.Embedding`, holding the exact dequantized weights in
+        the config's compute dtype."""
+        from ..gguf import dequantize_model
+
+        return dequantize_model(model, self.compute_dtype)
+
     @property
     def is_serializable(self):
         return False
