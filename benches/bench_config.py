@@ -10,25 +10,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 import warnings
 
 
+from _machine import describe  # noqa: E402  (benches/ is on sys.path when a script here runs)
+
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}; {os.cpu_count()} logical CPUs; Python {platform.python_version()}; {platform.platform()}"
+    return describe()
 
 
 # What a user or a checkpoint's config.json passes, per backend (the smallest dict that says what it means).

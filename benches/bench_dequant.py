@@ -36,6 +36,8 @@ import fastquant.gguf as fg
 from fastquant.gguf import _dequant as fgd
 from fastquant import _core
 
+from _machine import cpu_model  # noqa: E402  (benches/ is on sys.path when a script here runs)
+
 MEMORY_BOUND = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "TQ1_0", "TQ2_0", "F16", "BF16"]
 ALL = [
     "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
@@ -53,14 +55,7 @@ COPY_BYTES = 256 << 20
 
 
 def machine() -> str:
-    model = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         mem = next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]
         mem = f", {int(mem) / 2**20:.0f} GiB RAM"

@@ -30,6 +30,8 @@ from torch import nn
 import fastquant.gguf as fg
 from fastquant import _core
 
+from _machine import cpu_model  # noqa: E402  (benches/ is on sys.path when a script here runs)
+
 TYPES = ["Q4_0", "Q8_0", "Q4_K", "Q6_K", "IQ4_XS"]
 SHAPES = [(4096, 4096), (3072, 12288)]  # (out_features, in_features)
 F16_SCALES = {"Q4_0": [0], "Q8_0": [0], "Q4_K": [0, 2], "Q6_K": [208], "IQ4_XS": [0]}
@@ -68,15 +70,7 @@ def timeit(fn, repeats, warmup=1):
 
 
 def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, Python "
         f"{platform.python_version()}, torch {torch.__version__}, fastquant SIMD {_core.simd_path()}"

@@ -27,16 +27,10 @@ import fastquant.gguf as fg  # noqa: E402
 from fastquant import _core  # noqa: E402
 
 
+from _machine import cpu_model  # noqa: E402  (benches/ is on sys.path when a script here runs)
+
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         import gguf
 

@@ -104,14 +104,6 @@ def assert_gguf_error(data: bytes, needle: str, tmp_path=None):
     return msg
 
 
-def field_value(field):
-    """A gguf-py ReaderField's value as plain Python (including nested arrays)."""
-    if field.types[0] == VT.ARRAY and len(field.types) > 1 and field.types[1] == VT.ARRAY:
-        raise NotImplementedError
-    v = field.contents()
-    return v
-
-
 def type_name(field):
     t = field.types
     if t[0] == VT.ARRAY:
