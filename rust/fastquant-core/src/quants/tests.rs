@@ -441,3 +441,62 @@ fn every_store_choice_matches_scalar() {
         }
     }
 }
+
+/// Both AVX-512 bf16 roundings (integer sequence and the CPU's `vcvtneps2bf16`), regular and streaming
+/// stores, against the scalar reference: they are chosen by CPU, so each is exercised here explicitly.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn both_avx512_bf16_roundings_match_scalar() {
+    if !Path::Avx512.available() {
+        return;
+    }
+    let natives: &[bool] = if x86::has_avx512bf16() { &[false, true] } else { &[false] };
+    if std::env::var_os("FASTQUANT_ALLOW_NO_SIMD").is_none() {
+        assert!(x86::has_avx512bf16(), "expected AVX512-BF16 on this machine");
+    }
+    let mut rng = Rng(0xbf16);
+    let mut saw_subnormal = false;
+    for ty in SIMD_TYPES {
+        for &n in &[1usize, 3, 17, 300] {
+            let n = if ty.block_elems() == 1 { n * 16 + 7 } else { n };
+            let data = adversarial_blocks(ty, n, &mut rng);
+            let len = decoded_len(ty, data.len()).unwrap();
+            let mut want = vec![0f32; len];
+            dequantize_with(ty, &data, &mut want, Path::Scalar).unwrap();
+            saw_subnormal |= want.iter().any(|v| v.is_subnormal());
+            for &native in natives {
+                for nt in [false, true] {
+                    let k = x86::kernel16_with(ty, Path::Avx512, true, nt, native).expect("bf16 kernel");
+                    let mut hb = vec![0xFFFFu16; len + 8];
+                    let off = hb.as_ptr().align_offset(16);
+                    let h = &mut hb[off..off + len];
+                    // SAFETY: whole blocks, exact output length, 16-byte-aligned output, AVX-512 available
+                    // (checked above) and AVX512-BF16 whenever `native`.
+                    unsafe {
+                        k(&data, h);
+                        std::arch::x86_64::_mm_sfence();
+                    }
+                    assert_half_of(ty, &format!("native={native} nt={nt}"), h, &want, true);
+                }
+            }
+        }
+    }
+    // MXFP4's E8M0 scales reach f32 subnormals, so the fallback around `vcvtneps2bf16` is exercised.
+    assert!(saw_subnormal);
+}
+
+/// The f32 → bf16 slice conversion (scratch path) rounds subnormals, ±0, ±Inf and NaN as the reference does.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_to_bf16_slices_match_scalar() {
+    let mut rng = Rng(77);
+    let mut src: Vec<f32> = (0..4099).map(|_| f32::from_bits(rng.next() as u32)).collect();
+    src.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40, -1e-40, f32::MIN_POSITIVE]);
+    src.extend((0..64).map(|i| f32::from_bits(0x0000_8000 + i * 0x1_0000 - 1)));
+    for path in simd_paths() {
+        let mut dst = vec![half::bf16::ZERO; src.len()];
+        half::bf16::from_f32_slice(&src, &mut dst, path);
+        let bits: Vec<u16> = dst.iter().map(|v| v.to_bits()).collect();
+        assert_half_of(GgmlType::F32, &format!("{path:?} slice"), &bits, &src, true);
+    }
+}

@@ -32,6 +32,15 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
+/// AVX-512 plus the BF16 conversion instruction (`vcvtneps2bf16`) and DQ (`vfpclassps`): Cooper Lake,
+/// Sapphire Rapids and later Intel, AMD Zen 4 and later.
+pub(crate) fn has_avx512bf16() -> bool {
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| {
+        has_avx512() && is_x86_feature_detected!("avx512dq") && is_x86_feature_detected!("avx512bf16")
+    })
+}
+
 /// `Some($m::<kernel for ty> as $k)` for the types with kernels, else `None`.
 macro_rules! pick {
     ($ty:expr, $m:ident, $k:ty) => {
@@ -73,7 +82,16 @@ pub(crate) fn kernel_nt(ty: GgmlType, path: Path) -> Option<Kernel> {
 /// f32 value of each element rounded once, as `float::f32_to_f16`/`f32_to_bf16` do. Same contract as [`kernel`].
 /// With `nt`, the variant with streaming stores (same extra contract as [`kernel_nt`]).
 pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool, nt: bool) -> Option<Kernel16> {
+    kernel16_with(ty, path, bf16, nt, has_avx512bf16())
+}
+
+/// As [`kernel16`]; `native_bf16` picks, for bf16 output on the AVX-512 path, the kernels that round with the
+/// CPU's `vcvtneps2bf16` instead of integer arithmetic. Both round the same way (tests check each against the
+/// scalar reference); callers must only ask for `native_bf16` when [`has_avx512bf16`] is true.
+pub(crate) fn kernel16_with(ty: GgmlType, path: Path, bf16: bool, nt: bool, native_bf16: bool) -> Option<Kernel16> {
     match (path, bf16, nt) {
+        (Path::Avx512, true, false) if native_bf16 => pick!(ty, avx512_bf16ne, Kernel16),
+        (Path::Avx512, true, true) if native_bf16 => pick!(ty, avx512_bf16ne_nt, Kernel16),
         (Path::Avx2, false, false) => pick!(ty, avx2_f16, Kernel16),
         (Path::Avx2, true, false) => pick!(ty, avx2_bf16, Kernel16),
         (Path::Avx512, false, false) => pick!(ty, avx512_f16, Kernel16),
@@ -752,6 +770,8 @@ kernels!(avx512_bf16_nt, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_bf1
 kernels!(avx2_bf16, "avx2,fma,f16c", h_avx2_bf16);
 kernels!(avx512_f16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_f16);
 kernels!(avx512_bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_bf16);
+kernels!(avx512_bf16ne, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", h_avx512_bf16ne);
+kernels!(avx512_bf16ne_nt, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", h_avx512_bf16ne_nt);
 
 /// Final stores of 16 results: as f32, or rounded once to f16 / bf16 (nearest even; NaN stays NaN, as
 /// `float::f32_to_f16` / `f32_to_bf16`). Rounding the exact f32 value is what makes direct half output equal
@@ -876,6 +896,36 @@ mod put_avx512 {
     #[inline]
     pub unsafe fn bf16_nt(v: __m512, out: *mut u16) {
         let r = bf16x16(v);
+        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
+        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
+    }
+
+    /// bf16 of 16 floats with `vcvtneps2bf16`. The instruction rounds to nearest even and quiets NaNs exactly
+    /// as `f32_to_bf16` does, but treats subnormal inputs as zero, where the reference rounds them (to a
+    /// subnormal bf16 or ±0 by magnitude). Vectors holding a subnormal are rare (no f16-scaled format can
+    /// produce one), so they take the integer sequence instead; the result is the reference's in every case.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn bf16x16_native(v: __m512) -> __m256i {
+        let r: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+        // fpclass category 0x20: denormal (either sign).
+        if _mm512_fpclass_ps_mask::<0x20>(v) != 0 {
+            return bf16x16(v);
+        }
+        r
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16ne(v: __m512, out: *mut u16) {
+        _mm256_storeu_si256(out as *mut __m256i, bf16x16_native(v));
+    }
+
+    /// As [`bf16ne`] with streaming stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16ne_nt(v: __m512, out: *mut u16) {
+        let r = bf16x16_native(v);
         _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
         _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
     }
@@ -1072,44 +1122,44 @@ mod $name {
 
 /// AVX-512 helpers: 16 values as one 512-bit vector.
 macro_rules! helpers_avx512 {
-    ($name:ident, $O:ty, $put:path, $put1:path) => {
+    ($name:ident, $O:ty, $put:path, $put1:path, $tf:literal) => {
 mod $name {
     pub type O = $O;
     #[allow(unused_imports)]
     pub use $put1 as put1;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn splat(x: f32) -> __m512 {
         _mm512_set1_ps(x)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn splat_at(p: *const f32) -> __m512 {
         _mm512_set1_ps(*p)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn widen_u8(q: __m128i) -> __m512i {
         _mm512_cvtepu8_epi32(q)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn pow_lanes(lo: i32, hi: i32) -> __m512i {
         _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(lo), _mm512_set1_epi32(hi))
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn pow_qh() -> __m512i {
         _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_trit(w: __m512i, p: __m512i, d: __m512, out: *mut O) {
         let q = _mm512_and_si512(_mm512_mullo_epi16(w, p), _mm512_set1_epi32(0xFF));
@@ -1118,7 +1168,7 @@ mod $name {
         $put(_mm512_mul_ps(v, d), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m512, out: *mut O) {
         let delta = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dlo), _mm512_set1_ps(dhi));
@@ -1126,7 +1176,7 @@ mod $name {
         $put(_mm512_mul_ps(_mm512_add_ps(a, delta), d), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m512, signs: u32, out: *mut O) {
         let v = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d));
@@ -1134,14 +1184,14 @@ mod $name {
         $put(_mm512_castsi512_ps(r), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
         let r = _mm512_mask_blend_ps(bits as u16 as __mmask16, _mm512_set1_ps(-d), _mm512_set1_ps(d));
         $put(r, out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_2bit(x: u32, d: __m512, out: *mut O) {
         let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -1150,33 +1200,33 @@ mod $name {
         $put(_mm512_mul_ps(v, d), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_i8_mul(q: __m128i, d: __m512, out: *mut O) {
         $put(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m512, m: __m512, out: *mut O) {
         let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
         $put(_mm512_add_ps(_mm512_mul_ps(a, d), m), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m512, m: __m512, out: *mut O) {
         let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
         $put(_mm512_sub_ps(_mm512_mul_ps(d, a), m), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
         $put(_mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)), out);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[target_feature(enable = $tf)]
     #[inline]
     pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
         let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src as *const __m256i));
@@ -1192,12 +1242,14 @@ helpers_avx2!(h_avx2_f16, u16, super::put_avx2::f16, super::put1::f16);
 helpers_avx2!(h_avx2_f16_nt, u16, super::put_avx2::f16_nt, super::put1::f16);
 helpers_avx2!(h_avx2_bf16_nt, u16, super::put_avx2::bf16_nt, super::put1::bf16);
 helpers_avx2!(h_avx2_bf16, u16, super::put_avx2::bf16, super::put1::bf16);
-helpers_avx512!(h_avx512, f32, super::put_avx512::f32, super::put1::f32);
-helpers_avx512!(h_avx512_nt, f32, super::put_avx512::f32_nt, super::put1::f32);
-helpers_avx512!(h_avx512_f16, u16, super::put_avx512::f16, super::put1::f16);
-helpers_avx512!(h_avx512_f16_nt, u16, super::put_avx512::f16_nt, super::put1::f16);
-helpers_avx512!(h_avx512_bf16_nt, u16, super::put_avx512::bf16_nt, super::put1::bf16);
-helpers_avx512!(h_avx512_bf16, u16, super::put_avx512::bf16, super::put1::bf16);
+helpers_avx512!(h_avx512, f32, super::put_avx512::f32, super::put1::f32, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+helpers_avx512!(h_avx512_nt, f32, super::put_avx512::f32_nt, super::put1::f32, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+helpers_avx512!(h_avx512_f16, u16, super::put_avx512::f16, super::put1::f16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+helpers_avx512!(h_avx512_f16_nt, u16, super::put_avx512::f16_nt, super::put1::f16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+helpers_avx512!(h_avx512_bf16_nt, u16, super::put_avx512::bf16_nt, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+helpers_avx512!(h_avx512_bf16, u16, super::put_avx512::bf16, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+helpers_avx512!(h_avx512_bf16ne, u16, super::put_avx512::bf16ne, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
+helpers_avx512!(h_avx512_bf16ne_nt, u16, super::put_avx512::bf16ne_nt, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
 
 /// Plain f32 → f16 / bf16 slice conversions (the scratch path for types without a direct kernel).
 macro_rules! convert {
@@ -1230,6 +1282,7 @@ convert!(to_f16_avx2, "avx2,fma,f16c", avx2, put_avx2::f16, put1::f16, half::f16
 convert!(to_bf16_avx2, "avx2,fma,f16c", avx2, put_avx2::bf16, put1::bf16, half::bf16);
 convert!(to_f16_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", avx512, put_avx512::f16, put1::f16, half::f16);
 convert!(to_bf16_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", avx512, put_avx512::bf16, put1::bf16, half::bf16);
+convert!(to_bf16_avx512ne, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", avx512, put_avx512::bf16ne, put1::bf16, half::bf16);
 
 /// Convert f32 → f16 (round to nearest even) with `path`'s instructions.
 ///
@@ -1248,6 +1301,7 @@ pub(crate) unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [half::f16], path: 
 /// `path` must be `Avx2` or `Avx512` and available on this CPU.
 pub(crate) unsafe fn f32_to_bf16_slice(src: &[f32], dst: &mut [half::bf16], path: Path) {
     match path {
+        Path::Avx512 if has_avx512bf16() => to_bf16_avx512ne(src, dst),
         Path::Avx512 => to_bf16_avx512(src, dst),
         _ => to_bf16_avx2(src, dst),
     }
