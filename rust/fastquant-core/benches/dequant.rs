@@ -35,7 +35,7 @@ fn bench(c: &mut Criterion) {
     let mut out = vec![0f32; ELEMS];
     for ty in ALL_TYPES.into_iter().filter(|t| has_dequantizer(*t)) {
         let data = input(ty);
-        for path in [Path::Scalar, Path::Avx2, Path::Avx512] {
+        for path in [Path::Scalar, Path::Avx2, Path::Avx512, Path::Neon] {
             if !path.available() {
                 continue;
             }

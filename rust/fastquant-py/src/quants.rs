@@ -24,7 +24,12 @@ fn parse_path(path: &str) -> PyResult<Path> {
         "scalar" => Path::Scalar,
         "avx2" => Path::Avx2,
         "avx512" => Path::Avx512,
-        _ => return Err(PyValueError::new_err(format!("unknown code path {path:?}"))),
+        "neon" => Path::Neon,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unknown code path {path:?} (expected auto, scalar, avx2, avx512 or neon)"
+            )))
+        }
     })
 }
 
@@ -132,12 +137,13 @@ fn linear_fused(
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// The SIMD path `auto` resolves to on this CPU ("avx512", "avx2" or "scalar").
+/// The SIMD path `auto` resolves to on this CPU ("avx512", "avx2", "neon" or "scalar").
 #[pyfunction]
 fn simd_path() -> &'static str {
     match Path::Auto.resolve() {
         Path::Avx512 => "avx512",
         Path::Avx2 => "avx2",
+        Path::Neon => "neon",
         _ => "scalar",
     }
 }

@@ -1,8 +1,9 @@
 //! ggml block formats: the type table, dequantization (scalar reference + SIMD) and quantization.
 //!
 //! Every block type implements [`BlockFormat`] with a scalar reference decoder that follows ggml's
-//! operation order exactly (docs/gguf-spec.md §3). SIMD kernels (AVX2, AVX-512 on x86-64) sit beside the
-//! scalar code for all block types but Q8_K and are tested bit-for-bit against it. [`dequantize`] picks the
+//! operation order exactly (docs/gguf-spec.md §3). SIMD kernels sit beside the scalar code and are tested
+//! bit-for-bit against it: AVX2 and AVX-512 on x86-64 for all block types but Q8_K, NEON on aarch64 for the
+//! legacy, k-quant (but Q8_K), ternary, IQ4, MXFP4 and F16/BF16 types. [`dequantize`] picks the
 //! best kernel for this CPU; [`dequantize_with`] forces one (for tests and benchmarks);
 //! [`dequantize_par`] splits large tensors over a rayon pool.
 
@@ -16,6 +17,8 @@ pub mod quantize;
 pub mod tables;
 mod ternary;
 pub mod types;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -81,8 +84,10 @@ pub enum Path {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 (F, BW, VL) + AVX2 + F16C.
+    /// x86-64 AVX-512 (F, BW, VL) + AVX2 + F16C (bf16 output also uses AVX512-BF16 where present).
     Avx512,
+    /// aarch64 Advanced SIMD (NEON).
+    Neon,
 }
 
 impl Path {
@@ -96,6 +101,10 @@ impl Path {
             Path::Avx512 => x86::has_avx512(),
             #[cfg(not(target_arch = "x86_64"))]
             Path::Avx2 | Path::Avx512 => false,
+            #[cfg(target_arch = "aarch64")]
+            Path::Neon => neon::has_neon(),
+            #[cfg(not(target_arch = "aarch64"))]
+            Path::Neon => false,
         }
     }
 
@@ -107,6 +116,8 @@ impl Path {
                     Path::Avx512
                 } else if Path::Avx2.available() {
                     Path::Avx2
+                } else if Path::Neon.available() {
+                    Path::Neon
                 } else {
                     Path::Scalar
                 }
@@ -160,6 +171,8 @@ fn simd_kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
     match path {
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 | Path::Avx512 => x86::kernel(ty, path),
+        #[cfg(target_arch = "aarch64")]
+        Path::Neon => neon::kernel(ty),
         _ => None,
     }
 }
@@ -240,10 +253,9 @@ impl OutElem for half::f16 {
         None
     }
     fn direct(ty: GgmlType, path: Path, dst: &mut [half::f16], nt: bool) -> Option<(Kernel16, &mut [u16])> {
-        use half::slice::HalfFloatSliceExt;
         #[cfg(target_arch = "x86_64")]
         if let Some(k) = x86::kernel16(ty, path, false, nt) {
-            return Some((k, dst.reinterpret_cast_mut()));
+            return Some((k, half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst)));
         }
         let _ = (ty, path, dst, nt);
         None
@@ -267,10 +279,9 @@ impl OutElem for half::bf16 {
         None
     }
     fn direct(ty: GgmlType, path: Path, dst: &mut [half::bf16], nt: bool) -> Option<(Kernel16, &mut [u16])> {
-        use half::slice::HalfFloatSliceExt;
         #[cfg(target_arch = "x86_64")]
         if let Some(k) = x86::kernel16(ty, path, true, nt) {
-            return Some((k, dst.reinterpret_cast_mut()));
+            return Some((k, half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst)));
         }
         let _ = (ty, path, dst, nt);
         None

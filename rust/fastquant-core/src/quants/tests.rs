@@ -60,7 +60,7 @@ fn golden_vectors_cover_26_types() {
 #[test]
 fn golden_vectors_bit_exact_every_path() {
     for g in golden() {
-        for path in [Path::Scalar, Path::Avx2, Path::Avx512, Path::Auto] {
+        for path in [Path::Scalar, Path::Avx2, Path::Avx512, Path::Neon, Path::Auto] {
             if !path.available() {
                 continue;
             }
@@ -158,14 +158,20 @@ fn dequantizable() -> impl Iterator<Item = GgmlType> {
 }
 
 fn simd_paths() -> Vec<Path> {
-    [Path::Avx2, Path::Avx512].into_iter().filter(|p| p.available()).collect()
+    [Path::Avx2, Path::Avx512, Path::Neon].into_iter().filter(|p| p.available()).collect()
 }
 
 #[test]
 fn this_machine_tests_simd() {
-    // The CI/dev machine has AVX-512; make sure the SIMD comparisons below are not silently skipped there.
+    // The CI/dev machine has AVX-512 (and aarch64 always has NEON); make sure the SIMD comparisons below are
+    // not silently skipped there.
     if std::env::var_os("FASTQUANT_ALLOW_NO_SIMD").is_none() {
+        #[cfg(target_arch = "x86_64")]
         assert!(Path::Avx2.available() && Path::Avx512.available(), "expected AVX2 and AVX-512 on this machine");
+        #[cfg(target_arch = "aarch64")]
+        assert!(Path::Neon.available(), "expected NEON");
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        assert_eq!(Path::Auto.resolve(), *simd_paths().last().unwrap());
     }
 }
 
@@ -192,7 +198,7 @@ fn simd_matches_scalar_on_adversarial_blocks() {
             checked += 1;
         }
     }
-    let expected = SIMD_TYPES.len() * simd_paths().len();
+    let expected: usize = simd_paths().into_iter().map(|p| simd_types(p).len()).sum();
     assert_eq!(checked, expected, "every SIMD kernel was compared");
 }
 
@@ -205,11 +211,23 @@ const SIMD_TYPES: [GgmlType; 27] = {
     ]
 };
 
+/// The types with dedicated kernels on `path`.
+fn simd_types(path: Path) -> &'static [GgmlType] {
+    match path {
+        Path::Avx2 | Path::Avx512 => &SIMD_TYPES,
+        #[cfg(target_arch = "aarch64")]
+        Path::Neon => &neon::TYPES,
+        _ => &[],
+    }
+}
+
 #[test]
 fn simd_kernels_exist_for_listed_types() {
     for path in simd_paths() {
-        for ty in SIMD_TYPES {
-            assert!(has_simd_kernel(ty, path), "{ty} has no {path:?} kernel");
+        assert!(!simd_types(path).is_empty());
+        for ty in dequantizable() {
+            let listed = simd_types(path).contains(&ty);
+            assert_eq!(has_simd_kernel(ty, path), listed, "{ty} on {path:?}: kernel present = listed");
         }
     }
 }
@@ -241,7 +259,7 @@ fn half_outputs_are_the_f32_result_rounded_once() {
         let len = decoded_len(ty, data.len()).unwrap();
         let mut f = vec![0f32; len];
         dequantize_with(ty, &data, &mut f, Path::Scalar).unwrap();
-        for path in [Path::Scalar, Path::Avx2, Path::Avx512] {
+        for path in [Path::Scalar, Path::Avx2, Path::Avx512, Path::Neon] {
             if !path.available() {
                 continue;
             }
@@ -328,6 +346,7 @@ fn passthrough_types() {
 }
 
 /// A 16-byte-aligned window of `len` f32 inside `buf` (what the streaming kernels require).
+#[cfg(target_arch = "x86_64")]
 fn aligned16(buf: &mut [f32], len: usize) -> &mut [f32] {
     let off = buf.as_ptr().align_offset(16);
     &mut buf[off..off + len]
