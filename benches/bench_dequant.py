@@ -104,6 +104,16 @@ def clock(fn) -> float:
     return time.perf_counter() - t
 
 
+def fresh_floor(n: int, th: int) -> None:
+    """Allocate a new f32 array of n elements and write every page once (what a fresh output costs at least)."""
+    a = np.empty(n, np.float32)
+    if th == 1:
+        a.fill(0)
+    else:
+        h = n // 2
+        split2(lambda i: a[i * h:(i + 1) * h].fill(0))
+
+
 class Copier:
     """memcpy probe: np.copyto of a 256 MiB buffer on 1 or 2 threads; returns GB/s of read + write bytes."""
 
@@ -159,9 +169,12 @@ def main():
           "(fresh: gguf-py allocates too);")
     print("  bf16 = fastquant into a preallocated bf16 (uint16) array; bf16/f32 = f32 time / bf16 time "
           "(> 1: bf16 output is faster).")
+    print("  bound = gguf-py time / time to allocate and first-touch a fresh f32 output of the same size (np.empty +")
+    print("  fill, split over the row's threads): the most any dequantizer that returns a new array could beat")
+    print("  gguf-py by on this machine, since it must pay at least that.")
     print()
     hdr = (f"{'type':8} {'thr':>3} | {'memcpy B':>8} | {'fq GB/s':>7} {'ns/el':>6} {'roofl':>5} | {'fresh':>6} "
-           f"{'roofl':>5} | {'lib GB/s':>8} {'roofl':>5} | {'x lib':>5} | {'gpy GB/s':>8} {'x gpy':>6} | "
+           f"{'roofl':>5} | {'lib GB/s':>8} {'roofl':>5} | {'x lib':>5} | {'gpy GB/s':>8} {'x gpy':>6} {'bound':>6} | "
            f"{'diff GB/s':>9} | {'bf16 ns/el':>10} {'bf16/f32':>8}")
     print(hdr)
     print("-" * len(hdr))
@@ -187,13 +200,16 @@ def main():
         rows = N // LIB_ROW
         for th in (1, 2):
             os.environ["LIBGGUF_NUM_THREADS"] = str(th)
-            ts: dict[str, list[float]] = {k: [] for k in ("fq", "fresh", "bf16", "lib", "B", "gpy", "diff", "Bs")}
+            ts: dict[str, list[float]] = {
+                k: [] for k in ("fq", "fresh", "bf16", "lib", "B", "gpy", "diff", "Bs", "floor")
+            }
             # warm-up (pool creation, first faults of `out`)
             fg.dequantize(flat, name, out=out, threads=th)
             for _ in range(args.reps):
                 ts["fq"].append(clock(lambda: fg.dequantize(flat, name, out=out, threads=th)))
                 ts["B"].append(copier.run(th))
                 ts["fresh"].append(clock(lambda: fg.dequantize(flat, name, threads=th)))
+                ts["floor"].append(clock(lambda: fresh_floor(N, th)))
                 if has_lib:
                     ts["lib"].append(clock(lambda: libgguf.dequantize_rows_into_raw(tid, flat, out, rows, LIB_ROW)))
                 if o16 is not None:
@@ -229,9 +245,9 @@ def main():
             else:
                 cells += [f"{'n/a':>8} {'':5}", f"{'n/a':>5}"]
             if "gpy" in m:
-                cells.append(f"{gbs(m['gpy']):8.3f} {m['gpy'] / m['fresh']:6.1f}")
+                cells.append(f"{gbs(m['gpy']):8.3f} {m['gpy'] / m['fresh']:6.1f} {m['gpy'] / m['floor']:6.1f}")
             else:
-                cells.append(f"{'n/a':>8} {'':6}")
+                cells.append(f"{'n/a':>8} {'':6} {'':6}")
             cells.append(f"{gbs(m['diff']):9.3f}" if "diff" in m else f"{'n/a':>9}")
             if "bf16" in m:
                 cells.append(f"{m['bf16'] / N * 1e9:10.3f} {m['fq'] / m['bf16']:8.2f}")
