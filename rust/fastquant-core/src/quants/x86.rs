@@ -90,8 +90,10 @@ pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool, nt: bool) -> Option
 /// scalar reference); callers must only ask for `native_bf16` when [`has_avx512bf16`] is true.
 pub(crate) fn kernel16_with(ty: GgmlType, path: Path, bf16: bool, nt: bool, native_bf16: bool) -> Option<Kernel16> {
     match (path, bf16, nt) {
-        (Path::Avx512, true, false) if native_bf16 => pick!(ty, avx512_bf16ne, Kernel16),
-        (Path::Avx512, true, true) if native_bf16 => pick!(ty, avx512_bf16ne_nt, Kernel16),
+        (Path::Avx512, true, false) if native_bf16 && may_be_subnormal(ty) => pick!(ty, avx512_bf16ne, Kernel16),
+        (Path::Avx512, true, true) if native_bf16 && may_be_subnormal(ty) => pick!(ty, avx512_bf16ne_nt, Kernel16),
+        (Path::Avx512, true, false) if native_bf16 => pick!(ty, avx512_bf16nx, Kernel16),
+        (Path::Avx512, true, true) if native_bf16 => pick!(ty, avx512_bf16nx_nt, Kernel16),
         (Path::Avx2, false, false) => pick!(ty, avx2_f16, Kernel16),
         (Path::Avx2, true, false) => pick!(ty, avx2_bf16, Kernel16),
         (Path::Avx512, false, false) => pick!(ty, avx512_f16, Kernel16),
@@ -102,6 +104,16 @@ pub(crate) fn kernel16_with(ty: GgmlType, path: Path, bf16: bool, nt: bool, nati
         (Path::Avx512, true, true) => pick!(ty, avx512_bf16_nt, Kernel16),
         _ => None,
     }
+}
+
+/// Whether `ty` can decode to f32 subnormals. Every other kernel type multiplies an f16 scale (a multiple of
+/// 2^-24, or of 2^-24 times a power of two no smaller than 2^-3 for the i-quants' fixed factors) by small
+/// integers or table values, and adds or subtracts such products, so each nonzero result is at least 2^-27 in
+/// magnitude, far above f32's subnormal range (< 2^-126). MXFP4's E8M0 scales reach 2^-127, BF16 input holds
+/// subnormals itself, and NVFP4 is kept on the checked path as well rather than argued about. The tests feed
+/// every type subnormal, zero, huge, infinite and NaN scales and compare with the scalar path.
+fn may_be_subnormal(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::MXFP4 | GgmlType::NVFP4 | GgmlType::BF16)
 }
 
 /// Generate one ISA's kernels. `$tf` is the feature list; the `emit_*` helpers differ per ISA.
@@ -772,6 +784,8 @@ kernels!(avx512_f16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_f16);
 kernels!(avx512_bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", h_avx512_bf16);
 kernels!(avx512_bf16ne, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", h_avx512_bf16ne);
 kernels!(avx512_bf16ne_nt, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", h_avx512_bf16ne_nt);
+kernels!(avx512_bf16nx, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", h_avx512_bf16nx);
+kernels!(avx512_bf16nx_nt, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", h_avx512_bf16nx_nt);
 
 /// Final stores of 16 results: as f32, or rounded once to f16 / bf16 (nearest even; NaN stays NaN, as
 /// `float::f32_to_f16` / `f32_to_bf16`). Rounding the exact f32 value is what makes direct half output equal
@@ -913,6 +927,29 @@ mod put_avx512 {
             return bf16x16(v);
         }
         r
+    }
+
+    /// `vcvtneps2bf16` alone, for kernels whose results are never subnormal (see `may_be_subnormal`); the
+    /// check above costs about a quarter of the time of a memory-bound kernel at one thread.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn bf16x16_native_normal(v: __m512) -> __m256i {
+        std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16nx(v: __m512, out: *mut u16) {
+        _mm256_storeu_si256(out as *mut __m256i, bf16x16_native_normal(v));
+    }
+
+    /// As [`bf16nx`] with streaming stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn bf16nx_nt(v: __m512, out: *mut u16) {
+        let r = bf16x16_native_normal(v);
+        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
+        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
@@ -1250,6 +1287,8 @@ helpers_avx512!(h_avx512_bf16_nt, u16, super::put_avx512::bf16_nt, super::put1::
 helpers_avx512!(h_avx512_bf16, u16, super::put_avx512::bf16, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
 helpers_avx512!(h_avx512_bf16ne, u16, super::put_avx512::bf16ne, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
 helpers_avx512!(h_avx512_bf16ne_nt, u16, super::put_avx512::bf16ne_nt, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
+helpers_avx512!(h_avx512_bf16nx, u16, super::put_avx512::bf16nx, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
+helpers_avx512!(h_avx512_bf16nx_nt, u16, super::put_avx512::bf16nx_nt, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
 
 /// Plain f32 → f16 / bf16 slice conversions (the scratch path for types without a direct kernel).
 macro_rules! convert {
