@@ -4,9 +4,9 @@ One run: 16 Mi elements per type, 1 and 2 threads.
 
 Method (built for a noisy, shared machine):
 
-* Every repeat of a row runs, back to back, fastquant into a preallocated f32 output, fastquant into a fresh
-  output (allocated by the call, so page faults are paid), fastquant into a preallocated bf16 output (memory-bound
-  types), libgguf, and a memcpy probe. Background load therefore hits all of them alike; each figure is the
+* Every repeat of a row runs, back to back, fastquant into a preallocated f32 output, a memcpy probe, fastquant
+  into a fresh output (allocated by the call, so page faults are paid), the fresh-output floor, libgguf, and
+  fastquant into a preallocated bf16 output (memory-bound types); odd repeats run them in reverse order. Background load therefore hits all of them alike; each figure is the
   median over the repeats (``--reps``, ≥ 7 by default). gguf-py and diffusers are slow (10-300 ns/element), so
   they run ``--slow-reps`` times per row, also interleaved with a memcpy probe.
 * memcpy roofline: the probe is ``np.copyto`` of a 256 MiB buffer into another (already faulted) one, on the
@@ -205,17 +205,24 @@ def main():
             }
             # warm-up (pool creation, first faults of `out`)
             fg.dequantize(flat, name, out=out, threads=th)
-            for _ in range(args.reps):
-                ts["fq"].append(clock(lambda: fg.dequantize(flat, name, out=out, threads=th)))
-                ts["B"].append(copier.run(th))
-                ts["fresh"].append(clock(lambda: fg.dequantize(flat, name, threads=th)))
+            steps = [
+                ("fq", lambda: clock(lambda: fg.dequantize(flat, name, out=out, threads=th))),
+                ("B", lambda: copier.run(th)),
+                ("fresh", lambda: clock(lambda: fg.dequantize(flat, name, threads=th))),
                 # The cheaper of first-touching on one thread or on the row's threads (faults from two threads
                 # at once are slower than from one on this VM): a lower bound for any fresh-output dequantizer.
-                ts["floor"].append(min(clock(lambda: fresh_floor(N, t)) for t in sorted({1, th})))
-                if has_lib:
-                    ts["lib"].append(clock(lambda: libgguf.dequantize_rows_into_raw(tid, flat, out, rows, LIB_ROW)))
-                if o16 is not None:
-                    ts["bf16"].append(clock(lambda: fg.dequantize(flat, name, out=o16, dtype="bfloat16", threads=th)))
+                ("floor", lambda: min(clock(lambda: fresh_floor(N, t)) for t in sorted({1, th}))),
+            ]
+            if has_lib:
+                steps.append(("lib", lambda: clock(
+                    lambda: libgguf.dequantize_rows_into_raw(tid, flat, out, rows, LIB_ROW))))
+            if o16 is not None:
+                steps.append(("bf16", lambda: clock(
+                    lambda: fg.dequantize(flat, name, out=o16, dtype="bfloat16", threads=th))))
+            for rep in range(args.reps):
+                # Alternate the order, so that no tool always runs right after the same neighbour.
+                for key, step in (steps if rep % 2 == 0 else steps[::-1]):
+                    ts[key].append(step())
             for _ in range(args.slow_reps if (has_gpy or has_diff) else 0):
                 if has_gpy:
                     gq = T.F16 if name == "F16" else qt
