@@ -17,6 +17,25 @@ pub mod quantize;
 pub mod tables;
 mod ternary;
 pub mod types;
+/// Loop over the whole blocks of a SIMD kernel's input: `$b` points at each block, `$y` at its output.
+/// Contract shared by every SIMD kernel: `data.len()` is a whole number of blocks, `out.len()` is exactly the
+/// decoded length, and the CPU supports the kernel's features (the dispatcher checks all three first).
+#[allow(unused_macros)]
+macro_rules! blocks {
+    ($data:ident, $out:ident, $bb:expr, $be:expr, |$b:ident, $y:ident| $body:block) => {{
+        debug_assert_eq!($data.len() % $bb, 0);
+        debug_assert_eq!($data.len() / $bb * $be, $out.len());
+        let n = ($data.len() / $bb).min($out.len() / $be);
+        let src = $data.as_ptr();
+        let dst = $out.as_mut_ptr();
+        for i in 0..n {
+            let $b = src.add(i * $bb);
+            let $y = dst.add(i * $be);
+            $body
+        }
+    }};
+}
+
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]

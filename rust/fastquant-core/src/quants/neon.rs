@@ -136,23 +136,6 @@ unsafe fn shr_var(v: uint8x16_t, n: usize) -> uint8x16_t {
     vshlq_u8(v, vdupq_n_s8(-(n as i8)))
 }
 
-/// Contract shared by every kernel here: `data.len()` is a whole number of blocks and `out.len()` is exactly
-/// the decoded length (the dispatcher in `mod.rs` checks both before any kernel runs).
-macro_rules! blocks {
-    ($data:ident, $out:ident, $bb:expr, $be:expr, |$b:ident, $y:ident| $body:block) => {{
-        debug_assert_eq!($data.len() % $bb, 0);
-        debug_assert_eq!($data.len() / $bb * $be, $out.len());
-        let n = ($data.len() / $bb).min($out.len() / $be);
-        let src = $data.as_ptr();
-        let dst = $out.as_mut_ptr();
-        for i in 0..n {
-            let $b = src.add(i * $bb);
-            let $y = dst.add(i * $be);
-            $body
-        }
-    }};
-}
-
 unsafe fn q4_0(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
     let k8 = vdupq_n_s8(8);

@@ -191,23 +191,6 @@ macro_rules! kernels {
                 _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(v, m), m), _mm_set1_epi8(0x10))
             }
 
-            /// Contract shared by every kernel here: `data.len()` is a whole number of blocks, `out.len()`
-            /// is exactly the decoded length, and the CPU supports this module's features.
-            macro_rules! blocks {
-                ($data:ident, $out:ident, $bb:expr, $be:expr, |$b:ident, $y:ident| $body:block) => {{
-                    debug_assert_eq!($data.len() % $bb, 0);
-                    debug_assert_eq!($data.len() / $bb * $be, $out.len());
-                    let n = ($data.len() / $bb).min($out.len() / $be);
-                    let src = $data.as_ptr();
-                    let dst = $out.as_mut_ptr();
-                    for i in 0..n {
-                        let $b = src.add(i * $bb);
-                        let $y = dst.add(i * $be);
-                        $body
-                    }
-                }};
-            }
-
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q4_0(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
@@ -866,6 +849,14 @@ mod put_avx2 {
 mod put_avx512 {
     use std::arch::x86_64::*;
 
+    /// 16 half-precision results with two 128-bit streaming stores; `out` must be 16-byte aligned.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn stream16(out: *mut u16, r: __m256i) {
+        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
+        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f32(v: __m512, out: *mut f32) {
@@ -895,8 +886,7 @@ mod put_avx512 {
     #[inline]
     pub unsafe fn f16_nt(v: __m512, out: *mut u16) {
         let h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(h));
-        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(h, 1));
+        stream16(out, h);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -910,8 +900,7 @@ mod put_avx512 {
     #[inline]
     pub unsafe fn bf16_nt(v: __m512, out: *mut u16) {
         let r = bf16x16(v);
-        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
-        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
+        stream16(out, r);
     }
 
     /// bf16 of 16 floats with `vcvtneps2bf16`. The instruction rounds to nearest even and quiets NaNs exactly
@@ -948,8 +937,7 @@ mod put_avx512 {
     #[inline]
     pub unsafe fn bf16nx_nt(v: __m512, out: *mut u16) {
         let r = bf16x16_native_normal(v);
-        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
-        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
+        stream16(out, r);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
@@ -963,8 +951,7 @@ mod put_avx512 {
     #[inline]
     pub unsafe fn bf16ne_nt(v: __m512, out: *mut u16) {
         let r = bf16x16_native(v);
-        _mm_stream_si128(out as *mut __m128i, _mm256_castsi256_si128(r));
-        _mm_stream_si128(out.add(8) as *mut __m128i, _mm256_extracti128_si256(r, 1));
+        stream16(out, r);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
