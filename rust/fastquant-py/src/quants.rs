@@ -48,8 +48,8 @@ fn ggml_type_info(key: &Bound<'_, PyAny>) -> PyResult<(u32, &'static str, usize,
 
 /// Dequantize the contiguous uint8 array `data` into the contiguous array `out`: float32 for
 /// `kind == "float32"`, or a uint16 view holding float16/bfloat16 bits for `"float16"`/`"bfloat16"`.
-/// `stores`: "auto" (streaming stores for large aligned outputs), "regular" (for freshly allocated outputs)
-/// or "streaming".
+/// `stores`: "auto" (streaming stores for large outputs where they pay, see `Stores::Auto`), "regular" (for
+/// freshly allocated outputs) or "streaming".
 #[pyfunction]
 #[pyo3(signature = (data, ggml_type, out, kind, threads=None, path="auto", stores="auto"))]
 #[allow(clippy::too_many_arguments)]

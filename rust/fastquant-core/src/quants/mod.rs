@@ -239,9 +239,9 @@ pub trait OutElem: sealed::Sealed + Copy + Send + Sync + 'static {
     fn from_f32_slice(src: &[f32], dst: &mut [Self], path: Path);
     /// The slice itself when `Self` is f32 (so kernels can write straight into it).
     fn as_f32_slice(dst: &mut [Self]) -> Option<&mut [f32]>;
-    /// A kernel writing `Self` directly (f16/bf16 on SIMD paths; with streaming stores when `nt`, which
-    /// needs a 16-byte-aligned output), and the slice as its bit patterns.
-    fn direct(_ty: GgmlType, _path: Path, _dst: &mut [Self], _nt: bool) -> Option<(Kernel16, &mut [u16])> {
+    /// A kernel writing `Self` directly (f16/bf16 on SIMD paths, regular stores), and the slice as its bit
+    /// patterns.
+    fn direct(_ty: GgmlType, _path: Path, _dst: &mut [Self]) -> Option<(Kernel16, &mut [u16])> {
         None
     }
 }
@@ -271,12 +271,12 @@ impl OutElem for half::f16 {
     fn as_f32_slice(_dst: &mut [half::f16]) -> Option<&mut [f32]> {
         None
     }
-    fn direct(ty: GgmlType, path: Path, dst: &mut [half::f16], nt: bool) -> Option<(Kernel16, &mut [u16])> {
+    fn direct(ty: GgmlType, path: Path, dst: &mut [half::f16]) -> Option<(Kernel16, &mut [u16])> {
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = x86::kernel16(ty, path, false, nt) {
+        if let Some(k) = x86::kernel16(ty, path, false) {
             return Some((k, half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst)));
         }
-        let _ = (ty, path, dst, nt);
+        let _ = (ty, path, dst);
         None
     }
 }
@@ -297,12 +297,12 @@ impl OutElem for half::bf16 {
     fn as_f32_slice(_dst: &mut [half::bf16]) -> Option<&mut [f32]> {
         None
     }
-    fn direct(ty: GgmlType, path: Path, dst: &mut [half::bf16], nt: bool) -> Option<(Kernel16, &mut [u16])> {
+    fn direct(ty: GgmlType, path: Path, dst: &mut [half::bf16]) -> Option<(Kernel16, &mut [u16])> {
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = x86::kernel16(ty, path, true, nt) {
+        if let Some(k) = x86::kernel16(ty, path, true) {
             return Some((k, half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst)));
         }
-        let _ = (ty, path, dst, nt);
+        let _ = (ty, path, dst);
         None
     }
 }
@@ -310,34 +310,40 @@ impl OutElem for half::bf16 {
 /// f32 values decoded per scratch round when the output is not f32 (16 KiB, stays in L1).
 const SCRATCH_ELEMS: usize = 4096;
 
-/// f32 outputs at least this large (bytes, whole call) are written with non-temporal stores under
+/// Outputs at least this large (bytes, whole call) are written with non-temporal stores under
 /// [`Stores::Auto`]: they do not stay in cache anyway, and streaming stores skip the read-for-ownership of every
 /// output line (dev VM, 64 MiB numpy output, Q4_0/Q4_K/Q5_0 at one thread: 0.19 -> 0.15 ns/element).
 pub const STREAM_MIN_BYTES: usize = 8 << 20;
 
+/// f16/bf16 results staged per round before they are streamed out as whole lines (4 KiB, stays in L1).
+const STAGE_ELEMS: usize = 2048;
+
 /// Which stores the SIMD kernels use for the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Stores {
-    /// Streaming (non-temporal) stores when the output is f32, at least [`STREAM_MIN_BYTES`] and starts
-    /// 16-byte aligned; regular stores otherwise. (For f16/bf16 outputs streaming stores measured no faster
-    /// on the dev VM: Q4_0 into 32 MiB of bf16, 0.18 vs 0.17 ns/element, so they are only used on request.)
+    /// Streaming (non-temporal) stores when the output is at least [`STREAM_MIN_BYTES`] and either f32
+    /// starting 16-byte aligned, or f16/bf16 from a type stored in at least a byte per element (F16, BF16,
+    /// Q8_0); regular stores otherwise. Staging half outputs costs a little compute, which only pays where
+    /// the kernel is cheap next to the bytes it moves (dev VM, 16 Mi elements to bf16 at one thread, caches
+    /// flushed: F16 0.139 -> 0.103, Q8_0 0.109 -> 0.093 ns/element, but Q4_K 0.114 -> 0.125, Q5_1 0.131 -> 0.145).
     #[default]
     Auto,
     /// Regular stores. Better for freshly allocated, never-touched outputs: the kernel zeroes each page on the
     /// first write fault, which leaves its lines in cache, where regular stores hit and streaming ones evict.
     Regular,
-    /// Streaming stores whenever the output starts 16-byte aligned (any size).
+    /// Streaming stores at any size (f32 outputs: when they start 16-byte aligned).
     Streaming,
 }
 
-/// Whether to use the streaming kernels for `out`, and the f32 kernel to run.
+/// Whether to use streaming stores for `out`, and the f32 kernel to run. f32 outputs stream from inside the
+/// kernels (four 16-byte stores fill each line at once); f16/bf16 outputs are staged in L1 by the regular
+/// direct kernels and streamed out a whole line at a time (see `run_serial`).
 fn choose<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, out: &mut [T], stores: Stores) -> (Kernel, bool) {
     let big = std::mem::size_of_val(out) >= STREAM_MIN_BYTES;
     let is_f32 = T::as_f32_slice(out).is_some();
     let want = matches!(path, Path::Avx2 | Path::Avx512)
-        && out.as_ptr() as usize % 16 == 0
         && match stores {
-            Stores::Auto => big && is_f32,
+            Stores::Auto => big && (is_f32 || ty.block_bytes() >= ty.block_elems()),
             Stores::Regular => false,
             Stores::Streaming => true,
         };
@@ -346,17 +352,19 @@ fn choose<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, out: &mut [T], s
     }
     if is_f32 {
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = x86::kernel_nt(ty, path) {
-            return (k, true);
+        if out.as_ptr() as usize % 16 == 0 {
+            if let Some(k) = x86::kernel_nt(ty, path) {
+                return (k, true);
+            }
         }
         return (kernel, false);
     }
-    let direct = T::direct(ty, path, out, true).is_some();
+    let direct = ty.block_elems() <= STAGE_ELEMS && T::direct(ty, path, out).is_some();
     (kernel, direct)
 }
 
 /// Run `kernel` over `data` into `out`. `nt`: the output is written with streaming stores (`kernel` is then
-/// the streaming f32 kernel, or the half output uses a streaming direct kernel), chosen by `choose`.
+/// the streaming f32 kernel, or the half output is staged and streamed out by whole lines), chosen by `choose`.
 fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8], out: &mut [T], nt: bool) {
     let (be, bb) = ty.block_geometry();
     if let Some(o) = T::as_f32_slice(out) {
@@ -367,11 +375,29 @@ fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8],
         fence(nt);
         return;
     }
-    if let Some((k16, o)) = T::direct(ty, path, out, nt) {
-        // SAFETY: as above; `kernel16` only hands out kernels for the (available) resolved SIMD path, and `o`
-        // is `out` viewed as its u16 bit patterns (same length, 16-byte aligned when `nt`).
+    if let Some((k16, o)) = T::direct(ty, path, out) {
+        #[cfg(target_arch = "x86_64")]
+        if nt {
+            #[repr(align(64))]
+            struct Stage([u16; STAGE_ELEMS]);
+            let mut stage = Stage([0; STAGE_ELEMS]);
+            // `choose` only streams types whose blocks fit the stage.
+            let blocks = STAGE_ELEMS / be;
+            for (d, o) in data.chunks(blocks * bb).zip(o.chunks_mut(blocks * be)) {
+                let s = &mut stage.0[..o.len()];
+                // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` (= `s.len()`) elements;
+                // `kernel16` only hands out kernels for the (available) resolved SIMD path, and every SIMD path
+                // includes AVX2, which `stream_lines_u16` needs.
+                unsafe {
+                    k16(d, s);
+                    x86::stream_lines_u16(s, o);
+                }
+            }
+            fence(true);
+            return;
+        }
+        // SAFETY: as above; `o` is `out` viewed as its u16 bit patterns (same length).
         unsafe { k16(data, o) };
-        fence(nt);
         return;
     }
     let blocks = (SCRATCH_ELEMS / be).max(1);

@@ -373,20 +373,63 @@ fn streaming_store_kernels_match_scalar() {
                     std::arch::x86_64::_mm_sfence();
                 }
                 assert_same(ty, &format!("{path:?} streaming vs scalar, {n} blocks"), got, &want);
-                for bf16 in [false, true] {
-                    let k16 = x86::kernel16(ty, path, bf16, true).expect("streaming half kernel");
-                    let mut hb = vec![0xFFFFu16; len + 8];
-                    let off = hb.as_ptr().align_offset(16);
-                    let h = &mut hb[off..off + len];
-                    // SAFETY: as above, for the streaming half-output kernel.
-                    unsafe {
-                        k16(&data, h);
-                        std::arch::x86_64::_mm_sfence();
-                    }
-                    assert_half_of(ty, &format!("{path:?} streaming bf16={bf16}"), h, &want, bf16);
+                // Half outputs stream through the L1 stage and whole-line copies, at any alignment.
+                for shift in [0usize, 3, 13] {
+                    let mut b = vec![half::bf16::from_bits(0xFFFF); len + 48];
+                    let off = b.as_ptr().align_offset(64) + shift;
+                    dequantize_par_stores(ty, &data, &mut b[off..off + len], path, Some(1), Stores::Streaming).unwrap();
+                    let bits: Vec<u16> = b[off..off + len].iter().map(|v| v.to_bits()).collect();
+                    assert_half_of(ty, &format!("{path:?} streaming bf16, shift {shift}"), &bits, &want, true);
+                    assert!(b[..off].iter().chain(&b[off + len..]).all(|v| v.to_bits() == 0xFFFF), "{ty}: wrote outside");
+                    let mut h = vec![half::f16::from_bits(0xFFFF); len + 48];
+                    let off = h.as_ptr().align_offset(64) + shift;
+                    dequantize_par_stores(ty, &data, &mut h[off..off + len], path, Some(1), Stores::Streaming).unwrap();
+                    let bits: Vec<u16> = h[off..off + len].iter().map(|v| v.to_bits()).collect();
+                    assert_half_of(ty, &format!("{path:?} streaming f16, shift {shift}"), &bits, &want, false);
+                    assert!(h[..off].iter().chain(&h[off + len..]).all(|v| v.to_bits() == 0xFFFF), "{ty}: wrote outside");
                 }
             }
         }
+    }
+}
+
+/// The whole-line streaming copy: every length and alignment around a few lines, nothing written outside.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn stream_lines_copies_exactly() {
+    if !Path::Avx2.available() {
+        return;
+    }
+    let src: Vec<u16> = (0..200u16).map(|i| i.wrapping_mul(7919) | 1).collect();
+    for len in 0..=200 {
+        for shift in 0..40 {
+            let mut buf = vec![0u16; 320];
+            let off = buf.as_ptr().align_offset(64) + shift;
+            // SAFETY: AVX2 checked above; the sfence orders the streaming stores before the reads below.
+            unsafe {
+                x86::stream_lines_u16(&src[..len], &mut buf[off..off + len]);
+                std::arch::x86_64::_mm_sfence();
+            }
+            assert_eq!(&buf[off..off + len], &src[..len], "len {len} shift {shift}");
+            assert!(buf[..off].iter().chain(&buf[off + len..]).all(|&v| v == 0), "len {len} shift {shift}");
+        }
+    }
+}
+
+/// Large half outputs stream under `Stores::Auto` for the byte-heavy types only, at any alignment.
+#[test]
+fn auto_streams_half_outputs_of_byte_heavy_types() {
+    let simd = matches!(Path::Auto.resolve(), Path::Avx2 | Path::Avx512);
+    let mut big = vec![half::bf16::ZERO; STREAM_MIN_BYTES / 2 + 64];
+    for (ty, streams) in [(GgmlType::F16, true), (GgmlType::BF16, true), (GgmlType::Q8_0, true), (GgmlType::Q4K, false)] {
+        for shift in [0usize, 1, 8] {
+            let o = &mut big[shift..shift + STREAM_MIN_BYTES / 2];
+            let (_, nt) = choose(ty, scalar_kernel(ty).unwrap(), Path::Auto.resolve(), o, Stores::Auto);
+            assert_eq!(nt, streams && simd, "{ty} shift {shift}");
+        }
+        let small = &mut big[..1024];
+        let (_, nt) = choose(ty, scalar_kernel(ty).unwrap(), Path::Auto.resolve(), small, Stores::Auto);
+        assert!(!nt, "{ty}: small outputs use regular stores");
     }
 }
 
@@ -461,8 +504,8 @@ fn every_store_choice_matches_scalar() {
     }
 }
 
-/// Both AVX-512 bf16 roundings (integer sequence and the CPU's `vcvtneps2bf16`), regular and streaming
-/// stores, against the scalar reference: they are chosen by CPU, so each is exercised here explicitly.
+/// Both AVX-512 bf16 roundings (integer sequence and the CPU's `vcvtneps2bf16`) against the scalar
+/// reference: they are chosen by CPU, so each is exercised here explicitly.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn both_avx512_bf16_roundings_match_scalar() {
@@ -484,19 +527,12 @@ fn both_avx512_bf16_roundings_match_scalar() {
             dequantize_with(ty, &data, &mut want, Path::Scalar).unwrap();
             saw_subnormal |= want.iter().any(|v| v.is_subnormal());
             for &native in natives {
-                for nt in [false, true] {
-                    let k = x86::kernel16_with(ty, Path::Avx512, true, nt, native).expect("bf16 kernel");
-                    let mut hb = vec![0xFFFFu16; len + 8];
-                    let off = hb.as_ptr().align_offset(16);
-                    let h = &mut hb[off..off + len];
-                    // SAFETY: whole blocks, exact output length, 16-byte-aligned output, AVX-512 available
-                    // (checked above) and AVX512-BF16 whenever `native`.
-                    unsafe {
-                        k(&data, h);
-                        std::arch::x86_64::_mm_sfence();
-                    }
-                    assert_half_of(ty, &format!("native={native} nt={nt}"), h, &want, true);
-                }
+                let k = x86::kernel16_with(ty, Path::Avx512, true, native).expect("bf16 kernel");
+                let mut h = vec![0xFFFFu16; len];
+                // SAFETY: whole blocks, exact output length, AVX-512 available (checked above) and AVX512-BF16
+                // whenever `native`.
+                unsafe { k(&data, &mut h) };
+                assert_half_of(ty, &format!("native={native}"), &h, &want, true);
             }
         }
     }
