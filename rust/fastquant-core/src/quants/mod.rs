@@ -378,22 +378,7 @@ fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8],
     if let Some((k16, o)) = T::direct(ty, path, out) {
         #[cfg(target_arch = "x86_64")]
         if nt {
-            #[repr(align(64))]
-            struct Stage([u16; STAGE_ELEMS]);
-            let mut stage = Stage([0; STAGE_ELEMS]);
-            // `choose` only streams types whose blocks fit the stage.
-            let blocks = STAGE_ELEMS / be;
-            for (d, o) in data.chunks(blocks * bb).zip(o.chunks_mut(blocks * be)) {
-                let s = &mut stage.0[..o.len()];
-                // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` (= `s.len()`) elements;
-                // `kernel16` only hands out kernels for the (available) resolved SIMD path, and every SIMD path
-                // includes AVX2, which `stream_lines_u16` needs.
-                unsafe {
-                    k16(d, s);
-                    x86::stream_lines_u16(s, o);
-                }
-            }
-            fence(true);
+            stream_staged(k16, be, bb, data, o);
             return;
         }
         // SAFETY: as above; `o` is `out` viewed as its u16 bit patterns (same length).
@@ -408,6 +393,30 @@ fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8],
         unsafe { kernel(d, s) };
         T::from_f32_slice(s, o, path);
     }
+}
+
+/// Half-output streaming (chosen by `choose`): the regular direct kernel `k16` fills an L1 stage, which goes
+/// out a whole line at a time with streaming stores. Kept out of `run_serial` so the f32 path's frame stays
+/// small.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn stream_staged(k16: Kernel16, be: usize, bb: usize, data: &[u8], out: &mut [u16]) {
+    #[repr(align(64))]
+    struct Stage([u16; STAGE_ELEMS]);
+    let mut stage = Stage([0; STAGE_ELEMS]);
+    // `choose` only streams types whose blocks fit the stage.
+    let blocks = STAGE_ELEMS / be;
+    for (d, o) in data.chunks(blocks * bb).zip(out.chunks_mut(blocks * be)) {
+        let s = &mut stage.0[..o.len()];
+        // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` (= `s.len()`) elements;
+        // `kernel16` only hands out kernels for the (available) resolved SIMD path, and every SIMD path
+        // includes AVX2, which `stream_lines_u16` needs.
+        unsafe {
+            k16(d, s);
+            x86::stream_lines_u16(s, o);
+        }
+    }
+    fence(true);
 }
 
 /// Order this thread's streaming stores before whatever it does next (returning, or rayon's join).
