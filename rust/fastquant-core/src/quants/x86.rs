@@ -91,6 +91,7 @@ pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool) -> Option<Kernel16>
 /// scalar reference); callers must only ask for `native_bf16` when [`has_avx512bf16`] is true.
 pub(crate) fn kernel16_with(ty: GgmlType, path: Path, bf16: bool, native_bf16: bool) -> Option<Kernel16> {
     match (path, bf16) {
+        (Path::Avx2 | Path::Avx512, true) if ty == GgmlType::BF16 => Some(bf16_to_bf16 as Kernel16),
         (Path::Avx512, true) if native_bf16 && may_be_subnormal(ty) => pick!(ty, avx512_bf16ne, Kernel16),
         (Path::Avx512, true) if native_bf16 => pick!(ty, avx512_bf16nx, Kernel16),
         (Path::Avx2, false) => pick!(ty, avx2_f16, Kernel16),
@@ -129,6 +130,37 @@ pub(crate) unsafe fn stream_lines_u16(src: &[u16], dst: &mut [u16]) {
     }
     let done = head + 32 * lines;
     dst[done..n].copy_from_slice(&src[done..n]);
+}
+
+/// BF16 tensor → bf16 output. Widening a bf16 to f32 and rounding it back is the identity on every non-NaN
+/// (the dropped low half is zero, so nothing rounds; subnormals and infinities included), and NaNs come back
+/// quiet (`| 0x0040`), as `float::f32_to_bf16` makes them. So this is a copy that sets the quiet bit of NaNs:
+/// no float arithmetic, and none of the subnormal checks the `vcvtneps2bf16` kernels need (random BF16 data
+/// has a subnormal in about one vector in sixteen, which made that kernel compute-bound).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn bf16_to_bf16(data: &[u8], out: &mut [u16]) {
+    let n = (data.len() / 2).min(out.len());
+    let s = data.as_ptr();
+    let d = out.as_mut_ptr();
+    let abs_mask = _mm256_set1_epi16(0x7fff);
+    let inf = _mm256_set1_epi16(0x7f80);
+    let quiet = _mm256_set1_epi16(0x0040);
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: elements i..i + 16 lie inside both slices (2 bytes each in `data`); unaligned accesses.
+        let h = _mm256_loadu_si256(s.add(2 * i) as *const __m256i);
+        // |h| <= 0x7fff, so the signed 16-bit compare is the unsigned one: NaN when |h| > 0x7f80.
+        let nan = _mm256_cmpgt_epi16(_mm256_and_si256(h, abs_mask), inf);
+        _mm256_storeu_si256(d.add(i) as *mut __m256i, _mm256_or_si256(h, _mm256_and_si256(nan, quiet)));
+        i += 16;
+    }
+    for k in i..n {
+        let h = u16::from_le_bytes([*s.add(2 * k), *s.add(2 * k + 1)]);
+        *d.add(k) = if h & 0x7fff > 0x7f80 { h | 0x0040 } else { h };
+    }
 }
 
 /// Whether `ty` can decode to f32 subnormals. Every other kernel type multiplies an f16 scale (a multiple of
