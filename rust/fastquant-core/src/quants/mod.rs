@@ -331,13 +331,15 @@ pub enum Stores {
     /// Regular stores. Better for freshly allocated, never-touched outputs: the kernel zeroes each page on the
     /// first write fault, which leaves its lines in cache, where regular stores hit and streaming ones evict.
     Regular,
-    /// Streaming stores at any size (f32 outputs: when they start 16-byte aligned).
+    /// Streaming stores at any size, on the x86 SIMD paths: f32 outputs when they start 16-byte aligned,
+    /// f16/bf16 outputs (any alignment) of the types with a direct half kernel (not Q8_K or the plain
+    /// integer/f32/f64 types, which go through f32 scratch with regular stores).
     Streaming,
 }
 
 /// Whether to use streaming stores for `out`, and the f32 kernel to run. f32 outputs stream from inside the
 /// kernels (four 16-byte stores fill each line at once); f16/bf16 outputs are staged in L1 by the regular
-/// direct kernels and streamed out a whole line at a time (see `run_serial`).
+/// direct kernels and streamed out a whole line at a time (see `stream_staged`).
 fn choose<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, out: &mut [T], stores: Stores) -> (Kernel, bool) {
     let big = std::mem::size_of_val(out) >= STREAM_MIN_BYTES;
     let is_f32 = T::as_f32_slice(out).is_some();
@@ -378,10 +380,13 @@ fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8],
     if let Some((k16, o)) = T::direct(ty, path, out) {
         #[cfg(target_arch = "x86_64")]
         if nt {
-            stream_staged(k16, be, bb, data, o);
+            // SAFETY: `prepare` checked whole blocks, the matching output length and the path's CPU features;
+            // `kernel16` only hands out kernels for that (x86, so AVX2-including) path; `o` is `out` viewed as
+            // its u16 bit patterns; `choose` only streams half outputs of types whose blocks fit the stage.
+            unsafe { stream_staged(k16, be, bb, data, o) };
             return;
         }
-        // SAFETY: as above; `o` is `out` viewed as its u16 bit patterns (same length).
+        // SAFETY: as for the f32 kernel above; `o` is `out` viewed as its u16 bit patterns (same length).
         unsafe { k16(data, o) };
         return;
     }
@@ -396,11 +401,16 @@ fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8],
 }
 
 /// Half-output streaming (chosen by `choose`): the regular direct kernel `k16` fills an L1 stage, which goes
-/// out a whole line at a time with streaming stores. Kept out of `run_serial` so the f32 path's frame stays
-/// small.
+/// out a whole line at a time with streaming stores. Kept out of `run_serial`: with the stage in its frame,
+/// the f32 path at two threads ran up to 2.4x slower (Q6_K, 16 Mi elements, dev VM).
+///
+/// # Safety
+/// `k16` is a direct kernel from `kernel16` for a path the CPU has (every such path includes AVX2); `data` is
+/// whole blocks of `be` elements in `bb` bytes decoding to exactly `out.len()` elements; `be <= STAGE_ELEMS`.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
-fn stream_staged(k16: Kernel16, be: usize, bb: usize, data: &[u8], out: &mut [u16]) {
+unsafe fn stream_staged(k16: Kernel16, be: usize, bb: usize, data: &[u8], out: &mut [u16]) {
+    debug_assert!(be <= STAGE_ELEMS);
     #[repr(align(64))]
     struct Stage([u16; STAGE_ELEMS]);
     let mut stage = Stage([0; STAGE_ELEMS]);
@@ -408,9 +418,8 @@ fn stream_staged(k16: Kernel16, be: usize, bb: usize, data: &[u8], out: &mut [u1
     let blocks = STAGE_ELEMS / be;
     for (d, o) in data.chunks(blocks * bb).zip(out.chunks_mut(blocks * be)) {
         let s = &mut stage.0[..o.len()];
-        // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` (= `s.len()`) elements;
-        // `kernel16` only hands out kernels for the (available) resolved SIMD path, and every SIMD path
-        // includes AVX2, which `stream_lines_u16` needs.
+        // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` (= `s.len()`) elements, and
+        // the CPU has `k16`'s features, AVX2 included (this function's contract).
         unsafe {
             k16(d, s);
             x86::stream_lines_u16(s, o);

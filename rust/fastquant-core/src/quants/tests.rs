@@ -393,7 +393,8 @@ fn streaming_store_kernels_match_scalar() {
     }
 }
 
-/// The whole-line streaming copy: every length and alignment around a few lines, nothing written outside.
+/// The whole-line streaming copy: every length and alignment around a few lines, nothing written outside,
+/// and exactly the whole 64-byte lines inside the window streamed.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn stream_lines_copies_exactly() {
@@ -405,13 +406,69 @@ fn stream_lines_copies_exactly() {
         for shift in 0..40 {
             let mut buf = vec![0u16; 320];
             let off = buf.as_ptr().align_offset(64) + shift;
+            let start = buf[off..].as_ptr() as usize;
+            let (first, end) = (start.div_ceil(64) * 64, (start + 2 * len) / 64 * 64);
+            let whole_lines = if end > first { (end - first) / 2 } else { 0 };
             // SAFETY: AVX2 checked above; the sfence orders the streaming stores before the reads below.
-            unsafe {
-                x86::stream_lines_u16(&src[..len], &mut buf[off..off + len]);
+            let streamed = unsafe {
+                let k = x86::stream_lines_u16(&src[..len], &mut buf[off..off + len]);
                 std::arch::x86_64::_mm_sfence();
-            }
+                k
+            };
+            assert_eq!(streamed, whole_lines, "len {len} shift {shift}");
             assert_eq!(&buf[off..off + len], &src[..len], "len {len} shift {shift}");
             assert!(buf[..off].iter().chain(&buf[off + len..]).all(|&v| v == 0), "len {len} shift {shift}");
+        }
+    }
+}
+
+/// `Stores::Streaming` stages every half output that has a direct kernel, on every x86 SIMD path.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn streaming_half_outputs_are_staged() {
+    for ty in SIMD_TYPES {
+        for path in simd_paths() {
+            let mut b = vec![half::bf16::ZERO; ty.block_elems() * 3 + 1];
+            let (_, nt) = choose(ty, scalar_kernel(ty).unwrap(), path, &mut b[1..], Stores::Streaming);
+            assert!(nt, "{ty} {path:?} bf16");
+            let mut h = vec![half::f16::ZERO; ty.block_elems() * 3 + 1];
+            let (_, nt) = choose(ty, scalar_kernel(ty).unwrap(), path, &mut h[1..], Stores::Streaming);
+            assert!(nt, "{ty} {path:?} f16");
+        }
+    }
+}
+
+/// BF16 → bf16 is a NaN-quieting copy: every one of the 65536 patterns, exact bits (no NaN leniency), through
+/// the vector loop at every start offset, the scalar tail alone, and the public API with both kinds of stores.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bf16_to_bf16_is_exact_for_every_pattern() {
+    let want: Vec<u16> = (0..=u16::MAX).map(|h| float::f32_to_bf16(f32::from_bits((h as u32) << 16))).collect();
+    assert_eq!(want[0x7f80], 0x7f80, "+Inf stays Inf");
+    assert_eq!(want[0x7f81], 0x7fc1, "signalling NaN is quieted");
+    let data: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+    for path in simd_paths() {
+        let k = x86::kernel16(GgmlType::BF16, path, true).expect("BF16 -> bf16 kernel");
+        for start in 0..=16usize {
+            let n = 65536 - start;
+            let mut out = vec![0xAAAAu16; n + 1];
+            // SAFETY: whole (1-element) blocks, exact output length, path available (simd_paths).
+            unsafe { k(&data[2 * start..], &mut out[..n]) };
+            let bad = (0..n).find(|&i| out[i] != want[start + i]);
+            assert!(bad.is_none(), "{path:?} start {start}: pattern {:#06x}", start + bad.unwrap());
+            assert_eq!(out[n], 0xAAAA, "wrote past the end");
+        }
+        for h in 0..65536usize {
+            let mut o = [0u16; 1];
+            // SAFETY: as above, one element, so only the scalar tail runs.
+            unsafe { k(&data[2 * h..2 * h + 2], &mut o) };
+            assert_eq!(o[0], want[h], "{path:?} tail, pattern {h:#06x}");
+        }
+        for stores in [Stores::Regular, Stores::Streaming] {
+            let mut b = vec![half::bf16::ZERO; 65536 + 8];
+            dequantize_par_stores(GgmlType::BF16, &data, &mut b[5..65536 + 5], path, Some(2), stores).unwrap();
+            let bad = (0..65536).find(|&i| b[5 + i].to_bits() != want[i]);
+            assert!(bad.is_none(), "{path:?} {stores:?}: pattern {:#06x}", bad.unwrap());
         }
     }
 }

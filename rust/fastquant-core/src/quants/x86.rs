@@ -7,8 +7,9 @@
 //! (IQ1/IQ2/IQ3) look the grid rows up with scalar loads, place two (8-byte) or four (4-byte) rows in one
 //! vector and apply signs by flipping the f32 sign bit, which is exactly the reference's negation.
 //!
-//! The kernels are generated twice from one body by `kernels!`, once per ISA, with `#[target_feature]`.
-//! They are only reachable through [`kernel`], which hands them out when the CPU has the features.
+//! The kernels are generated from one body by `kernels!`, once per ISA and output kind, with
+//! `#[target_feature]`. They are reached through [`kernel`], [`kernel_nt`] and [`kernel16`] (and the slice
+//! helpers at the end), whose callers check the CPU's features first (`super::prepare`).
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -81,7 +82,7 @@ pub(crate) fn kernel_nt(ty: GgmlType, path: Path) -> Option<Kernel> {
 /// The kernel for `ty` on `path` that writes f16 (`bf16 == false`) or bf16 bit patterns directly: the exact
 /// f32 value of each element rounded once, as `float::f32_to_f16`/`f32_to_bf16` do. Same contract as [`kernel`].
 /// (Half outputs are streamed by staging these kernels' results in L1 and copying whole lines with
-/// [`stream_lines_u16`], not by streaming kernels of their own; see `super::run_serial`.)
+/// [`stream_lines_u16`], not by streaming kernels of their own; see `super::stream_staged`.)
 pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool) -> Option<Kernel16> {
     kernel16_with(ty, path, bf16, has_avx512bf16())
 }
@@ -107,12 +108,14 @@ pub(crate) fn kernel16_with(ty: GgmlType, path: Path, bf16: bool, native_bf16: b
 /// partly by each kind. Whole-line bursts matter: on the dev VM's CPU, streaming 16 or 32 bytes of a line at a
 /// time from inside a dequantization kernel (so that a line fills over several kernel steps) ran 1.3-1.9x
 /// slower than regular stores, while staging and bursting full lines ran faster than either. The caller
-/// issues `sfence` before the output is handed to anyone else.
+/// issues `sfence` before the output is handed to anyone else. Returns how many elements went out with
+/// streaming stores (for the tests).
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn stream_lines_u16(src: &[u16], dst: &mut [u16]) {
+pub(crate) unsafe fn stream_lines_u16(src: &[u16], dst: &mut [u16]) -> usize {
+    debug_assert_eq!(src.len(), dst.len());
     let n = src.len().min(dst.len());
     // `dst` is 2-byte aligned (a u16 slice), so the head is a whole number of elements.
     let head = (dst.as_ptr().align_offset(64)).min(n);
@@ -130,6 +133,7 @@ pub(crate) unsafe fn stream_lines_u16(src: &[u16], dst: &mut [u16]) {
     }
     let done = head + 32 * lines;
     dst[done..n].copy_from_slice(&src[done..n]);
+    32 * lines
 }
 
 /// BF16 tensor → bf16 output. Widening a bf16 to f32 and rounding it back is the identity on every non-NaN
