@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastquant.gguf as fg
+from fastquant.gguf import _dequant
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
@@ -68,7 +69,7 @@ F16_SCALE_OFFSETS = {
 
 def special_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
     """Random blocks; most scale fields replaced by ±0, subnormal, huge, ±Inf or NaN."""
-    _, _, be, bb, _ = fg._dequant._type_info(name)
+    _, _, be, bb, _ = _dequant._type_info(name)
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(n_blocks, bb), dtype=np.uint8)
     for k, off in enumerate(F16_SCALE_OFFSETS.get(name, [])):
@@ -98,7 +99,7 @@ GGUF_PY_TYPES = sorted(
 
 @pytest.mark.parametrize("name", GGUF_PY_TYPES)
 def test_matches_gguf_py_on_special_scales(name):
-    _, _, be, bb, _ = fg._dequant._type_info(name)
+    _, _, be, bb, _ = _dequant._type_info(name)
     n_blocks = max(1, (1 << 18) // be)  # 256 Ki elements
     blocks = special_blocks(name, n_blocks, seed=hash(name) & 0xFFFF)
     want = gq.dequantize(blocks, T[name])
@@ -186,6 +187,30 @@ def test_shape_and_out_numpy():
     assert fg.dequantize(data, "Q6_K", out=out16) is out16
     outbf = np.empty(2048, np.uint16)
     assert fg.dequantize(data, "Q6_K", out=outbf, dtype="bfloat16") is outbf
+
+
+def test_misaligned_arrays_are_refused_or_copied():
+    """numpy can hold float32/uint16 data at an odd address; the core must never see it as a slice."""
+    data = special_blocks("Q4_0", 4, 3)
+    ref = fg.dequantize(data, "Q4_0")
+    buf = np.zeros(4 * ref.size + 8, np.uint8)
+    for dt, kind in ((np.float32, "float32"), (np.float16, "float16"), (np.uint16, "bfloat16")):
+        size = np.dtype(dt).itemsize
+        base = (-buf.ctypes.data) % 16
+        odd = buf[base + 1 : base + 1 + ref.size * size].view(dt)
+        assert not odd.flags.aligned
+        with pytest.raises(ValueError, match="not aligned"):
+            fg.dequantize(data, "Q4_0", out=odd, dtype=kind)
+        assert not buf.any(), "nothing written"
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    odd = raw[1:].view(np.float32)
+    odd[:] = x
+    assert not odd.flags.aligned
+    assert np.array_equal(fg.quantize(odd, "Q8_0"), fg.quantize(x, "Q8_0"))  # copied, not refused
+    from fastquant import _core
+    with pytest.raises(ValueError, match="not aligned"):
+        _core.quantize(odd, 8)
 
 
 def test_torch_in_and_out_zero_copy():

@@ -196,7 +196,8 @@ def quantize(array: Any, ggml_type: Any) -> np.ndarray:
     tid, name, block_elems, block_bytes, _ = _type_info(ggml_type)
     if _is_torch_tensor(array):
         array = array.detach().cpu().float().numpy()
-    a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    # C order and aligned (copies only when the input is not already both).
+    a = np.require(np.asarray(array, dtype=np.float32), requirements=["C", "A"])
     if a.ndim == 0:
         a = a.reshape(1)
     if a.shape[-1] % block_elems:

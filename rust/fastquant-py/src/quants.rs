@@ -2,7 +2,7 @@
 //! `fastquant_core::quants`, run with the GIL released.
 
 use fastquant_core::quants::{self, DequantError, GgmlType, Path, QuantizeError};
-use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use numpy::{Element, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -46,6 +46,19 @@ fn ggml_type_info(key: &Bound<'_, PyAny>) -> PyResult<(u32, &'static str, usize,
     Ok((ty.id(), ty.name(), be, bb, quants::has_dequantizer(ty)))
 }
 
+/// numpy allows arrays whose data is not aligned to their elements (`np.frombuffer(b, np.float32, offset=1)`)
+/// and rust-numpy builds slices over them without checking (its issue #523); a misaligned `&[f32]` is undefined
+/// behaviour, so every non-byte array is checked before it is viewed as a slice.
+fn check_aligned<T: Element>(a: &Bound<'_, PyArrayDyn<T>>, what: &str) -> PyResult<()> {
+    let align = std::mem::align_of::<T>();
+    if (a.data() as usize) % align != 0 {
+        return Err(PyValueError::new_err(format!(
+            "{what} is not aligned to its {align}-byte elements; pass an aligned copy (e.g. a.copy())"
+        )));
+    }
+    Ok(())
+}
+
 /// Dequantize the contiguous uint8 array `data` into the contiguous array `out`: float32 for
 /// `kind == "float32"`, or a uint16 view holding float16/bfloat16 bits for `"float16"`/`"bfloat16"`.
 /// `stores`: "auto" (streaming stores for large outputs where they pay, see `Stores::Auto`), "regular" (for
@@ -78,11 +91,13 @@ fn dequantize_into(
     match kind {
         "float32" => {
             let mut o: PyReadwriteArrayDyn<'_, f32> = out.extract()?;
+            check_aligned(&o, "out")?;
             let dst = o.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
             py.detach(|| quants::dequantize_par_stores(ty, src, dst, path, threads, stores)).map_err(dq_err)
         }
         "float16" | "bfloat16" => {
             let mut o: PyReadwriteArrayDyn<'_, u16> = out.extract()?;
+            check_aligned(&o, "out")?;
             let dst = o.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
             let (ptr, len) = (dst.as_mut_ptr(), dst.len());
             if kind == "float16" {
@@ -104,6 +119,7 @@ fn dequantize_into(
 #[pyfunction]
 fn quantize<'py>(py: Python<'py>, src: PyReadonlyArrayDyn<'py, f32>, ggml_type: u32) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let ty = ty_from_id(ggml_type)?;
+    check_aligned(&src, "array")?;
     let s = src.as_slice().map_err(|_| PyValueError::new_err("array must be C-contiguous"))?;
     let v = py.detach(|| quants::quantize(ty, s)).map_err(q_err)?;
     Ok(PyArray1::from_vec(py, v))
@@ -126,6 +142,8 @@ fn linear_fused(
     threads: Option<usize>,
 ) -> PyResult<()> {
     let ty = ty_from_id(ggml_type)?;
+    check_aligned(&x, "x")?;
+    check_aligned(&out, "out")?;
     let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
     let ws = w.as_slice().map_err(|_| PyValueError::new_err("w must be C-contiguous"))?;
     let os = out.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
