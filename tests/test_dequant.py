@@ -139,11 +139,13 @@ def sample(shape, seed):
 
 @pytest.mark.parametrize("name", QUANT_GGUF_PY)
 def test_quantize_matches_gguf_py(name):
-    x = sample((64, 512), 5)
-    want = np.ascontiguousarray(gq.quantize(x, T[name])).view(np.uint8).reshape(64, -1)
-    got = fg.quantize(x, name)
-    assert got.dtype == np.uint8 and got.shape == want.shape
-    assert np.array_equal(got, want)
+    # 256 Ki values: several parallel tasks, so the threaded path is compared as well as one thread.
+    x = sample((256, 1024), 5)
+    want = np.ascontiguousarray(gq.quantize(x, T[name])).view(np.uint8).reshape(256, -1)
+    for threads in (1, 2, None):
+        got = fg.quantize(x, name, threads=threads)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        assert np.array_equal(got, want), threads
 
 
 @pytest.mark.parametrize("name", ["Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q5_1"])
@@ -161,6 +163,8 @@ def test_quantize_errors():
         fg.quantize(np.zeros(33, np.float32), "Q4_0")
     with pytest.raises(ValueError):
         fg.quantize(np.zeros(256, np.float32), "IQ2_XXS")
+    with pytest.raises(ValueError, match="threads"):
+        fg.quantize(np.zeros(256, np.float32), "Q4_K", threads=0)
 
 
 # ---- API: types, torch, out=, errors ----

@@ -186,12 +186,13 @@ def dequantize(
     return res
 
 
-def quantize(array: Any, ggml_type: Any) -> np.ndarray:
+def quantize(array: Any, ggml_type: Any, threads: Optional[int] = None) -> np.ndarray:
     """Quantize floats to raw ggml blocks (uint8), row by row along the last axis.
 
     Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (bit-exact with gguf-py's ``gguf.quants.quantize``)
     and Q4_K, Q5_K, Q6_K (ggml's reference quantizer). The last dimension must be a multiple of the block size.
-    Returns shape ``(*array.shape[:-1], bytes_per_row)``.
+    Returns shape ``(*array.shape[:-1], bytes_per_row)``. ``threads``: worker threads (None: one per core);
+    the bytes do not depend on it.
     """
     tid, name, block_elems, block_bytes, _ = _type_info(ggml_type)
     if _is_torch_tensor(array):
@@ -204,5 +205,7 @@ def quantize(array: Any, ggml_type: Any) -> np.ndarray:
         raise ValueError(
             f"{name}: rows of {a.shape[-1]} values are not a whole number of {block_elems}-element blocks"
         )
-    raw = _core.quantize(a, tid)
+    if threads is not None and int(threads) < 1:
+        raise ValueError("threads must be at least 1")
+    raw = _core.quantize(a, tid, None if threads is None else int(threads))
     return raw.reshape((*a.shape[:-1], a.shape[-1] // block_elems * block_bytes))

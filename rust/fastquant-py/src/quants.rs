@@ -115,13 +115,23 @@ fn dequantize_into(
     }
 }
 
-/// Quantize a contiguous float32 array (flattened) to raw blocks of `ggml_type`.
+/// Quantize a contiguous float32 array (flattened) to raw blocks of `ggml_type`, on `threads` threads
+/// (`None`: one per core) with the GIL released.
 #[pyfunction]
-fn quantize<'py>(py: Python<'py>, src: PyReadonlyArrayDyn<'py, f32>, ggml_type: u32) -> PyResult<Bound<'py, PyArray1<u8>>> {
+#[pyo3(signature = (src, ggml_type, threads=None))]
+fn quantize<'py>(
+    py: Python<'py>,
+    src: PyReadonlyArrayDyn<'py, f32>,
+    ggml_type: u32,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let ty = ty_from_id(ggml_type)?;
+    if threads == Some(0) {
+        return Err(PyValueError::new_err("threads must be at least 1"));
+    }
     check_aligned(&src, "array")?;
     let s = src.as_slice().map_err(|_| PyValueError::new_err("array must be C-contiguous"))?;
-    let v = py.detach(|| quants::quantize(ty, s)).map_err(q_err)?;
+    let v = py.detach(|| quants::quantize_with(ty, s, Path::Auto, threads)).map_err(q_err)?;
     Ok(PyArray1::from_vec(py, v))
 }
 

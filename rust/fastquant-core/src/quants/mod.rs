@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rayon::prelude::*;
 
 pub use matmul::{linear_fused, FusedError};
-pub use quantize::{quantize, quantize_into, QuantizeError};
+pub use quantize::{quantize, quantize_into, quantize_into_with, quantize_with, QuantizeError};
 pub use types::{GgmlType, ALL_TYPES};
 
 /// One ggml block layout: `ELEMS` values stored in `BYTES` bytes.
@@ -459,7 +459,7 @@ pub const PAR_TASK_BYTES: usize = 256 * 1024;
 /// Most worker threads one call may ask for (more are clamped): each distinct count keeps its own pool.
 pub const MAX_THREADS: usize = 256;
 
-fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, DequantError> {
+pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, DequantError> {
     let threads = threads.clamp(1, MAX_THREADS);
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut map = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());

@@ -8,7 +8,7 @@
 
 use super::float::{f16_to_f32, f32_to_bf16, f32_to_f16};
 use super::kquants::scale_min_k4;
-use super::GgmlType;
+use super::{GgmlType, Path};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantizeError {
@@ -18,29 +18,137 @@ pub enum QuantizeError {
     OutputLength { ty: GgmlType, expected: usize, got: usize },
     #[error("quantization to {ty} is not implemented (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K)")]
     Unsupported { ty: GgmlType },
+    #[error("code path {path:?} is not available on this CPU")]
+    PathUnavailable { path: Path },
+    #[error("could not start the thread pool: {0}")]
+    ThreadPool(String),
 }
 
-fn block_fn(ty: GgmlType) -> Option<fn(&[f32], &mut [u8])> {
+/// Whether `ty` has a quantizer.
+fn supported(ty: GgmlType) -> bool {
     use GgmlType::*;
-    Some(match ty {
-        F32 => |x, o| o[..4].copy_from_slice(&x[0].to_le_bytes()),
-        F16 => |x, o| o[..2].copy_from_slice(&f32_to_f16(x[0]).to_le_bytes()),
-        BF16 => |x, o| o[..2].copy_from_slice(&f32_to_bf16(x[0]).to_le_bytes()),
-        Q8_0 => q8_0,
-        Q4_0 => |x, o| sym_nibbles(x, o, 8.0, 15),
-        Q5_0 => |x, o| sym_nibbles(x, o, 16.0, 31),
-        Q4_1 => |x, o| asym_nibbles(x, o, 15),
-        Q5_1 => |x, o| asym_nibbles(x, o, 31),
-        Q4K => q4_k,
-        Q5K => q5_k,
-        Q6K => q6_k,
-        _ => return None,
-    })
+    matches!(ty, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q5_0 | Q4_1 | Q5_1 | Q4K | Q5K | Q6K)
 }
 
-/// Quantize `src` into `dst` (exactly the encoded size).
+/// Input values per parallel task (whole blocks): 64 KiB of f32.
+const TASK_ELEMS: usize = 16 * 1024;
+
+/// Quantize whole blocks: `x` holds `o.len() / block_bytes` blocks of `ty` (checked by the callers).
+/// `#[inline(always)]` so that [`blocks_avx2`] compiles the block functions with its instructions.
+#[inline(always)]
+fn blocks_generic(ty: GgmlType, x: &[f32], o: &mut [u8]) {
+    use GgmlType::*;
+    let (be, bb) = ty.block_geometry();
+    // A direct call per block, so that the `#[inline(always)]` block functions inline into the caller's
+    // instruction set (through a closure or `Fn` shim they stayed separate, baseline-compiled functions).
+    macro_rules! each {
+        ($f:ident) => {
+            for (xb, ob) in x.chunks_exact(be).zip(o.chunks_exact_mut(bb)) {
+                $f(xb, ob);
+            }
+        };
+    }
+    match ty {
+        F32 => {
+            for (v, ob) in x.iter().zip(o.chunks_exact_mut(4)) {
+                ob.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        F16 => {
+            for (v, ob) in x.iter().zip(o.chunks_exact_mut(2)) {
+                ob.copy_from_slice(&f32_to_f16(*v).to_le_bytes());
+            }
+        }
+        BF16 => {
+            for (v, ob) in x.iter().zip(o.chunks_exact_mut(2)) {
+                ob.copy_from_slice(&f32_to_bf16(*v).to_le_bytes());
+            }
+        }
+        Q8_0 => each!(q8_0),
+        Q4_0 => each!(q4_0),
+        Q5_0 => each!(q5_0),
+        Q4_1 => each!(q4_1),
+        Q5_1 => each!(q5_1),
+        Q4K => each!(q4_k),
+        Q5K => each!(q5_k),
+        Q6K => each!(q6_k),
+        _ => unreachable!("callers check `supported`"),
+    }
+}
+
+/// [`blocks_generic`] compiled for AVX2/F16C/SSE4.1 (round/trunc become single instructions and the loops can
+/// use wider registers). The arithmetic is the same IEEE f32 operations in the same order (Rust never fuses
+/// a multiply and an add, and FMA is not enabled here), so the bytes equal the baseline build's; the tests
+/// compare the two on every type.
+///
+/// # Safety
+/// The CPU has AVX2, F16C and SSE4.1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c,sse4.1")]
+unsafe fn blocks_avx2(ty: GgmlType, x: &[f32], o: &mut [u8]) {
+    blocks_generic(ty, x, o)
+}
+
+/// F16/BF16 through the SIMD slice conversions (the same rounding as `f32_to_f16`/`f32_to_bf16`, tested).
+#[cfg(target_arch = "x86_64")]
+fn halves_simd(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
+    let mut h16 = [half::f16::ZERO; 2048];
+    let mut hb = [half::bf16::ZERO; 2048];
+    for (xc, oc) in x.chunks(2048).zip(o.chunks_mut(4096)) {
+        let n = xc.len();
+        // SAFETY: `path` is Avx2/Avx512 and available (checked by the caller of `run`), and both slices have
+        // `n` elements.
+        if ty == GgmlType::F16 {
+            unsafe { super::x86::f32_to_f16_slice(xc, &mut h16[..n], path) };
+            for (v, ob) in h16[..n].iter().zip(oc.chunks_exact_mut(2)) {
+                ob.copy_from_slice(&v.to_bits().to_le_bytes());
+            }
+        } else {
+            unsafe { super::x86::f32_to_bf16_slice(xc, &mut hb[..n], path) };
+            for (v, ob) in hb[..n].iter().zip(oc.chunks_exact_mut(2)) {
+                ob.copy_from_slice(&v.to_bits().to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Quantize a whole-block piece on `path` (a resolved, available path).
+fn run(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(path, Path::Avx2 | Path::Avx512) {
+        if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
+            halves_simd(ty, x, o, path);
+        } else if matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1) {
+            // SAFETY: as below.
+            unsafe { simd::legacy(ty, x, o) };
+        } else {
+            // SAFETY: both paths include AVX2, F16C and SSE4.1 and were checked available by the caller.
+            unsafe { blocks_avx2(ty, x, o) };
+        }
+        return;
+    }
+    let _ = path;
+    blocks_generic(ty, x, o);
+}
+
+/// Quantize `src` into `dst` (exactly the encoded size) with the best code for this CPU, on the calling thread.
 pub fn quantize_into(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantizeError> {
-    let f = block_fn(ty).ok_or(QuantizeError::Unsupported { ty })?;
+    quantize_into_with(ty, src, dst, Path::Auto, Some(1))
+}
+
+/// As [`quantize_into`], on a chosen code path (the SIMD paths compile the same arithmetic with wider
+/// instructions; a path the CPU lacks is refused) and `threads` threads (`None`: rayon's global pool, one per
+/// core). Tasks are whole blocks, so the result does not depend on the path or the thread count.
+pub fn quantize_into_with(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    path: Path,
+    threads: Option<usize>,
+) -> Result<(), QuantizeError> {
+    if !supported(ty) {
+        return Err(QuantizeError::Unsupported { ty });
+    }
     let (be, bb) = ty.block_geometry();
     if src.len() % be != 0 {
         return Err(QuantizeError::PartialBlock { ty, len: src.len(), block: be });
@@ -49,26 +157,48 @@ pub fn quantize_into(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qu
     if dst.len() != expected {
         return Err(QuantizeError::OutputLength { ty, expected, got: dst.len() });
     }
-    for (x, o) in src.chunks_exact(be).zip(dst.chunks_exact_mut(bb)) {
-        f(x, o);
+    if !path.available() {
+        return Err(QuantizeError::PathUnavailable { path });
+    }
+    let path = path.resolve();
+    let task = (TASK_ELEMS / be).max(1);
+    let n_threads = threads.unwrap_or_else(rayon::current_num_threads).max(1);
+    if n_threads == 1 || src.len() <= task * be {
+        run(ty, src, dst, path);
+        return Ok(());
+    }
+    let mut work = || {
+        use rayon::prelude::*;
+        src.par_chunks(task * be).zip(dst.par_chunks_mut(task * bb)).for_each(|(x, o)| run(ty, x, o, path));
+    };
+    match threads {
+        None => work(),
+        Some(n) => super::pool(n).map_err(|e| QuantizeError::ThreadPool(e.to_string()))?.install(work),
     }
     Ok(())
 }
 
-/// Quantize `src` into a new byte vector.
+/// Quantize `src` into a new byte vector (on the calling thread).
 pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantizeError> {
-    block_fn(ty).ok_or(QuantizeError::Unsupported { ty })?;
+    quantize_with(ty, src, Path::Auto, Some(1))
+}
+
+/// As [`quantize`], with [`quantize_into_with`]'s path and threads.
+pub fn quantize_with(ty: GgmlType, src: &[f32], path: Path, threads: Option<usize>) -> Result<Vec<u8>, QuantizeError> {
+    if !supported(ty) {
+        return Err(QuantizeError::Unsupported { ty });
+    }
     let (be, bb) = ty.block_geometry();
     if src.len() % be != 0 {
         return Err(QuantizeError::PartialBlock { ty, len: src.len(), block: be });
     }
     let mut out = vec![0u8; src.len() / be * bb];
-    quantize_into(ty, src, &mut out)?;
+    quantize_into_with(ty, src, &mut out, path, threads)?;
     Ok(out)
 }
 
 /// numpy's `where(d == 0, 0, 1 / d)` in f32.
-#[inline]
+#[inline(always)]
 fn inv(d: f32) -> f32 {
     if d == 0.0 {
         0.0
@@ -77,12 +207,15 @@ fn inv(d: f32) -> f32 {
     }
 }
 
-/// numpy's float32 → uint8 cast followed by `.clip(0, hi)`, for the in-range values finite inputs give.
-#[inline]
+/// numpy's float32 → uint8 cast followed by `.clip(0, hi)`, for the in-range values finite inputs give. `v` is
+/// already integral; NaN gives 0, +Inf and values above `hi` give `hi` (as a saturating integer cast would).
+/// Written as float min/max so that it vectorizes.
+#[inline(always)]
 fn to_u8_clip(v: f32, hi: u8) -> u8 {
-    (v as i64).clamp(0, 255).min(hi as i64) as u8
+    v.max(0.0).min(hi as f32) as u8
 }
 
+#[inline(always)]
 fn q8_0(x: &[f32], o: &mut [u8]) {
     let amax = x[..32].iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -94,7 +227,28 @@ fn q8_0(x: &[f32], o: &mut [u8]) {
     }
 }
 
+#[inline(always)]
+fn q4_0(x: &[f32], o: &mut [u8]) {
+    sym_nibbles(x, o, 8.0, 15)
+}
+
+#[inline(always)]
+fn q5_0(x: &[f32], o: &mut [u8]) {
+    sym_nibbles(x, o, 16.0, 31)
+}
+
+#[inline(always)]
+fn q4_1(x: &[f32], o: &mut [u8]) {
+    asym_nibbles(x, o, 15)
+}
+
+#[inline(always)]
+fn q5_1(x: &[f32], o: &mut [u8]) {
+    asym_nibbles(x, o, 31)
+}
+
 /// Q4_0 (`off` 8, max 15) and Q5_0 (`off` 16, max 31): d = (value of largest magnitude) / -off.
+#[inline(always)]
 fn sym_nibbles(x: &[f32], o: &mut [u8], off: f32, qmax: u8) {
     // First index of the largest |x| (numpy argmax).
     let mut imax = 0;
@@ -114,6 +268,7 @@ fn sym_nibbles(x: &[f32], o: &mut [u8], off: f32, qmax: u8) {
 }
 
 /// Q4_1 (max 15) and Q5_1 (max 31): d = (max - min) / qmax, m = min.
+#[inline(always)]
 fn asym_nibbles(x: &[f32], o: &mut [u8], qmax: u8) {
     let max = x[..32].iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let min = x[..32].iter().copied().fold(f32::INFINITY, f32::min);
@@ -129,6 +284,7 @@ fn asym_nibbles(x: &[f32], o: &mut [u8], qmax: u8) {
 }
 
 /// Low nibbles of q[0..16] | high nibbles of q[16..32]; with `five_bits`, a u32 of the 5th bits first.
+#[inline(always)]
 fn pack_nibbles(q: &[u8; 32], o: &mut [u8], mut at: usize, five_bits: bool) {
     if five_bits {
         let mut qh = 0u32;
@@ -156,6 +312,7 @@ fn nearest_int(x: f32) -> i32 {
 
 /// Scale/min search for asymmetric sub-blocks (`make_qkx2_quants`). Returns (scale, -min) and fills `l`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn make_qkx2(x: &[f32], w: &[f32], nmax: i32, rmin: f32, rdelta: f32, nstep: i32, l: &mut [u8]) -> (f32, f32) {
     let n = x.len();
     let mut min = x[0];
@@ -225,6 +382,7 @@ fn make_qkx2(x: &[f32], w: &[f32], nmax: i32, rmin: f32, rdelta: f32, nstep: i32
 }
 
 /// Shared first half of Q4_K/Q5_K: per-32 scale/min search, 6-bit packing, f16 super-scales, final codes.
+#[inline(always)]
 fn kquant_asym(x: &[f32], o: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8; 256] {
     let mut l = [0u8; 256];
     let mut scales = [0f32; 8];
@@ -287,6 +445,7 @@ fn kquant_asym(x: &[f32], o: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8
     l
 }
 
+#[inline(always)]
 fn q4_k(x: &[f32], o: &mut [u8]) {
     let l = kquant_asym(x, o, 15, -1.0, 20);
     let qs = &mut o[16..144];
@@ -297,6 +456,7 @@ fn q4_k(x: &[f32], o: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn q5_k(x: &[f32], o: &mut [u8]) {
     let l = kquant_asym(x, o, 31, -0.5, 15);
     let (qh, qs) = o[16..176].split_at_mut(32);
@@ -322,6 +482,7 @@ fn q5_k(x: &[f32], o: &mut [u8]) {
 }
 
 /// Symmetric scale search (`make_qx_quants` with weights x², no early return). Codes stored as l + nmax.
+#[inline(always)]
 fn make_qx(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
     let n = x.len();
     let (mut max, mut amax) = (0f32, 0f32);
@@ -370,6 +531,7 @@ fn make_qx(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
     scale
 }
 
+#[inline(always)]
 fn q6_k(x: &[f32], o: &mut [u8]) {
     let mut l = [0i8; 256];
     let mut scales = [0f32; 16];
@@ -412,6 +574,226 @@ fn q6_k(x: &[f32], o: &mut [u8]) {
             ql[64 * k + i + 32] = (q(32) & 0xF) | ((q(96) & 0xF) << 4);
             qh[32 * k + i] = (q(0) >> 4) | ((q(32) >> 4) << 2) | ((q(64) >> 4) << 4) | ((q(96) >> 4) << 6);
         }
+    }
+}
+
+/// AVX2 versions of the legacy quantizers, one 32-value block in four 8-lane vectors. Every value is the
+/// scalar functions' f32 operation on the same operands (max/min/abs, one division per scale, multiply then
+/// add, truncation or round-half-away-from-zero, clamping), so the bytes are equal; blocks holding a NaN take
+/// the scalar functions instead, because their first-index and fold rules around NaN are not worth copying.
+/// The tests compare this path with the baseline build byte for byte, special values included.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{asym_nibbles, inv, q8_0, sym_nibbles, GgmlType};
+    use crate::quants::float::f32_to_f16;
+    use std::arch::x86_64::*;
+
+    /// Quantize whole blocks of a legacy type.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn legacy(ty: GgmlType, x: &[f32], o: &mut [u8]) {
+        let bb = ty.block_geometry().1;
+        for (xb, ob) in x.chunks_exact(32).zip(o.chunks_exact_mut(bb)) {
+            // SAFETY: `xb` holds 32 values and `ob` one block (chunks_exact); AVX2/F16C by this fn's contract.
+            let v = [
+                _mm256_loadu_ps(xb.as_ptr()),
+                _mm256_loadu_ps(xb.as_ptr().add(8)),
+                _mm256_loadu_ps(xb.as_ptr().add(16)),
+                _mm256_loadu_ps(xb.as_ptr().add(24)),
+            ];
+            if has_nan(&v) {
+                match ty {
+                    GgmlType::Q8_0 => q8_0(xb, ob),
+                    GgmlType::Q4_0 => sym_nibbles(xb, ob, 8.0, 15),
+                    GgmlType::Q5_0 => sym_nibbles(xb, ob, 16.0, 31),
+                    GgmlType::Q4_1 => asym_nibbles(xb, ob, 15),
+                    _ => asym_nibbles(xb, ob, 31),
+                }
+                continue;
+            }
+            match ty {
+                GgmlType::Q8_0 => block_q8_0(&v, ob),
+                GgmlType::Q4_0 => block_sym(&v, ob, 8.0, 15),
+                GgmlType::Q5_0 => block_sym(&v, ob, 16.0, 31),
+                GgmlType::Q4_1 => {
+                    if !block_asym(&v, ob, 15) {
+                        asym_nibbles(xb, ob, 15);
+                    }
+                }
+                _ => {
+                    if !block_asym(&v, ob, 31) {
+                        asym_nibbles(xb, ob, 31);
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn has_nan(v: &[__m256; 4]) -> bool {
+        let u = _mm256_or_ps(
+            _mm256_or_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v[0], v[0]), _mm256_cmp_ps::<_CMP_UNORD_Q>(v[1], v[1])),
+            _mm256_or_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v[2], v[2]), _mm256_cmp_ps::<_CMP_UNORD_Q>(v[3], v[3])),
+        );
+        _mm256_movemask_ps(u) != 0
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn abs(v: __m256) -> __m256 {
+        _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
+    }
+
+    /// Largest lane (no NaN in `v`).
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        _mm_cvtss_f32(m)
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn hmin(v: __m256) -> f32 {
+        let m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_min_ss(m, _mm_movehdup_ps(m));
+        _mm_cvtss_f32(m)
+    }
+
+    /// 32 integral f32 values in 0..=255 or -128..=127 (already clamped) as 32 bytes, in order.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn pack32(q: &[__m256; 4]) -> __m256i {
+        let i = [
+            _mm256_cvttps_epi32(q[0]),
+            _mm256_cvttps_epi32(q[1]),
+            _mm256_cvttps_epi32(q[2]),
+            _mm256_cvttps_epi32(q[3]),
+        ];
+        // packs works per 128-bit lane; the permute puts the 4-byte groups back in order.
+        let ab = _mm256_packs_epi32(i[0], i[1]);
+        let cd = _mm256_packs_epi32(i[2], i[3]);
+        let p = _mm256_packs_epi16(ab, cd);
+        _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
+
+    /// `f32::max(v, 0.0).min(hi)` per lane: `maxps` returns its second operand when the first is NaN, as
+    /// `f32::max(NaN, 0.0)` gives 0.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn clip(v: __m256, hi: f32) -> __m256 {
+        _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(hi))
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn trunc(v: __m256) -> __m256 {
+        _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v)
+    }
+
+    /// Low nibbles of q[0..16] | high nibbles of q[16..32]; for 5-bit codes the u32 of 5th bits first.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn store_nibbles(q: __m256i, o: &mut [u8], at: usize, five_bits: bool) {
+        let mut at = at;
+        if five_bits {
+            // Bit 4 of each byte to bit 7 (16-bit shifts only spill the low byte's top bits into the
+            // high byte's low bits), then one bit per byte.
+            let qh = _mm256_movemask_epi8(_mm256_slli_epi16::<3>(q)) as u32;
+            o[at..at + 4].copy_from_slice(&qh.to_le_bytes());
+            at += 4;
+        }
+        let m = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(_mm256_castsi256_si128(q), m);
+        let hi = _mm_and_si128(_mm256_extracti128_si256::<1>(q), m);
+        let r = _mm_or_si128(lo, _mm_slli_epi16::<4>(hi));
+        let dst = &mut o[at..at + 16];
+        // SAFETY: `dst` is 16 bytes; unaligned store.
+        _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, r);
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn block_q8_0(v: &[__m256; 4], o: &mut [u8]) {
+        let a = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+        let d = hmax(a) / 127.0;
+        let id = _mm256_set1_ps(inv(d));
+        o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        let sign = _mm256_set1_ps(-0.0);
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let mut q = [_mm256_setzero_ps(); 4];
+        for k in 0..4 {
+            let p = _mm256_mul_ps(v[k], id);
+            // Round half away from zero on |p| (floor, then +1 when the exact fraction is >= 0.5), sign back.
+            let a = abs(p);
+            let f = _mm256_floor_ps(a);
+            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, f), half), one);
+            let r = _mm256_or_ps(_mm256_add_ps(f, up), _mm256_and_ps(p, sign));
+            // `as i8`: saturate, NaN to 0.
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(r, r);
+            let c = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
+            q[k] = _mm256_andnot_ps(nan, c);
+        }
+        let dst = &mut o[2..34];
+        // SAFETY: `dst` is 32 bytes; unaligned store.
+        _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, pack32(&q));
+    }
+
+    /// Q4_0/Q5_0: d = (the first value of largest magnitude) / -off.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn block_sym(v: &[__m256; 4], o: &mut [u8], off: f32, qmax: u8) {
+        let a = [abs(v[0]), abs(v[1]), abs(v[2]), abs(v[3])];
+        let amax = _mm256_set1_ps(hmax(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]))));
+        let mut hits = 0u32;
+        for k in 0..4 {
+            hits |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a[k], amax)) as u32) << (8 * k);
+        }
+        let imax = hits.trailing_zeros() as usize; // some lane equals the maximum: no NaN here
+        let mut lanes = [0f32; 32];
+        for k in 0..4 {
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), v[k]);
+        }
+        let d = lanes[imax] / -off;
+        let id = _mm256_set1_ps(inv(d));
+        let c = _mm256_set1_ps(off + 0.5);
+        let mut q = [_mm256_setzero_ps(); 4];
+        for k in 0..4 {
+            q[k] = clip(trunc(_mm256_add_ps(_mm256_mul_ps(v[k], id), c)), qmax as f32);
+        }
+        o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        store_nibbles(pack32(&q), o, 2, qmax > 15);
+    }
+
+    /// Q4_1/Q5_1: d = (max - min) / qmax, m = min. Returns false, writing nothing, when the max or the min is
+    /// a zero: which of +0 and -0 a max/min fold keeps is up to its operand order, so the scalar fold decides.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn block_asym(v: &[__m256; 4], o: &mut [u8], qmax: u8) -> bool {
+        let max = hmax(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+        let min = hmin(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+        if max == 0.0 || min == 0.0 {
+            return false;
+        }
+        let d = (max - min) / qmax as f32;
+        let id = _mm256_set1_ps(inv(d));
+        let mn = _mm256_set1_ps(min);
+        let half = _mm256_set1_ps(0.5);
+        let mut q = [_mm256_setzero_ps(); 4];
+        for k in 0..4 {
+            q[k] = clip(trunc(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], mn), id), half)), qmax as f32);
+        }
+        o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        o[2..4].copy_from_slice(&f32_to_f16(min).to_le_bytes());
+        store_nibbles(pack32(&q), o, 4, qmax > 15);
+        true
     }
 }
 
@@ -458,6 +840,65 @@ mod tests {
         }
     }
 
+    /// Every path and thread count gives the same bytes as the baseline build on one thread, for signals,
+    /// special values (±0, subnormals, huge, ±Inf, NaN) and blocks that are constant or nearly so.
+    #[test]
+    fn paths_and_threads_agree_byte_for_byte() {
+        let mut x = signal(256 * 96, 7);
+        let specials = [0.0f32, -0.0, 1e-40, -1e-40, 65504.0, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        for (i, v) in x.iter_mut().enumerate().skip(256 * 8).step_by(37).take(200) {
+            *v = specials[i % specials.len()];
+        }
+        x[256 * 20..256 * 21].fill(0.25); // constant block
+        x[256 * 21..256 * 22].fill(-0.0);
+        for (i, v) in x[256 * 22..256 * 23].iter_mut().enumerate() {
+            *v = 1.0 + (i % 2) as f32 * f32::EPSILON;
+        }
+        // Zero extremes of both signs (which zero a max/min keeps depends on operand order).
+        for (i, v) in x[256 * 23..256 * 24].iter_mut().enumerate() {
+            *v = match i % 5 {
+                0 => 0.0,
+                1 => -0.0,
+                _ => (i % 7) as f32 * if i < 128 { 0.1 } else { -0.1 },
+            };
+        }
+        // Values that scale to exact halves and to just below them (the rounding rules' edges).
+        // With a block maximum of 127, Q8_0's scale is exactly 1, so these hit round-half-away's edges.
+        for (i, v) in x[256 * 24..256 * 25].iter_mut().enumerate() {
+            let k = (i % 32) as f32 - 16.0;
+            *v = match i % 32 {
+                0 => 127.0,
+                j if j % 3 == 0 => k + 0.5,
+                j if j % 3 == 1 => (k + 0.5) * (1.0 - f32::EPSILON),
+                _ => k - 0.5,
+            };
+        }
+        let paths: Vec<Path> =
+            [Path::Scalar, Path::Avx2, Path::Avx512, Path::Neon].into_iter().filter(|p| p.available()).collect();
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ] {
+            let want = quantize_with(ty, &x, Path::Scalar, Some(1)).unwrap();
+            for &path in &paths {
+                for threads in [Some(1), Some(3), None] {
+                    let got = quantize_with(ty, &x, path, threads).unwrap();
+                    let bad = want.iter().zip(&got).position(|(a, b)| a != b);
+                    assert!(bad.is_none(), "{ty} {path:?} {threads:?}: first differing byte {bad:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn known_values() {
         // Q8_0 of 0..31: d = 31/127, codes round(x * 127/31).
@@ -483,6 +924,13 @@ mod tests {
         assert_eq!(quantize(GgmlType::IQ2XXS, &[0.0; 256]), Err(QuantizeError::Unsupported { ty: GgmlType::IQ2XXS }));
         let mut out = [0u8; 10];
         assert!(matches!(quantize_into(GgmlType::Q8_0, &[0.0; 32], &mut out), Err(QuantizeError::OutputLength { .. })));
+        let missing = [Path::Avx2, Path::Avx512, Path::Neon].into_iter().find(|p| !p.available());
+        if let Some(path) = missing {
+            assert_eq!(
+                quantize_with(GgmlType::Q8_0, &[0.0; 32], path, None),
+                Err(QuantizeError::PathUnavailable { path })
+            );
+        }
         // Non-finite input does not panic.
         for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q6K] {
             let mut x = vec![1.0f32; 256];
