@@ -131,8 +131,19 @@ fn quantize<'py>(
     }
     check_aligned(&src, "array")?;
     let s = src.as_slice().map_err(|_| PyValueError::new_err("array must be C-contiguous"))?;
-    let v = py.detach(|| quants::quantize_with(ty, s, Path::Auto, threads)).map_err(q_err)?;
-    Ok(PyArray1::from_vec(py, v))
+    let (be, bb) = ty.block_geometry();
+    if s.len() % be != 0 {
+        return Err(q_err(QuantizeError::PartialBlock { ty, len: s.len(), block: be }));
+    }
+    // The output is a numpy allocation (numpy asks the kernel for huge pages on large arrays; a Vec's 4 KiB
+    // pages cost 1.2 ns per BF16 value in first-touch faults at 16 Mi values on the dev VM, 4x the work).
+    let out = PyArray1::<u8>::zeros(py, s.len() / be * bb, false);
+    {
+        let mut rw = out.readwrite();
+        let o = rw.as_slice_mut().map_err(|_| PyValueError::new_err("internal: new array not contiguous"))?;
+        py.detach(|| quants::quantize_into_with(ty, s, o, Path::Auto, threads)).map_err(q_err)?;
+    }
+    Ok(out)
 }
 
 /// `out = x · Wᵀ` with `W` (`n × k`) kept packed: `x` a contiguous float32 array of `m × k` values, `w` the
