@@ -192,7 +192,9 @@ def quantize(array: Any, ggml_type: Any, threads: Optional[int] = None) -> np.nd
     Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (bit-exact with gguf-py's ``gguf.quants.quantize``)
     and Q4_K, Q5_K, Q6_K (ggml's reference quantizer). The last dimension must be a multiple of the block size.
     Returns shape ``(*array.shape[:-1], bytes_per_row)``. ``threads``: worker threads (None: one per core);
-    the bytes do not depend on it.
+    the bytes do not depend on it. One known difference from gguf-py: a Q4_1/Q5_1 block whose minimum (or
+    maximum) is a zero present with both signs stores the sign of that zero as numpy's max/min reduction
+    happens to leave it, which depends on the CPU numpy runs on; fastquant's choice is fixed.
     """
     tid, name, block_elems, block_bytes, _ = _type_info(ggml_type)
     if _is_torch_tensor(array):
