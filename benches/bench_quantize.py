@@ -59,7 +59,7 @@ def main():
     x = rng.standard_normal((args.rows, ROW)).astype(np.float32)
     x *= rng.uniform(1e-2, 10, (args.rows, 1)).astype(np.float32)
     n = x.size
-    half = args.rows // 2
+    halves = np.array_split(x, 2)  # gguf-py's 2-thread rows: one half of the rows per Python thread
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.machine()}, {platform.system()} "
           f"{platform.release()}, fastquant SIMD path {_core.simd_path()}")
@@ -102,8 +102,7 @@ def main():
                 if th == 1:
                     gpy.append(clock(lambda: gguf.quants.quantize(x, qt)))
                 else:
-                    gpy.append(clock(lambda: list(_POOL.map(
-                        lambda i: gguf.quants.quantize(x[i * half:(i + 1) * half], qt), (0, 1)))))
+                    gpy.append(clock(lambda: list(_POOL.map(lambda part: gguf.quants.quantize(part, qt), halves))))
                 ts["fq"].append(clock(lambda: fg.quantize(x, name, threads=th)))
             fq = statistics.median(ts["fq"])
             cells = [f"{name:5} {th:>3} | {fq / n * 1e9:9.3f}"]

@@ -15,7 +15,10 @@ fn dq_err(e: DequantError) -> PyErr {
 }
 
 fn q_err(e: QuantizeError) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    match e {
+        QuantizeError::ThreadPool(_) => pyo3::exceptions::PyRuntimeError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
 }
 
 fn parse_path(path: &str) -> PyResult<Path> {
@@ -131,13 +134,21 @@ fn quantize<'py>(
     }
     check_aligned(&src, "array")?;
     let s = src.as_slice().map_err(|_| PyValueError::new_err("array must be C-contiguous"))?;
+    if !quants::has_quantizer(ty) {
+        return Err(q_err(QuantizeError::Unsupported { ty }));
+    }
     let (be, bb) = ty.block_geometry();
     if s.len() % be != 0 {
         return Err(q_err(QuantizeError::PartialBlock { ty, len: s.len(), block: be }));
     }
-    // The output is a numpy allocation (numpy asks the kernel for huge pages on large arrays; a Vec's 4 KiB
-    // pages cost 1.2 ns per BF16 value in first-touch faults at 16 Mi values on the dev VM, 4x the work).
-    let out = PyArray1::<u8>::zeros(py, s.len() / be * bb, false);
+    // The output is allocated by numpy: it asks the kernel for huge pages on large arrays (a Vec's 4 KiB pages
+    // cost 1.2 ns per BF16 value in first-touch faults at 16 Mi values on the dev VM, 4x the work), and
+    // through a Python call a failed allocation is a MemoryError rather than a panic.
+    let out = py
+        .import("numpy")?
+        .call_method1("zeros", (s.len() / be * bb, "uint8"))?
+        .cast_into::<PyArray1<u8>>()
+        .map_err(|e| PyValueError::new_err(format!("internal: numpy.zeros gave {e}")))?;
     {
         let mut rw = out.readwrite();
         let o = rw.as_slice_mut().map_err(|_| PyValueError::new_err("internal: new array not contiguous"))?;

@@ -25,13 +25,26 @@ pub enum QuantizeError {
 }
 
 /// Whether `ty` has a quantizer.
-fn supported(ty: GgmlType) -> bool {
+pub fn has_quantizer(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(ty, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q5_0 | Q4_1 | Q5_1 | Q4K | Q5K | Q6K)
 }
 
 /// Input values per parallel task (whole blocks): 64 KiB of f32.
 const TASK_ELEMS: usize = 16 * 1024;
+
+/// A K-quant block with every NaN replaced by the one quiet NaN pattern. ggml's `nearest_int` reads a NaN's
+/// payload bits, and when an input NaN meets one the arithmetic made (Inf * 0), which payload survives is up
+/// to operand order, which the compiler may change between builds; with one NaN pattern in the input every
+/// surviving NaN has the same payload bits, so the bytes cannot depend on the path.
+#[inline(always)]
+fn canonical_nans(xb: &[f32]) -> [f32; 256] {
+    let mut c = [0f32; 256];
+    for (ci, &v) in c.iter_mut().zip(xb) {
+        *ci = if v.is_nan() { f32::NAN } else { v };
+    }
+    c
+}
 
 /// Quantize whole blocks: `x` holds `o.len() / block_bytes` blocks of `ty` (checked by the callers).
 /// `#[inline(always)]` so that [`blocks_avx2`] compiles the block functions with its instructions.
@@ -45,6 +58,18 @@ fn blocks_generic(ty: GgmlType, x: &[f32], o: &mut [u8]) {
         ($f:ident) => {
             for (xb, ob) in x.chunks_exact(be).zip(o.chunks_exact_mut(bb)) {
                 $f(xb, ob);
+            }
+        };
+    }
+    // K-quant blocks holding a NaN go through `canonical_nans` first.
+    macro_rules! each_kquant {
+        ($f:ident) => {
+            for (xb, ob) in x.chunks_exact(be).zip(o.chunks_exact_mut(bb)) {
+                if xb.iter().any(|v| v.is_nan()) {
+                    $f(&canonical_nans(xb), ob);
+                } else {
+                    $f(xb, ob);
+                }
             }
         };
     }
@@ -69,10 +94,10 @@ fn blocks_generic(ty: GgmlType, x: &[f32], o: &mut [u8]) {
         Q5_0 => each!(q5_0),
         Q4_1 => each!(q4_1),
         Q5_1 => each!(q5_1),
-        Q4K => each!(q4_k),
-        Q5K => each!(q5_k),
-        Q6K => each!(q6_k),
-        _ => unreachable!("callers check `supported`"),
+        Q4K => each_kquant!(q4_k),
+        Q5K => each_kquant!(q5_k),
+        Q6K => each_kquant!(q6_k),
+        _ => unreachable!("callers check `has_quantizer`"),
     }
 }
 
@@ -90,36 +115,46 @@ unsafe fn blocks_avx2(ty: GgmlType, x: &[f32], o: &mut [u8]) {
 }
 
 /// F16/BF16 through the SIMD slice conversions (the same rounding as `f32_to_f16`/`f32_to_bf16`, tested).
+///
+/// # Safety
+/// `path` is `Avx2` or `Avx512` and available on this CPU.
 #[cfg(target_arch = "x86_64")]
-fn halves_simd(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
-    let mut h16 = [half::f16::ZERO; 2048];
-    let mut hb = [half::bf16::ZERO; 2048];
-    for (xc, oc) in x.chunks(2048).zip(o.chunks_mut(4096)) {
-        let n = xc.len();
-        // SAFETY: `path` is Avx2/Avx512 and available (checked by the caller of `run`), and both slices have
-        // `n` elements.
-        if ty == GgmlType::F16 {
-            unsafe { super::x86::f32_to_f16_slice(xc, &mut h16[..n], path) };
-            for (v, ob) in h16[..n].iter().zip(oc.chunks_exact_mut(2)) {
+unsafe fn halves_simd(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
+    if ty == GgmlType::F16 {
+        let mut h = [half::f16::ZERO; 2048];
+        for (xc, oc) in x.chunks(2048).zip(o.chunks_mut(4096)) {
+            let h = &mut h[..xc.len()];
+            // SAFETY: the path's features (this function's contract); both slices have xc.len() elements.
+            unsafe { super::x86::f32_to_f16_slice(xc, h, path) };
+            for (v, ob) in h.iter().zip(oc.chunks_exact_mut(2)) {
                 ob.copy_from_slice(&v.to_bits().to_le_bytes());
             }
-        } else {
-            unsafe { super::x86::f32_to_bf16_slice(xc, &mut hb[..n], path) };
-            for (v, ob) in hb[..n].iter().zip(oc.chunks_exact_mut(2)) {
+        }
+    } else {
+        let mut h = [half::bf16::ZERO; 2048];
+        for (xc, oc) in x.chunks(2048).zip(o.chunks_mut(4096)) {
+            let h = &mut h[..xc.len()];
+            // SAFETY: as above.
+            unsafe { super::x86::f32_to_bf16_slice(xc, h, path) };
+            for (v, ob) in h.iter().zip(oc.chunks_exact_mut(2)) {
                 ob.copy_from_slice(&v.to_bits().to_le_bytes());
             }
         }
     }
 }
 
-/// Quantize a whole-block piece on `path` (a resolved, available path).
-fn run(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
+/// Quantize a whole-block piece on `path`.
+///
+/// # Safety
+/// `path` is resolved (not `Auto`) and available on this CPU.
+unsafe fn run(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
     #[cfg(target_arch = "x86_64")]
     if matches!(path, Path::Avx2 | Path::Avx512) {
         if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
-            halves_simd(ty, x, o, path);
+            // SAFETY: the path is available (this function's contract).
+            unsafe { halves_simd(ty, x, o, path) };
         } else if matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1) {
-            // SAFETY: as below.
+            // SAFETY: both x86 SIMD paths include AVX2 and F16C, and the path is available.
             unsafe { simd::legacy(ty, x, o) };
         } else {
             // SAFETY: both paths include AVX2, F16C and SSE4.1 and were checked available by the caller.
@@ -138,7 +173,8 @@ pub fn quantize_into(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qu
 
 /// As [`quantize_into`], on a chosen code path (the SIMD paths compile the same arithmetic with wider
 /// instructions; a path the CPU lacks is refused) and `threads` threads (`None`: rayon's global pool, one per
-/// core). Tasks are whole blocks, so the result does not depend on the path or the thread count.
+/// core, or the pool the caller already runs in). Tasks are whole blocks, so the result does not depend on
+/// the path or the thread count.
 pub fn quantize_into_with(
     ty: GgmlType,
     src: &[f32],
@@ -146,7 +182,7 @@ pub fn quantize_into_with(
     path: Path,
     threads: Option<usize>,
 ) -> Result<(), QuantizeError> {
-    if !supported(ty) {
+    if !has_quantizer(ty) {
         return Err(QuantizeError::Unsupported { ty });
     }
     let (be, bb) = ty.block_geometry();
@@ -164,12 +200,16 @@ pub fn quantize_into_with(
     let task = (TASK_ELEMS / be).max(1);
     let n_threads = threads.unwrap_or_else(rayon::current_num_threads).max(1);
     if n_threads == 1 || src.len() <= task * be {
-        run(ty, src, dst, path);
+        // SAFETY: `path` was checked available above and resolved.
+        unsafe { run(ty, src, dst, path) };
         return Ok(());
     }
     let mut work = || {
         use rayon::prelude::*;
-        src.par_chunks(task * be).zip(dst.par_chunks_mut(task * bb)).for_each(|(x, o)| run(ty, x, o, path));
+        src.par_chunks(task * be).zip(dst.par_chunks_mut(task * bb)).for_each(|(x, o)| {
+            // SAFETY: as above.
+            unsafe { run(ty, x, o, path) }
+        });
     };
     match threads {
         None => work(),
@@ -185,7 +225,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantizeError> {
 
 /// As [`quantize`], with [`quantize_into_with`]'s path and threads.
 pub fn quantize_with(ty: GgmlType, src: &[f32], path: Path, threads: Option<usize>) -> Result<Vec<u8>, QuantizeError> {
-    if !supported(ty) {
+    if !has_quantizer(ty) {
         return Err(QuantizeError::Unsupported { ty });
     }
     let (be, bb) = ty.block_geometry();
@@ -270,8 +310,17 @@ fn sym_nibbles(x: &[f32], o: &mut [u8], off: f32, qmax: u8) {
 /// Q4_1 (max 15) and Q5_1 (max 31): d = (max - min) / qmax, m = min.
 #[inline(always)]
 fn asym_nibbles(x: &[f32], o: &mut [u8], qmax: u8) {
-    let max = x[..32].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let min = x[..32].iter().copied().fold(f32::INFINITY, f32::min);
+    // Plain comparisons, not f32::max/min: NaNs are skipped and, on ties between +0 and -0, the first zero
+    // in the block is kept, both guaranteed by the language (f32::max leaves the zero's sign unspecified).
+    let (mut max, mut min) = (f32::NEG_INFINITY, f32::INFINITY);
+    for &v in &x[..32] {
+        if v > max {
+            max = v;
+        }
+        if v < min {
+            min = v;
+        }
+    }
     let d = (max - min) / qmax as f32;
     let id = inv(d);
     let mut q = [0u8; 32];
@@ -594,6 +643,7 @@ mod simd {
     /// The CPU has AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
     pub(super) unsafe fn legacy(ty: GgmlType, x: &[f32], o: &mut [u8]) {
+        debug_assert!(matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1));
         let bb = ty.block_geometry().1;
         for (xb, ob) in x.chunks_exact(32).zip(o.chunks_exact_mut(bb)) {
             // SAFETY: `xb` holds 32 values and `ob` one block (chunks_exact); AVX2/F16C by this fn's contract.
@@ -666,7 +716,8 @@ mod simd {
         _mm_cvtss_f32(m)
     }
 
-    /// 32 integral f32 values in 0..=255 or -128..=127 (already clamped) as 32 bytes, in order.
+    /// 32 integral f32 values already clamped to -128..=127 or 0..=127 (the signed saturating packs would
+    /// turn 128..=255 into 127) as 32 bytes, in order.
     #[target_feature(enable = "avx2,f16c")]
     #[inline]
     unsafe fn pack32(q: &[__m256; 4]) -> __m256i {
@@ -863,6 +914,12 @@ mod tests {
             };
         }
         // Values that scale to exact halves and to just below them (the rounding rules' edges).
+        // NaNs with payloads (and a signalling one) next to infinities: the arithmetic makes NaNs of its own.
+        x[256 * 25..256 * 26].fill(0.0);
+        x[256 * 25 + 143] = f32::NEG_INFINITY;
+        x[256 * 25 + 233] = f32::from_bits(0x7f80_0001);
+        x[256 * 26 + 7] = f32::INFINITY;
+        x[256 * 26 + 99] = f32::from_bits(0xffc0_1234);
         // With a block maximum of 127, Q8_0's scale is exactly 1, so these hit round-half-away's edges.
         for (i, v) in x[256 * 24..256 * 25].iter_mut().enumerate() {
             let k = (i % 32) as f32 - 16.0;
