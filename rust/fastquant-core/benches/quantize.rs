@@ -2,22 +2,9 @@
 //! split. Run: cargo bench -p fastquant-core --bench quantize [-- <filter>]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fastquant_core::quants::{quantize_into_with, GgmlType, Path};
+use fastquant_core::quants::{quantize_into_with, Path, QUANTIZE_TYPES};
 
 const ELEMS: usize = 1 << 20; // 1 Mi values per call (4 MiB of f32 input)
-
-const TYPES: [GgmlType; 10] = [
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
 
 /// A normal-ish signal (sum of uniforms) with a per-256-value scale, like a weight matrix's rows.
 fn input() -> Vec<f32> {
@@ -41,7 +28,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantize");
     g.sample_size(10);
     g.throughput(Throughput::Bytes((ELEMS * 4) as u64));
-    for ty in TYPES {
+    for ty in QUANTIZE_TYPES {
         let (be, bb) = ty.block_geometry();
         let mut out = vec![0u8; ELEMS / be * bb];
         for path in [Path::Scalar, Path::Avx2, Path::Avx512, Path::Neon] {

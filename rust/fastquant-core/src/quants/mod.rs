@@ -47,7 +47,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rayon::prelude::*;
 
 pub use matmul::{linear_fused, FusedError};
-pub use quantize::{has_quantizer, quantize, quantize_into, quantize_into_with, quantize_with, QuantizeError};
+pub use quantize::{
+    has_quantizer, quantize, quantize_into, quantize_into_with, quantize_with, quantized_len, QuantizeError, QUANTIZE_TYPES,
+};
 pub use types::{GgmlType, ALL_TYPES};
 
 /// One ggml block layout: `ELEMS` values stored in `BYTES` bytes.

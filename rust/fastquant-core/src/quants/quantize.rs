@@ -6,7 +6,7 @@
 //! Inputs are expected to be finite; NaN/Inf inputs give some output without panicking, but the bytes are not
 //! promised to equal any peer's (gguf-py's own result for them depends on numpy's float→uint8 cast).
 
-use super::float::{f16_to_f32, f32_to_bf16, f32_to_f16};
+use super::float::{f16_to_f32, f32_to_f16};
 use super::kquants::scale_min_k4;
 use super::{GgmlType, Path};
 
@@ -24,10 +24,36 @@ pub enum QuantizeError {
     ThreadPool(String),
 }
 
+/// The types [`quantize`] can produce.
+pub const QUANTIZE_TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
 /// Whether `ty` has a quantizer.
 pub fn has_quantizer(ty: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(ty, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q5_0 | Q4_1 | Q5_1 | Q4K | Q5K | Q6K)
+    QUANTIZE_TYPES.contains(&ty)
+}
+
+/// Bytes that `n_values` values quantize to as `ty`, or why they cannot be quantized.
+pub fn quantized_len(ty: GgmlType, n_values: usize) -> Result<usize, QuantizeError> {
+    if !has_quantizer(ty) {
+        return Err(QuantizeError::Unsupported { ty });
+    }
+    let (be, bb) = ty.block_geometry();
+    if n_values % be != 0 {
+        return Err(QuantizeError::PartialBlock { ty, len: n_values, block: be });
+    }
+    Ok(n_values / be * bb)
 }
 
 /// Input values per parallel task (whole blocks): 64 KiB of f32.
@@ -79,16 +105,6 @@ fn blocks_generic(ty: GgmlType, x: &[f32], o: &mut [u8]) {
                 ob.copy_from_slice(&v.to_le_bytes());
             }
         }
-        F16 => {
-            for (v, ob) in x.iter().zip(o.chunks_exact_mut(2)) {
-                ob.copy_from_slice(&f32_to_f16(*v).to_le_bytes());
-            }
-        }
-        BF16 => {
-            for (v, ob) in x.iter().zip(o.chunks_exact_mut(2)) {
-                ob.copy_from_slice(&f32_to_bf16(*v).to_le_bytes());
-            }
-        }
         Q8_0 => each!(q8_0),
         Q4_0 => each!(q4_0),
         Q5_0 => each!(q5_0),
@@ -97,7 +113,7 @@ fn blocks_generic(ty: GgmlType, x: &[f32], o: &mut [u8]) {
         Q4K => each_kquant!(q4_k),
         Q5K => each_kquant!(q5_k),
         Q6K => each_kquant!(q6_k),
-        _ => unreachable!("callers check `has_quantizer`"),
+        _ => unreachable!("callers check `has_quantizer`; F16/BF16 go through `halves`"),
     }
 }
 
@@ -114,31 +130,15 @@ unsafe fn blocks_avx2(ty: GgmlType, x: &[f32], o: &mut [u8]) {
     blocks_generic(ty, x, o)
 }
 
-/// F16/BF16 through the SIMD slice conversions (the same rounding as `f32_to_f16`/`f32_to_bf16`, tested).
-///
-/// # Safety
-/// `path` is `Avx2` or `Avx512` and available on this CPU.
-#[cfg(target_arch = "x86_64")]
-unsafe fn halves_simd(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
-    if ty == GgmlType::F16 {
-        let mut h = [half::f16::ZERO; 2048];
-        for (xc, oc) in x.chunks(2048).zip(o.chunks_mut(4096)) {
-            let h = &mut h[..xc.len()];
-            // SAFETY: the path's features (this function's contract); both slices have xc.len() elements.
-            unsafe { super::x86::f32_to_f16_slice(xc, h, path) };
-            for (v, ob) in h.iter().zip(oc.chunks_exact_mut(2)) {
-                ob.copy_from_slice(&v.to_bits().to_le_bytes());
-            }
-        }
-    } else {
-        let mut h = [half::bf16::ZERO; 2048];
-        for (xc, oc) in x.chunks(2048).zip(o.chunks_mut(4096)) {
-            let h = &mut h[..xc.len()];
-            // SAFETY: as above.
-            unsafe { super::x86::f32_to_bf16_slice(xc, h, path) };
-            for (v, ob) in h.iter().zip(oc.chunks_exact_mut(2)) {
-                ob.copy_from_slice(&v.to_bits().to_le_bytes());
-            }
+/// F16/BF16: the crate's f32 → half slice conversion (`OutElem::from_f32_slice`, SIMD on the x86 paths, the
+/// scalar `f32_to_f16`/`f32_to_bf16` otherwise; tested equal), through an L1 scratch into the byte output.
+fn halves<T: super::OutElem + Default>(x: &[f32], o: &mut [u8], path: Path, bits: fn(T) -> u16) {
+    let mut h = [T::default(); 2048];
+    for (xc, oc) in x.chunks(2048).zip(o.chunks_mut(4096)) {
+        let h = &mut h[..xc.len()];
+        T::from_f32_slice(xc, h, path);
+        for (v, ob) in h.iter().zip(oc.chunks_exact_mut(2)) {
+            ob.copy_from_slice(&bits(*v).to_le_bytes());
         }
     }
 }
@@ -148,12 +148,14 @@ unsafe fn halves_simd(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
 /// # Safety
 /// `path` is resolved (not `Auto`) and available on this CPU.
 unsafe fn run(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
+    match ty {
+        GgmlType::F16 => return halves(x, o, path, half::f16::to_bits),
+        GgmlType::BF16 => return halves(x, o, path, half::bf16::to_bits),
+        _ => {}
+    }
     #[cfg(target_arch = "x86_64")]
     if matches!(path, Path::Avx2 | Path::Avx512) {
-        if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
-            // SAFETY: the path is available (this function's contract).
-            unsafe { halves_simd(ty, x, o, path) };
-        } else if matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1) {
+        if matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1) {
             // SAFETY: both x86 SIMD paths include AVX2 and F16C, and the path is available.
             unsafe { simd::legacy(ty, x, o) };
         } else {
@@ -182,14 +184,8 @@ pub fn quantize_into_with(
     path: Path,
     threads: Option<usize>,
 ) -> Result<(), QuantizeError> {
-    if !has_quantizer(ty) {
-        return Err(QuantizeError::Unsupported { ty });
-    }
+    let expected = quantized_len(ty, src.len())?;
     let (be, bb) = ty.block_geometry();
-    if src.len() % be != 0 {
-        return Err(QuantizeError::PartialBlock { ty, len: src.len(), block: be });
-    }
-    let expected = src.len() / be * bb;
     if dst.len() != expected {
         return Err(QuantizeError::OutputLength { ty, expected, got: dst.len() });
     }
@@ -225,14 +221,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantizeError> {
 
 /// As [`quantize`], with [`quantize_into_with`]'s path and threads.
 pub fn quantize_with(ty: GgmlType, src: &[f32], path: Path, threads: Option<usize>) -> Result<Vec<u8>, QuantizeError> {
-    if !has_quantizer(ty) {
-        return Err(QuantizeError::Unsupported { ty });
-    }
-    let (be, bb) = ty.block_geometry();
-    if src.len() % be != 0 {
-        return Err(QuantizeError::PartialBlock { ty, len: src.len(), block: be });
-    }
-    let mut out = vec![0u8; src.len() / be * bb];
+    let mut out = vec![0u8; quantized_len(ty, src.len())?];
     quantize_into_with(ty, src, &mut out, path, threads)?;
     Ok(out)
 }
@@ -932,19 +921,7 @@ mod tests {
         }
         let paths: Vec<Path> =
             [Path::Scalar, Path::Avx2, Path::Avx512, Path::Neon].into_iter().filter(|p| p.available()).collect();
-        for ty in [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q4K,
-            GgmlType::Q5K,
-            GgmlType::Q6K,
-        ] {
+        for ty in QUANTIZE_TYPES {
             let want = quantize_with(ty, &x, Path::Scalar, Some(1)).unwrap();
             for &path in &paths {
                 for threads in [Some(1), Some(3), None] {
