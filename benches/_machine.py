@@ -1,4 +1,5 @@
 """What every benchmark prints about the machine it ran on (imported by the scripts in this folder)."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ the same work through diffusers' quantizers; where diffusers refuses, the refusa
 
     PYTHONPATH=python python benches/bench_backends.py
 """
+
 from __future__ import annotations
 
 
@@ -144,8 +145,12 @@ def run_diffusers(folder, cfg_factory, x, ref, device):
             cfg.llm_int8_skip_modules = ["proj_out"]
         t = time.perf_counter()
         try:
-            model = Blocks.from_pretrained(folder, quantization_config=cfg, torch_dtype=torch.float32,
-                                           device_map=None if device == "cpu" else device)
+            model = Blocks.from_pretrained(
+                folder,
+                quantization_config=cfg,
+                torch_dtype=torch.float32,
+                device_map=None if device == "cpu" else device,
+            )
             model = model.to(device) if device == "cpu" and getattr(model, "hf_quantizer", None) is None else model
         except Exception as e:  # report diffusers' refusal as it is
             return f"{type(e).__name__}: {str(e).splitlines()[0][:110]}"
@@ -162,10 +167,12 @@ def rel(y, ref):
 
 def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
-          f"threads={torch.get_num_threads()} python={sys.version.split()[0]} torch={torch.__version__} "
-          f"diffusers={diffusers.__version__} device={device}"
-          + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
+        f"threads={torch.get_num_threads()} python={sys.version.split()[0]} torch={torch.__version__} "
+        f"diffusers={diffusers.__version__} device={device}"
+        + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
+    )
     torch.manual_seed(0)
     base = Blocks().eval()
     n_params = sum(p.numel() for p in base.parameters())
@@ -174,9 +181,11 @@ def main():
         ref = base.to(device)(x)
     timed_forward(base, x)
     float_fwd = timed_forward(base, x)
-    print(f"model: {DEPTH} MLP blocks {WIDTH}->{2 * WIDTH}->{WIDTH} + proj_out (kept float); {n_params / 1e6:.2f} M "
-          f"params, {model_bytes(base) / 2**20:.1f} MiB float32; input 32x{WIDTH}; float forward "
-          f"{float_fwd * 1e3:.2f} ms; median of {REPEATS} quantizations, 5 forwards")
+    print(
+        f"model: {DEPTH} MLP blocks {WIDTH}->{2 * WIDTH}->{WIDTH} + proj_out (kept float); {n_params / 1e6:.2f} M "
+        f"params, {model_bytes(base) / 2**20:.1f} MiB float32; input 32x{WIDTH}; float forward "
+        f"{float_fwd * 1e3:.2f} ms; median of {REPEATS} quantizations, 5 forwards"
+    )
     hdr = f"| {'backend':17s} | {'impl':9s} | {'quantize s':>10s} | {'MiB before':>10s} | {'MiB after':>9s} | {'rel. err':>8s} | {'fwd ms':>7s} |"
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
@@ -184,8 +193,10 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         base.to("cpu").save_pretrained(folder)
         for name, make_cfg in CASES:
-            for impl, fn in (("fastquant", lambda: run_fastquant(folder, make_cfg, x, ref, device)),
-                             ("diffusers", lambda: run_diffusers(folder, lambda: diffusers_cfg(name), x, ref, device))):
+            for impl, fn in (
+                ("fastquant", lambda: run_fastquant(folder, make_cfg, x, ref, device)),
+                ("diffusers", lambda: run_diffusers(folder, lambda: diffusers_cfg(name), x, ref, device)),
+            ):
                 try:
                     res = fn()
                 except Exception as e:
@@ -194,7 +205,9 @@ def main():
                     print(f"| {name:17s} | {impl:9s} | {res}")
                 else:
                     t, nbytes, err, fwd = res
-                    print(f"| {name:17s} | {impl:9s} | {t:10.3f} | {before:10.1f} | {nbytes / 2**20:9.1f} | {err:8.4f} | {fwd * 1e3:7.2f} |")
+                    print(
+                        f"| {name:17s} | {impl:9s} | {t:10.3f} | {before:10.1f} | {nbytes / 2**20:9.1f} | {err:8.4f} | {fwd * 1e3:7.2f} |"
+                    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ diffusers / fastquant measured in the same process. Prints the machine first.
 
     python benches/bench_config.py [--repeats 7] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,7 @@ import warnings
 
 
 from _machine import describe  # noqa: E402  (benches/ is on sys.path when a script here runs)
+
 
 def machine() -> str:
     return describe()
@@ -48,17 +50,23 @@ CASES = {
     "modelopt": {"quant_method": "modelopt", "quant_type": "FP8"},
 }
 
+
 # Second table: inputs diffusers can take for the backends where it fails on the dict above.
 def extra_cases():
     import torch
     import diffusers
     import fastquant
 
-    mo = {"quant_method": "modelopt", "quant_type": "FP8",
-          "modelopt_config": {"quant_cfg": {"*weight_quantizer": {"num_bits": [4, 3]}}, "algorithm": "max"}}
+    mo = {
+        "quant_method": "modelopt",
+        "quant_type": "FP8",
+        "modelopt_config": {"quant_cfg": {"*weight_quantizer": {"num_bits": [4, 3]}}, "algorithm": "max"},
+    }
     return {
-        "gguf (config object)": (fastquant.GGUFQuantizationConfig(compute_dtype=torch.bfloat16),
-                                 diffusers.GGUFQuantizationConfig(compute_dtype=torch.bfloat16)),
+        "gguf (config object)": (
+            fastquant.GGUFQuantizationConfig(compute_dtype=torch.bfloat16),
+            diffusers.GGUFQuantizationConfig(compute_dtype=torch.bfloat16),
+        ),
         "modelopt (dict with modelopt_config)": (mo, mo),
     }
 
@@ -101,8 +109,10 @@ def main() -> int:
 
     fq = fastquant.DiffusersAutoQuantizer
     print(f"machine: {machine()}")
-    print(f"fastquant {fastquant.__version__} (import {t_fq_import * 1e3:.1f} ms), "
-          f"diffusers {diffusers.__version__} (import of diffusers.quantizers {t_df_import:.2f} s)")
+    print(
+        f"fastquant {fastquant.__version__} (import {t_fq_import * 1e3:.1f} ms), "
+        f"diffusers {diffusers.__version__} (import of diffusers.quantizers {t_df_import:.2f} s)"
+    )
     print(f"median of {args.repeats} repeats, per call of from_config(dict)\n")
     print(f"{'backend':<20}{'fastquant':>12}{'diffusers':>12}{'speedup':>10}  target")
     rows = []
@@ -125,8 +135,16 @@ def main() -> int:
         need = 50.0 if name == "bitsandbytes_4bit" else 3.0
         ok = t_fq < 2e-6 and (ratio is None or ratio >= need)
         ok_all &= ok
-        rows.append({"backend": name, "fastquant_s": t_fq, "diffusers_s": t_df, "speedup": ratio, "target_speedup": need,
-                     "diffusers_error": None if not isinstance(b, Exception) else f"{type(b).__name__}: {b}"})
+        rows.append(
+            {
+                "backend": name,
+                "fastquant_s": t_fq,
+                "diffusers_s": t_df,
+                "speedup": ratio,
+                "target_speedup": need,
+                "diffusers_error": None if not isinstance(b, Exception) else f"{type(b).__name__}: {b}",
+            }
+        )
         df = f"{t_df * 1e6:9.2f} µs" if t_df else f"{'error':>12}"
         rt = f"{ratio:8.1f}×" if ratio else f"{'n/a':>9}"
         print(f"{name:<20}{t_fq * 1e6:9.2f} µs{df}{rt}  ≥{need:.0f}× and <2 µs: {'met' if ok else 'NOT MET'}")

@@ -21,6 +21,7 @@ Method (built for a noisy, shared machine):
 
     PYTHONPATH=python python benches/bench_dequant.py [--types Q4_0,Q4_K] [--elems N] [--reps R] [--no-slow]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,15 +41,58 @@ from _machine import cpu_model  # noqa: E402  (benches/ is on sys.path when a sc
 
 MEMORY_BOUND = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "TQ1_0", "TQ2_0", "F16", "BF16"]
 ALL = [
-    "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
-    "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0",
-    "MXFP4", "NVFP4", "Q1_0", "Q2_0",
+    "F16",
+    "BF16",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+    "Q2_K",
+    "Q3_K",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+    "Q8_K",
+    "IQ2_XXS",
+    "IQ2_XS",
+    "IQ2_S",
+    "IQ3_XXS",
+    "IQ3_S",
+    "IQ1_S",
+    "IQ1_M",
+    "IQ4_NL",
+    "IQ4_XS",
+    "TQ1_0",
+    "TQ2_0",
+    "MXFP4",
+    "NVFP4",
+    "Q1_0",
+    "Q2_0",
 ]
 SCALE_OFFSETS = {
-    "Q4_0": [0], "Q5_0": [0], "Q8_0": [0], "IQ4_NL": [0], "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0],
-    "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0], "IQ4_XS": [0], "Q1_0": [0], "Q2_0": [0],
-    "Q4_1": [0, 2], "Q5_1": [0, 2], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q2_K": [80, 82], "Q3_K": [108],
-    "Q6_K": [208], "TQ1_0": [52], "TQ2_0": [64],
+    "Q4_0": [0],
+    "Q5_0": [0],
+    "Q8_0": [0],
+    "IQ4_NL": [0],
+    "IQ2_XXS": [0],
+    "IQ2_XS": [0],
+    "IQ2_S": [0],
+    "IQ3_XXS": [0],
+    "IQ3_S": [0],
+    "IQ1_S": [0],
+    "IQ4_XS": [0],
+    "Q1_0": [0],
+    "Q2_0": [0],
+    "Q4_1": [0, 2],
+    "Q5_1": [0, 2],
+    "Q4_K": [0, 2],
+    "Q5_K": [0, 2],
+    "Q2_K": [80, 82],
+    "Q3_K": [108],
+    "Q6_K": [208],
+    "TQ1_0": [52],
+    "TQ2_0": [64],
 }
 LIB_ROW = 4096
 COPY_BYTES = 256 << 20
@@ -61,8 +105,10 @@ def machine() -> str:
         mem = f", {int(mem) / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration):
         mem = ""
-    return (f"{model}, {os.cpu_count()} logical cores{mem}, {platform.machine()}, {platform.system()} "
-            f"{platform.release()}, fastquant SIMD path {_core.simd_path()}")
+    return (
+        f"{model}, {os.cpu_count()} logical cores{mem}, {platform.machine()}, {platform.system()} "
+        f"{platform.release()}, fastquant SIMD path {_core.simd_path()}"
+    )
 
 
 def loadavg() -> str:
@@ -111,7 +157,7 @@ def fresh_floor(n: int, th: int) -> None:
         a.fill(0)
     else:
         h = n // 2
-        split2(lambda i: a[i * h:(i + 1) * h].fill(0))
+        split2(lambda i: a[i * h : (i + 1) * h].fill(0))
 
 
 class Copier:
@@ -127,7 +173,7 @@ class Copier:
         if th == 1:
             t = clock(lambda: np.copyto(d, s))
         else:
-            t = clock(lambda: split2(lambda i: np.copyto(d[i * h:(i + 1) * h], s[i * h:(i + 1) * h])))
+            t = clock(lambda: split2(lambda i: np.copyto(d[i * h : (i + 1) * h], s[i * h : (i + 1) * h])))
         return 2 * COPY_BYTES / t / 1e9
 
 
@@ -145,6 +191,7 @@ def main():
     import libgguf
     import gguf
     from gguf import GGMLQuantizationType as T
+
     if not args.no_slow:
         import torch
         from diffusers.quantizers.gguf.utils import dequantize_functions
@@ -155,27 +202,46 @@ def main():
     print(f"machine: {machine()}")
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S')}, {loadavg()}")
     from importlib.metadata import version
-    print(f"numpy {np.__version__}, libgguf {version('libgguf')}, gguf-py {version('gguf')}"
-          + ("" if args.no_slow else f", torch {torch.__version__}, diffusers {version('diffusers')}"))
-    print(f"tensor: {N} elements ({N * 4 / 2**20:.0f} MiB of f32 output); medians of {args.reps} interleaved repeats "
-          f"(gguf-py/diffusers: {args.slow_reps})")
-    print("roofline = memcpy time for the same bytes / fastquant time, where memcpy time = (input bytes + output "
-          "bytes) / B")
-    print("  and B = GB/s of (read + write) bytes of np.copyto of a 256 MiB buffer on the same thread count, "
-          "measured in every repeat.")
-    print("columns: fq = fastquant into a preallocated f32 array; fresh = fastquant allocating its f32 output "
-          "(page faults included);")
-    print("  GB/s are of f32 output; x lib = libgguf time / fq time; x gpy = gguf-py time / fastquant time "
-          "(fresh: gguf-py allocates too);")
-    print("  bf16 = fastquant into a preallocated bf16 (uint16) array; bf16/f32 = f32 time / bf16 time "
-          "(> 1: bf16 output is faster).")
+
+    print(
+        f"numpy {np.__version__}, libgguf {version('libgguf')}, gguf-py {version('gguf')}"
+        + ("" if args.no_slow else f", torch {torch.__version__}, diffusers {version('diffusers')}")
+    )
+    print(
+        f"tensor: {N} elements ({N * 4 / 2**20:.0f} MiB of f32 output); medians of {args.reps} interleaved repeats "
+        f"(gguf-py/diffusers: {args.slow_reps})"
+    )
+    print(
+        "roofline = memcpy time for the same bytes / fastquant time, where memcpy time = (input bytes + output "
+        "bytes) / B"
+    )
+    print(
+        "  and B = GB/s of (read + write) bytes of np.copyto of a 256 MiB buffer on the same thread count, "
+        "measured in every repeat."
+    )
+    print(
+        "columns: fq = fastquant into a preallocated f32 array; fresh = fastquant allocating its f32 output "
+        "(page faults included);"
+    )
+    print(
+        "  GB/s are of f32 output; x lib = libgguf time / fq time; x gpy = gguf-py time / fastquant time "
+        "(fresh: gguf-py allocates too);"
+    )
+    print(
+        "  bf16 = fastquant into a preallocated bf16 (uint16) array; bf16/f32 = f32 time / bf16 time "
+        "(> 1: bf16 output is faster)."
+    )
     print("  bound = gguf-py time / time to allocate and first-touch a fresh f32 output of the same size (np.empty +")
-    print("  fill, on 1 thread or split over the row's threads, whichever is faster): the most any dequantizer that returns a new array could beat")
+    print(
+        "  fill, on 1 thread or split over the row's threads, whichever is faster): the most any dequantizer that returns a new array could beat"
+    )
     print("  gguf-py by on this machine, since it must pay at least that.")
     print()
-    hdr = (f"{'type':8} {'thr':>3} | {'memcpy B':>8} | {'fq GB/s':>7} {'ns/el':>6} {'roofl':>5} | {'fresh':>6} "
-           f"{'roofl':>5} | {'lib GB/s':>8} {'roofl':>5} | {'x lib':>5} | {'gpy GB/s':>8} {'x gpy':>6} {'bound':>6} | "
-           f"{'diff GB/s':>9} | {'bf16 ns/el':>10} {'bf16/f32':>8}")
+    hdr = (
+        f"{'type':8} {'thr':>3} | {'memcpy B':>8} | {'fq GB/s':>7} {'ns/el':>6} {'roofl':>5} | {'fresh':>6} "
+        f"{'roofl':>5} | {'lib GB/s':>8} {'roofl':>5} | {'x lib':>5} | {'gpy GB/s':>8} {'x gpy':>6} {'bound':>6} | "
+        f"{'diff GB/s':>9} | {'bf16 ns/el':>10} {'bf16/f32':>8}"
+    )
     print(hdr)
     print("-" * len(hdr))
 
@@ -214,14 +280,16 @@ def main():
                 ("floor", lambda: min(clock(lambda: fresh_floor(N, t)) for t in sorted({1, th}))),
             ]
             if has_lib:
-                steps.append(("lib", lambda: clock(
-                    lambda: libgguf.dequantize_rows_into_raw(tid, flat, out, rows, LIB_ROW))))
+                steps.append(
+                    ("lib", lambda: clock(lambda: libgguf.dequantize_rows_into_raw(tid, flat, out, rows, LIB_ROW)))
+                )
             if o16 is not None:
-                steps.append(("bf16", lambda: clock(
-                    lambda: fg.dequantize(flat, name, out=o16, dtype="bfloat16", threads=th))))
+                steps.append(
+                    ("bf16", lambda: clock(lambda: fg.dequantize(flat, name, out=o16, dtype="bfloat16", threads=th)))
+                )
             for rep in range(args.reps):
                 # Alternate the order, so that no tool always runs right after the same neighbour.
-                for key, step in (steps if rep % 2 == 0 else steps[::-1]):
+                for key, step in steps if rep % 2 == 0 else steps[::-1]:
                     ts[key].append(step())
             for _ in range(args.slow_reps if (has_gpy or has_diff) else 0):
                 if has_gpy:
@@ -230,8 +298,9 @@ def main():
                         ts["gpy"].append(clock(lambda: gguf.quants.dequantize(blocks, gq)))
                     else:
                         hb = blocks.shape[0] // 2
-                        ts["gpy"].append(clock(lambda: split2(
-                            lambda i: gguf.quants.dequantize(blocks[i * hb:(i + 1) * hb], gq))))
+                        ts["gpy"].append(
+                            clock(lambda: split2(lambda i: gguf.quants.dequantize(blocks[i * hb : (i + 1) * hb], gq)))
+                        )
                 ts["Bs"].append(copier.run(th))
                 if has_diff:
                     torch.set_num_threads(th)
@@ -245,9 +314,12 @@ def main():
             def gbs(t):
                 return N * 4 / t / 1e9
 
-            cells = [f"{name:8} {th:>3}", f"{B:8.2f}",
-                     f"{gbs(m['fq']):7.2f} {m['fq'] / N * 1e9:6.3f} {t_copy / m['fq']:5.2f}",
-                     f"{gbs(m['fresh']):6.2f} {t_copy / m['fresh']:5.2f}"]
+            cells = [
+                f"{name:8} {th:>3}",
+                f"{B:8.2f}",
+                f"{gbs(m['fq']):7.2f} {m['fq'] / N * 1e9:6.3f} {t_copy / m['fq']:5.2f}",
+                f"{gbs(m['fresh']):6.2f} {t_copy / m['fresh']:5.2f}",
+            ]
             if "lib" in m:
                 cells.append(f"{gbs(m['lib']):8.2f} {t_copy / m['lib']:5.2f}")
                 cells.append(f"{m['lib'] / m['fq']:5.2f}")
@@ -277,8 +349,10 @@ def main():
         t_copy = (in_bytes + N * 4) / (m["B"] * 1e9)
         lib = f"{m['lib'] / m['fq']:5.2f}" if "lib" in m else f"{'n/a':>5}"
         bf = f"{m['fq'] / m['bf16']:8.2f}" if "bf16" in m else f"{'':8}"
-        print(f"{name:8} {th:>3} | {m['B']:8.2f} | {m['fq'] / N * 1e9:8.3f} {t_copy / m['fq']:5.2f} | "
-              f"{t_copy / m['fresh']:11.2f} | {lib} | {bf}")
+        print(
+            f"{name:8} {th:>3} | {m['B']:8.2f} | {m['fq'] / N * 1e9:8.3f} {t_copy / m['fq']:5.2f} | "
+            f"{t_copy / m['fresh']:11.2f} | {lib} | {bf}"
+        )
     print()
     print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S')}, {loadavg()}")
 

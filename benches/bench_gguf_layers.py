@@ -12,6 +12,7 @@ packed size), and the time to load a whole .gguf into a model (load_into vs diff
 
     PYTHONPATH=python python benches/bench_gguf_layers.py [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -152,7 +153,9 @@ def load_bench(tmpdir, repeats, n_layers=16, name="Q4_K"):
     def theirs():
         sd = load_gguf_checkpoint(path)
         with torch.device("meta"):
-            model = nn.Sequential(*[DLinear(cols, rows, bias=True, compute_dtype=torch.bfloat16) for _ in range(n_layers)])
+            model = nn.Sequential(
+                *[DLinear(cols, rows, bias=True, compute_dtype=torch.bfloat16) for _ in range(n_layers)]
+            )
         for k, v in sd.items():
             i, leaf = k.split(".")
             setattr(model[int(i)], leaf, v if isinstance(v, nn.Parameter) else nn.Parameter(v, requires_grad=False))
@@ -193,7 +196,9 @@ def main():
                     path = "fused" if batch <= fg.FUSED_MAX_ROWS else "dequant+F.linear"
                     r = t_d / t_o
                     rows_out.append(r)
-                    print(f"{name:7} {rows:>5}x{cols:<5} {batch:>5} {threads:>3} {t_o*1e3:10.2f} {t_d*1e3:10.2f} {r:6.1f}x  {path}")
+                    print(
+                        f"{name:7} {rows:>5}x{cols:<5} {batch:>5} {threads:>3} {t_o * 1e3:10.2f} {t_d * 1e3:10.2f} {r:6.1f}x  {path}"
+                    )
             del ours, theirs, p
     torch.set_num_threads(2)
     print(f"\nmin ratio {min(rows_out):.1f}x, median {statistics.median(rows_out):.1f}x (target >= 3x in every row)")
@@ -208,9 +213,14 @@ def main():
             k = cols
             t_rows = max(4, min(64, (65536 // k) // 4 * 4))
             analytic = threads * t_rows * k * 4 + 2 * rows * 4
-            fmt = lambda e: "n/a" if e is None else (
-                f"first call {e[0] / 2**20:5.1f} MiB = {(packed + e[0]) / packed:5.2f}x packed, "
-                f"steady {e[1] / 2**20:5.1f} MiB = {(packed + e[1]) / packed:5.2f}x")
+            fmt = (
+                lambda e: "n/a"
+                if e is None
+                else (
+                    f"first call {e[0] / 2**20:5.1f} MiB = {(packed + e[0]) / packed:5.2f}x packed, "
+                    f"steady {e[1] / 2**20:5.1f} MiB = {(packed + e[1]) / packed:5.2f}x"
+                )
+            )
             print(
                 f"  {name} {rows}x{cols} thr={threads}: packed {packed / 2**20:5.1f} MiB\n"
                 f"    fastquant extra: {fmt(ex_o)} (tile buffers + output: {analytic / 2**20:.2f} MiB)\n"
@@ -221,7 +231,7 @@ def main():
         size, t_o, t_d = load_bench(d, 2 if args.quick else 3)
         print(
             f"\nload a {size / 2**20:.0f} MiB file (16 Q4_K 4096x4096 layers + biases) into a model: fastquant load_into "
-            f"{t_o*1e3:.0f} ms, diffusers load_gguf_checkpoint + assign {t_d*1e3:.0f} ms ({t_d / t_o:.1f}x)"
+            f"{t_o * 1e3:.0f} ms, diffusers load_gguf_checkpoint + assign {t_d * 1e3:.0f} ms ({t_d / t_o:.1f}x)"
         )
 
 

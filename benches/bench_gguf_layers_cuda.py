@@ -4,6 +4,7 @@ bf16 activations. Times are CUDA-event medians of 30 forwards after warm-up. Nee
 
     PYTHONPATH=python python benches/bench_gguf_layers_cuda.py
 """
+
 from __future__ import annotations
 
 import statistics
@@ -43,7 +44,9 @@ def main():
         have_diffusers = True
     except ImportError:
         have_diffusers = False
-    print(f"{'type':<7}{'shape':>12}{'batch':>6}{'fastquant ms':>14}{'diffusers ms':>14}{'ratio':>8}{'dense bf16 ms':>15}")
+    print(
+        f"{'type':<7}{'shape':>12}{'batch':>6}{'fastquant ms':>14}{'diffusers ms':>14}{'ratio':>8}{'dense bf16 ms':>15}"
+    )
     for name in TYPES:
         for rows, cols in SHAPES:
             p = packed_weight(name, rows, cols)
@@ -56,7 +59,9 @@ def main():
                     t_fq = cuda_ms(lambda: ours(x))
                     t_df = cuda_ms(lambda: theirs(x)) if theirs is not None else float("nan")
                     t_dense = cuda_ms(lambda: F.linear(x, w))
-                print(f"{name:<7}{f'{rows}x{cols}':>12}{batch:>6}{t_fq:>14.3f}{t_df:>14.3f}{t_df / t_fq:>8.2f}{t_dense:>15.3f}")
+                print(
+                    f"{name:<7}{f'{rows}x{cols}':>12}{batch:>6}{t_fq:>14.3f}{t_df:>14.3f}{t_df / t_fq:>8.2f}{t_dense:>15.3f}"
+                )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 
 Medians of several runs. Run: ``PYTHONPATH=python python benches/bench_gguf_open.py [--quick]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ from fastquant import _core  # noqa: E402
 
 from _machine import cpu_model  # noqa: E402  (benches/ is on sys.path when a script here runs)
 
+
 def machine() -> str:
     cpu = cpu_model()
     try:
@@ -41,8 +43,10 @@ def machine() -> str:
             gv = version("gguf")
     except Exception:  # pragma: no cover
         gv = "not installed"
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs; "
-            f"Python {platform.python_version()}, numpy {np.__version__}, gguf-py {gv}")
+    return (
+        f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs; "
+        f"Python {platform.python_version()}, numpy {np.__version__}, gguf-py {gv}"
+    )
 
 
 def rss_bytes() -> int:
@@ -131,10 +135,14 @@ def ggufpy_open_and_list(path):
     import gguf
 
     r = gguf.GGUFReader(path)
-    listed = [(t.name, t.tensor_type.name, tuple(reversed(t.shape.tolist())), t.n_bytes, t.data_offset)
-              for t in r.tensors]
-    scalars = {k: f.contents() for k, f in r.fields.items()
-               if not k.startswith("GGUF.") and f.types and f.types[0] != gguf.GGUFValueType.ARRAY}
+    listed = [
+        (t.name, t.tensor_type.name, tuple(reversed(t.shape.tolist())), t.n_bytes, t.data_offset) for t in r.tensors
+    ]
+    scalars = {
+        k: f.contents()
+        for k, f in r.fields.items()
+        if not k.startswith("GGUF.") and f.types and f.types[0] != gguf.GGUFValueType.ARRAY
+    }
     return len(listed), len(scalars)
 
 
@@ -146,8 +154,10 @@ def main():
         # 1. open + list --------------------------------------------------------------------------------
         path = os.path.join(tmp, "model.gguf")
         n_t = make_model_file(path)
-        print(f"\n[1] open + list every tensor and scalar value: {os.path.getsize(path) / 2**20:.1f} MiB, "
-              f"{n_t} tensors, 262,144-string vocabulary")
+        print(
+            f"\n[1] open + list every tensor and scalar value: {os.path.getsize(path) / 2**20:.1f} MiB, "
+            f"{n_t} tensors, 262,144-string vocabulary"
+        )
         a = fastquant_open_and_list(path)
         try:
             b = ggufpy_open_and_list(path)
@@ -173,8 +183,10 @@ def main():
             t = time.perf_counter()
             toks = f.metadata["tokenizer.ggml.tokens"]
             t2 = time.perf_counter() - t
-        print(f"  one vocabulary entry (builds the offset table): {t1 * 1e3:.2f} ms; "
-              f"whole vocabulary as a list of {len(toks)} str: {t2 * 1e3:.1f} ms")
+        print(
+            f"  one vocabulary entry (builds the offset table): {t1 * 1e3:.2f} ms; "
+            f"whole vocabulary as a list of {len(toks)} str: {t2 * 1e3:.1f} ms"
+        )
 
         # 2. hostile 2^63-element array ------------------------------------------------------------------
         data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"a" + struct.pack("<IIQ", 9, 0, 2**63)
@@ -198,9 +210,11 @@ def main():
 
         m1, _ = median_time(reject_file, 2001)
         m2, _ = median_time(reject_bytes, 2001)
-        print(f"\n[2] {len(data)}-byte file with a 2^63-element array: rejected in median {m1 * 1e6:.1f} µs "
-              f"(open from disk) / {m2 * 1e6:.1f} µs (in memory); target < 1 ms: "
-              f"{'PASS' if m1 < 1e-3 else 'FAIL'}")
+        print(
+            f"\n[2] {len(data)}-byte file with a 2^63-element array: rejected in median {m1 * 1e6:.1f} µs "
+            f"(open from disk) / {m2 * 1e6:.1f} µs (in memory); target < 1 ms: "
+            f"{'PASS' if m1 < 1e-3 else 'FAIL'}"
+        )
         ok &= m1 < 1e-3
 
         # 3. raw() on a sparse multi-GiB file ------------------------------------------------------------
@@ -226,10 +240,12 @@ def main():
             assert r.nbytes == nbytes and not r.flags.writeable
             first, last = int(r[0]), int(r[-1])  # touch two pages
         rss1 = rss_bytes()
-        print(f"\n[3] raw() of an {nbytes / 2**30:.0f} GiB tensor in a sparse file "
-              f"({st.st_blocks * 512 / 2**10:.0f} KiB on disk): open + raw() median "
-              f"{statistics.median(times) * 1e6:.0f} µs; RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB "
-              f"(+{(rss1 - rss0) / 2**20:.2f} MiB); bytes read {first}, {last}")
+        print(
+            f"\n[3] raw() of an {nbytes / 2**30:.0f} GiB tensor in a sparse file "
+            f"({st.st_blocks * 512 / 2**10:.0f} KiB on disk): open + raw() median "
+            f"{statistics.median(times) * 1e6:.0f} µs; RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB "
+            f"(+{(rss1 - rss0) / 2**20:.2f} MiB); bytes read {first}, {last}"
+        )
         ok &= (rss1 - rss0) < 64 * 2**20 and statistics.median(times) < 0.01
         del r
     print(f"\noverall: {'PASS' if ok else 'FAIL'}")

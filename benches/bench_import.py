@@ -1,5 +1,6 @@
 """`python -X importtime -c "import fastquant"`: cumulative import time (median of several runs), and what
 it pulls in, beside `import diffusers.quantizers` for comparison. Target: under 100 ms, no torch/backends."""
+
 from __future__ import annotations
 
 import statistics
@@ -24,9 +25,16 @@ def main() -> None:
     runs = [cumulative_us("import fastquant", "fastquant") for _ in range(7)]
     fq_ms = statistics.median(runs) / 1000
     mods = subprocess.run(
-        [sys.executable, "-c", "import sys, fastquant; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-         "('torch','numpy','diffusers','bitsandbytes','torchao','optimum','modelopt','gguf')))"],
-        capture_output=True, text=True, check=True).stdout.strip()
+        [
+            sys.executable,
+            "-c",
+            "import sys, fastquant; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch','numpy','diffusers','bitsandbytes','torchao','optimum','modelopt','gguf')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     df = [cumulative_us("import diffusers.quantizers", "diffusers.quantizers") for _ in range(3)]
     df_ms = statistics.median(df) / 1000
     print(f"import fastquant: {fq_ms:.1f} ms (median of 7; target < 100 ms: {'met' if fq_ms < 100 else 'NOT MET'})")

@@ -13,6 +13,7 @@ is slow, ``--slow-reps``). Before timing, each tool's output is checked against 
 
     PYTHONPATH=python python benches/bench_quantize.py [--types Q4_0,Q4_K] [--rows R] [--reps N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,14 +62,19 @@ def main():
     n = x.size
     halves = np.array_split(x, 2)  # gguf-py's 2-thread rows: one half of the rows per Python thread
 
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.machine()}, {platform.system()} "
-          f"{platform.release()}, fastquant SIMD path {_core.simd_path()}")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.machine()}, {platform.system()} "
+        f"{platform.release()}, fastquant SIMD path {_core.simd_path()}"
+    )
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S')}, load average %.2f %.2f %.2f" % os.getloadavg())
     from importlib.metadata import version
+
     print(f"numpy {np.__version__}, libgguf {version('libgguf')}, gguf-py {version('gguf')}")
-    print(f"input: {args.rows} x {ROW} float32 ({n * 4 / 2**20:.0f} MiB); medians of {args.reps} interleaved repeats "
-          f"(gguf-py: {args.slow_reps}); ns/el = nanoseconds per input value; x lib / x gpy = peer time / "
-          "fastquant time (> 1: fastquant is faster)")
+    print(
+        f"input: {args.rows} x {ROW} float32 ({n * 4 / 2**20:.0f} MiB); medians of {args.reps} interleaved repeats "
+        f"(gguf-py: {args.slow_reps}); ns/el = nanoseconds per input value; x lib / x gpy = peer time / "
+        "fastquant time (> 1: fastquant is faster)"
+    )
     print()
     print(f"{'type':5} {'thr':>3} | {'fastquant':>9} | {'libgguf':>8} {'x lib':>6} | {'gguf-py':>8} {'x gpy':>6}")
     print("-" * 58)
@@ -95,7 +101,7 @@ def main():
                 steps.append(("lib", lambda: clock(lambda: libgguf.quantize_rows(x, qt))))
             ts = {k: [] for k, _ in steps}
             for rep in range(args.reps):
-                for key, step in (steps if rep % 2 == 0 else steps[::-1]):
+                for key, step in steps if rep % 2 == 0 else steps[::-1]:
                     ts[key].append(step())
             gpy = []
             for _ in range(args.slow_reps if has_gpy else 0):

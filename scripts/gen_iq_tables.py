@@ -7,6 +7,7 @@ sums of ggml's arrays listed in docs/gguf-spec.md section 3.5, so a wrong expans
 
 Usage: python scripts/gen_iq_tables.py > rust/fastquant-core/src/quants/tables.rs
 """
+
 import numpy as np
 from gguf import quants as q
 
@@ -32,7 +33,7 @@ def emit(name, ty, values, per_line):
     width = 16 if ty == "u64" else 8
     print(f"pub static {name}: [{ty}; {len(values)}] = [")
     for i in range(0, len(values), per_line):
-        chunk = values[i:i + per_line]
+        chunk = values[i : i + per_line]
         print("    " + " ".join(f"0x{v:0{width}x}," for v in chunk))
     print("];\n")
 

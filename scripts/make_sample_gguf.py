@@ -5,6 +5,7 @@ A toy llama-shaped model (deterministic): metadata of several types including to
 F32, F16, BF16 and Q8_0 tensors (Q8_0 blocks packed here with numpy). Run from the repository root with
 fastquant importable: ``PYTHONPATH=python python scripts/make_sample_gguf.py``.
 """
+
 import os
 import sys
 

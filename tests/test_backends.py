@@ -8,6 +8,7 @@ Each CPU-capable backend: a fixed-seed MLP is quantized through fastquant, and c
   * save -> load giving bitwise the same output; dequantize() leaving no trace.
 CUDA-only paths run when CUDA is present and are skipped otherwise ("requires CUDA").
 """
+
 from __future__ import annotations
 
 import copy
@@ -71,10 +72,16 @@ def bnb_by_hand(model, bits, quant_type="nf4", double_quant=False, threshold=6.0
     for name in ("fc1", "fc2"):
         lin = getattr(model, name)
         if bits == 4:
-            new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, compute_dtype=torch.float32,
-                                    compress_statistics=double_quant, quant_type=quant_type)
-            new.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type=quant_type,
-                                           compress_statistics=double_quant)
+            new = bnb.nn.Linear4bit(
+                lin.in_features,
+                lin.out_features,
+                compute_dtype=torch.float32,
+                compress_statistics=double_quant,
+                quant_type=quant_type,
+            )
+            new.weight = bnb.nn.Params4bit(
+                lin.weight.data, requires_grad=False, quant_type=quant_type, compress_statistics=double_quant
+            )
         else:
             new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, has_fp16_weights=False, threshold=threshold)
             new.weight = bnb.nn.Int8Params(lin.weight.data, requires_grad=False, has_fp16_weights=False)
@@ -121,24 +128,37 @@ def _calib(model):
 # (id, config factory, bound, by-hand function). Bounds: measured error on this model and input, x ~2.
 CPU_CASES = [
     # nf4 4-bit blocks of 64: measured 0.119
-    ("bnb-nf4", lambda: fq.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"), 0.2,
-     lambda m: bnb_by_hand(m, 4, "nf4")),
+    (
+        "bnb-nf4",
+        lambda: fq.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"),
+        0.2,
+        lambda m: bnb_by_hand(m, 4, "nf4"),
+    ),
     # fp4 with double quantization: measured 0.147
-    ("bnb-fp4-dq", lambda: fq.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="fp4",
-                                                 bnb_4bit_use_double_quant=True), 0.25,
-     lambda m: bnb_by_hand(m, 4, "fp4", double_quant=True)),
+    (
+        "bnb-fp4-dq",
+        lambda: fq.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_use_double_quant=True),
+        0.25,
+        lambda m: bnb_by_hand(m, 4, "fp4", double_quant=True),
+    ),
     # LLM.int8 row-wise absmax: measured 0.0048
     ("bnb-int8", lambda: fq.BitsAndBytesConfig(load_in_8bit=True), 0.02, lambda m: bnb_by_hand(m, 8)),
     # int8 weight-only per channel: measured 0.0047
-    ("torchao-int8wo", lambda: fq.TorchAoConfig("int8wo"), 0.02,
-     lambda m: torchao_by_hand(m, "Int8WeightOnlyConfig")),
+    ("torchao-int8wo", lambda: fq.TorchAoConfig("int8wo"), 0.02, lambda m: torchao_by_hand(m, "Int8WeightOnlyConfig")),
     # int8 weights + dynamic int8 activations: measured 0.012
-    ("torchao-int8dq", lambda: fq.TorchAoConfig("int8dq"), 0.03,
-     lambda m: torchao_by_hand(m, "Int8DynamicActivationInt8WeightConfig")),
+    (
+        "torchao-int8dq",
+        lambda: fq.TorchAoConfig("int8dq"),
+        0.03,
+        lambda m: torchao_by_hand(m, "Int8DynamicActivationInt8WeightConfig"),
+    ),
     # float8 e4m3 weights: measured 0.031
-    ("torchao-float8wo-e4m3", lambda: fq.TorchAoConfig(
-        {"_type": "Float8WeightOnlyConfig", "_version": 2, "_data": {}}), 0.07,
-     lambda m: torchao_by_hand(m, "Float8WeightOnlyConfig")),
+    (
+        "torchao-float8wo-e4m3",
+        lambda: fq.TorchAoConfig({"_type": "Float8WeightOnlyConfig", "_version": 2, "_data": {}}),
+        0.07,
+        lambda m: torchao_by_hand(m, "Float8WeightOnlyConfig"),
+    ),
     # quanto int8: measured 0.0050
     ("quanto-int8", lambda: fq.QuantoConfig(weights_dtype="int8"), 0.02, lambda m: quanto_by_hand(m, "qint8")),
     # quanto int4 groups of 128: measured 0.080
@@ -148,14 +168,26 @@ CPU_CASES = [
     # quanto float8 e4m3: measured 0.031
     ("quanto-float8", lambda: fq.QuantoConfig(weights_dtype="float8"), 0.07, lambda m: quanto_by_hand(m, "qfloat8")),
     # modelopt INT8 weights per output channel: measured 0.0050
-    ("modelopt-int8-w", lambda: fq.NVIDIAModelOptConfig(quant_type="INT8", channel_quantize=0), 0.02,
-     lambda m: modelopt_by_hand(m, "INT8_WEIGHT_ONLY_CFG")),
+    (
+        "modelopt-int8-w",
+        lambda: fq.NVIDIAModelOptConfig(quant_type="INT8", channel_quantize=0),
+        0.02,
+        lambda m: modelopt_by_hand(m, "INT8_WEIGHT_ONLY_CFG"),
+    ),
     # modelopt FP8 weights and activations, per tensor, calibrated: measured 0.047
-    ("modelopt-fp8-w-a", lambda: fq.NVIDIAModelOptConfig(quant_type="FP8_FP8", weight_only=False, forward_loop=_calib),
-     0.1, lambda m: modelopt_by_hand(m, "FP8_DEFAULT_CFG", _calib)),
+    (
+        "modelopt-fp8-w-a",
+        lambda: fq.NVIDIAModelOptConfig(quant_type="FP8_FP8", weight_only=False, forward_loop=_calib),
+        0.1,
+        lambda m: modelopt_by_hand(m, "FP8_DEFAULT_CFG", _calib),
+    ),
     # modelopt INT4 weights in blocks of 128 along the input dim: measured 0.086
-    ("modelopt-int4-block", lambda: fq.NVIDIAModelOptConfig(quant_type="INT4", block_quantize=128, channel_quantize=-1),
-     0.2, lambda m: modelopt_by_hand(m, "INT4_BLOCKWISE_WEIGHT_ONLY_CFG")),
+    (
+        "modelopt-int4-block",
+        lambda: fq.NVIDIAModelOptConfig(quant_type="INT4", block_quantize=128, channel_quantize=-1),
+        0.2,
+        lambda m: modelopt_by_hand(m, "INT4_BLOCKWISE_WEIGHT_ONLY_CFG"),
+    ),
 ]
 
 
@@ -231,7 +263,11 @@ def test_dequantize(case):
         if isinstance(m, torch.nn.Linear):
             assert type(m) is torch.nn.Linear, f"{mod_name} is still {type(m).__name__}"
             assert type(m.weight) is torch.nn.Parameter and type(m.weight.data) is torch.Tensor
-        assert not [c for c in m.children() if type(c).__module__.split(".")[0] in ("bitsandbytes", "optimum", "modelopt", "torchao")]
+        assert not [
+            c
+            for c in m.children()
+            if type(c).__module__.split(".")[0] in ("bitsandbytes", "optimum", "modelopt", "torchao")
+        ]
     for attr in ("hf_quantizer", "is_quantized", "quantization_method"):
         assert not hasattr(model, attr), attr
     assert not hasattr(model.config, "quantization_config")
@@ -247,8 +283,11 @@ def test_dequantize(case):
 # the hook protocol as a loader drives it (meta model, tensors one by one)
 
 
-@pytest.mark.parametrize("case", [c for c in CPU_CASES if c[0] in ("bnb-nf4", "bnb-int8", "torchao-int8wo", "quanto-int8")],
-                         ids=["bnb-nf4", "bnb-int8", "torchao-int8wo", "quanto-int8"])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CPU_CASES if c[0] in ("bnb-nf4", "bnb-int8", "torchao-int8wo", "quanto-int8")],
+    ids=["bnb-nf4", "bnb-int8", "torchao-int8wo", "quanto-int8"],
+)
 def test_hooks_on_meta_model(case):
     from fastquant.quantizers._tensors import set_tensor
 
@@ -365,11 +404,13 @@ def test_cpu_only_errors_are_precise():
     with pytest.raises(RuntimeError, match="compute capability"):
         f8.validate_environment(device_map={"": "cpu"})
     mo = fq.DiffusersAutoQuantizer.from_config(
-        fq.NVIDIAModelOptConfig(quant_type="NVFP4", block_quantize=16, channel_quantize=-1), pre_quantized=False)
+        fq.NVIDIAModelOptConfig(quant_type="NVFP4", block_quantize=16, channel_quantize=-1), pre_quantized=False
+    )
     with pytest.raises(RuntimeError, match="CUDA"):
         mo.validate_environment(device_map={"": "cpu"})
     cal = fq.DiffusersAutoQuantizer.from_config(
-        fq.NVIDIAModelOptConfig(quant_type="INT8_INT8", weight_only=False), pre_quantized=False)
+        fq.NVIDIAModelOptConfig(quant_type="INT8_INT8", weight_only=False), pre_quantized=False
+    )
     with pytest.raises(ValueError, match="forward_loop"):
         cal.validate_environment(device_map={"": "cpu"})
     b = fq.DiffusersAutoQuantizer.from_config(fq.BitsAndBytesConfig(load_in_8bit=True), pre_quantized=False)
@@ -387,8 +428,9 @@ def test_gguf_quantizer_loads_a_real_file(tmp_path):
     skipped module, which is dequantized exactly into the config's compute dtype on a meta model."""
     import fastquant.gguf as fg
 
-    q = fq.DiffusersAutoQuantizer.from_config(fq.GGUFQuantizationConfig(compute_dtype="bfloat16"),
-                                              modules_to_not_convert=["proj_out"])
+    q = fq.DiffusersAutoQuantizer.from_config(
+        fq.GGUFQuantizationConfig(compute_dtype="bfloat16"), modules_to_not_convert=["proj_out"]
+    )
     assert not q.is_serializable and not q.is_trainable and q.is_compileable
     q.validate_environment()
     assert q.update_torch_dtype(None) == torch.bfloat16
@@ -435,16 +477,28 @@ def test_import_does_not_load_torch():
 
 CUDA_CASES = [
     # nf4 on CUDA with fp16 compute: measured on an H200, see the report; same bounds as on the CPU
-    ("cuda-bnb-nf4", lambda: fq.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                   bnb_4bit_compute_dtype="float16"), 0.2),
+    (
+        "cuda-bnb-nf4",
+        lambda: fq.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="float16"),
+        0.2,
+    ),
     ("cuda-bnb-int8", lambda: fq.BitsAndBytesConfig(load_in_8bit=True), 0.03),
     # int4 weight-only, groups of 128, tinygemm packing (the CUDA kernel path)
-    ("cuda-torchao-int4wo", lambda: fq.TorchAoConfig(
-        "int4wo", quant_type_kwargs={"group_size": 128, "int4_packing_format": "tile_packed_to_4d"}), 0.2),
+    (
+        "cuda-torchao-int4wo",
+        lambda: fq.TorchAoConfig(
+            "int4wo", quant_type_kwargs={"group_size": 128, "int4_packing_format": "tile_packed_to_4d"}
+        ),
+        0.2,
+    ),
     # float8 dynamic activations + weights (needs compute capability >= 8.9)
     ("cuda-torchao-float8dq", lambda: fq.TorchAoConfig("float8dq_e4m3_row"), 0.1),
     # NVFP4 weights, blocks of 16 with FP8 scales (dynamic block quantization runs only on CUDA in modelopt)
-    ("cuda-modelopt-nvfp4", lambda: fq.NVIDIAModelOptConfig(quant_type="NVFP4", block_quantize=16, channel_quantize=-1), 0.25),
+    (
+        "cuda-modelopt-nvfp4",
+        lambda: fq.NVIDIAModelOptConfig(quant_type="NVFP4", block_quantize=16, channel_quantize=-1),
+        0.25,
+    ),
 ]
 
 

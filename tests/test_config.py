@@ -1,4 +1,5 @@
 """Config classes and dispatch: value semantics, strictness, registration (no diffusers needed)."""
+
 from __future__ import annotations
 
 import copy
@@ -25,16 +26,38 @@ from fastquant import (
 
 AQ = DiffusersAutoQuantizer
 
-TORCHAO_SER = {"default": {"_type": "Int4WeightOnlyConfig", "_version": 2, "_data": {"group_size": 64, "layout": {"_type": "TensorCoreTiledLayout", "_version": 1, "_data": {"inner_k_tiles": 8}}}}}
+TORCHAO_SER = {
+    "default": {
+        "_type": "Int4WeightOnlyConfig",
+        "_version": 2,
+        "_data": {
+            "group_size": 64,
+            "layout": {"_type": "TensorCoreTiledLayout", "_version": 1, "_data": {"inner_k_tiles": 8}},
+        },
+    }
+}
 
 EXAMPLES = [
-    BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="bfloat16", llm_int8_skip_modules=["a", "b"]),
+    BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype="bfloat16",
+        llm_int8_skip_modules=["a", "b"],
+    ),
     BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=3.5, llm_int8_has_fp16_weight=True),
     GGUFQuantizationConfig(compute_dtype="float16", modules_to_not_convert=["proj_out"]),
     QuantoConfig(weights_dtype="int4"),
     TorchAoConfig(TORCHAO_SER, modules_to_not_convert=["x"]),
     TorchAoConfig("int4wo", quant_type_kwargs={"group_size": 32}),
-    NVIDIAModelOptConfig("NVFP4_FP8", block_quantize=16, channel_quantize=-1, scale_block_quantize=8, scale_channel_quantize=-1, algorithm="awq_lite", modelopt_config={"quant_cfg": {"*": {"enable": False}}}),
+    NVIDIAModelOptConfig(
+        "NVFP4_FP8",
+        block_quantize=16,
+        channel_quantize=-1,
+        scale_block_quantize=8,
+        scale_channel_quantize=-1,
+        algorithm="awq_lite",
+        modelopt_config={"quant_cfg": {"*": {"enable": False}}},
+    ),
 ]
 
 
@@ -78,6 +101,7 @@ def test_configs_are_immutable():
 
 def test_dtype_fields_accept_and_return_torch_dtypes():
     import torch
+
     c = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.uint8)
     assert c.bnb_4bit_compute_dtype is torch.bfloat16
     assert c.to_dict()["bnb_4bit_compute_dtype"] == "bfloat16"
@@ -116,22 +140,32 @@ def test_callers_lists_and_dicts_are_not_shared_or_mutated():
 def test_errors_name_key_value_and_allowed():
     with pytest.raises(TypeError) as e:
         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_use_double_quant="yes")
-    assert "BitsAndBytesConfig.bnb_4bit_use_double_quant" in str(e.value) and "'yes'" in str(e.value) and "bool" in str(e.value)
+    assert (
+        "BitsAndBytesConfig.bnb_4bit_use_double_quant" in str(e.value)
+        and "'yes'" in str(e.value)
+        and "bool" in str(e.value)
+    )
     with pytest.raises(ValueError) as e:
         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage="int4")
     assert "bnb_4bit_quant_storage" in str(e.value) and "'int4'" in str(e.value) and "uint8" in str(e.value)
-    with pytest.raises(ValueError, match=r"QuantoConfig.weights_dtype: 'int3' is not allowed; allowed: float8, int8, int4, int2"):
+    with pytest.raises(
+        ValueError, match=r"QuantoConfig.weights_dtype: 'int3' is not allowed; allowed: float8, int8, int4, int2"
+    ):
         QuantoConfig("int3")
     with pytest.raises(TypeError, match=r"llm_int8_skip_modules\[1\]: expected a str"):
         BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["a", 3])
-    with pytest.raises(ValueError, match=r"quant_type.default._data.layout: a serialized torchao object needs a '_data' key"):
+    with pytest.raises(
+        ValueError, match=r"quant_type.default._data.layout: a serialized torchao object needs a '_data' key"
+    ):
         TorchAoConfig({"default": {"_type": "X", "_version": 2, "_data": {"layout": {"_type": "L"}}}})
     with pytest.raises(TypeError, match="missing required argument"):
         NVIDIAModelOptConfig()
     with pytest.raises(ValueError, match="block quantization needs channel_quantize"):
         NVIDIAModelOptConfig("FP8", block_quantize=16)
     with pytest.raises(ValueError, match="apply only to weight types NF4, NVFP4"):
-        NVIDIAModelOptConfig("FP8", block_quantize=16, channel_quantize=-1, scale_block_quantize=8, scale_channel_quantize=-1)
+        NVIDIAModelOptConfig(
+            "FP8", block_quantize=16, channel_quantize=-1, scale_block_quantize=8, scale_channel_quantize=-1
+        )
     with pytest.raises(TypeError, match="forward_loop: expected a callable"):
         NVIDIAModelOptConfig("FP8", forward_loop=3)
     with pytest.raises(ValueError, match="GGUF weights are always pre-quantized"):
@@ -166,7 +200,10 @@ def test_modelopt_forward_loop_and_int_keyed_dict():
     assert NVIDIAModelOptConfig.from_dict(d) == c
     assert "forward_loop" not in json.loads(NVIDIAModelOptConfig("FP8", forward_loop=loop).to_json_string())
     # calib_cfg (diffusers' stored form) is read as the algorithm
-    assert NVIDIAModelOptConfig.from_dict({"quant_type": "FP8", "calib_cfg": {"method": "awq_full"}}).algorithm == "awq_full"
+    assert (
+        NVIDIAModelOptConfig.from_dict({"quant_type": "FP8", "calib_cfg": {"method": "awq_full"}}).algorithm
+        == "awq_full"
+    )
     with pytest.raises(ValueError, match="contradicts"):
         NVIDIAModelOptConfig.from_dict({"quant_type": "FP8", "algorithm": "max", "calib_cfg": {"method": "awq_full"}})
 
@@ -183,6 +220,7 @@ def test_torchao_shorthands_and_objects():
     with pytest.raises(ValueError, match="int9wo"):
         TorchAoConfig("int9wo")
     import torchao.quantization as tq
+
     obj = TorchAoConfig(tq.Int8WeightOnlyConfig())
     assert obj.quant_type_name == "Int8WeightOnlyConfig"
     assert TorchAoConfig.from_dict(obj.to_dict()) == obj
@@ -237,14 +275,19 @@ def test_merge_quantization_configs():
         assert AQ.merge_quantization_configs(model, None) == QuantoConfig("int4")
         assert AQ.merge_quantization_configs(model, QuantoConfig("int4")) == QuantoConfig("int4")
     with pytest.warns(UserWarning, match="model's config is used"):
-        assert AQ.merge_quantization_configs(model, {"quant_method": "quanto", "weights_dtype": "int8"}) == QuantoConfig("int4")
+        assert AQ.merge_quantization_configs(
+            model, {"quant_method": "quanto", "weights_dtype": "int8"}
+        ) == QuantoConfig("int4")
     with pytest.raises(ValueError, match="different method"):
         AQ.merge_quantization_configs({"load_in_4bit": True}, {"load_in_8bit": True})
 
 
 def test_mappings_and_registration():
-    assert set(AUTO_QUANTIZER_MAPPING) == set(AUTO_QUANTIZATION_CONFIG_MAPPING) == {
-        "bitsandbytes_4bit", "bitsandbytes_8bit", "gguf", "quanto", "torchao", "modelopt"}
+    assert (
+        set(AUTO_QUANTIZER_MAPPING)
+        == set(AUTO_QUANTIZATION_CONFIG_MAPPING)
+        == {"bitsandbytes_4bit", "bitsandbytes_8bit", "gguf", "quanto", "torchao", "modelopt"}
+    )
     assert AUTO_QUANTIZATION_CONFIG_MAPPING["bitsandbytes_8bit"] is BitsAndBytesConfig
     assert issubclass(BitsAndBytesConfig, QuantizationConfigMixin)
 
@@ -282,7 +325,9 @@ def test_mappings_and_registration():
 
 def test_from_pretrained_reads_local_config(tmp_path):
     (tmp_path / "transformer").mkdir()
-    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"_class_name": "X", "quantization_config": {"load_in_8bit": True}}))
+    (tmp_path / "transformer" / "config.json").write_text(
+        json.dumps({"_class_name": "X", "quantization_config": {"load_in_8bit": True}})
+    )
     q = AQ.from_pretrained(tmp_path, subfolder="transformer")
     assert type(q).__name__ == "BnB8BitDiffusersQuantizer"
     (tmp_path / "config.json").write_text("{}")

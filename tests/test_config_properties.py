@@ -1,4 +1,5 @@
 """Property tests: random valid configs round-trip; random junk never crashes (only ValueError/TypeError)."""
+
 from __future__ import annotations
 
 import json
@@ -51,14 +52,29 @@ def quanto(draw):
     return QuantoConfig(draw(st.sampled_from(["float8", "int8", "int4", "int2"])), draw(module_lists))
 
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | names
-json_data = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names.filter(lambda k: k != "_type"), inner, max_size=3), max_leaves=10)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | names
+)
+json_data = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(names.filter(lambda k: k != "_type"), inner, max_size=3),
+    max_leaves=10,
+)
 
 
 @st.composite
 def torchao(draw):
     if draw(st.booleans()):
-        short = draw(st.sampled_from(["int8wo", "int4wo", "int8dq", "float8wo", "float8dq_e4m3_row", "uint3wo", "fp6_e3m2", "fp5"]))
+        short = draw(
+            st.sampled_from(
+                ["int8wo", "int4wo", "int8dq", "float8wo", "float8dq_e4m3_row", "uint3wo", "fp6_e3m2", "fp5"]
+            )
+        )
         kwargs = draw(st.dictionaries(names, json_scalars, max_size=2))
         return TorchAoConfig(short, modules_to_not_convert=draw(module_lists), quant_type_kwargs=kwargs)
     data = draw(st.dictionaries(names.filter(lambda k: k != "_type"), json_data, max_size=4))
@@ -104,16 +120,63 @@ def test_round_trip_random_valid_configs(cfg):
     assert q.quantization_config == cfg
 
 
-junk_keys = st.sampled_from(
-    ["quant_method", "load_in_4bit", "load_in_8bit", "llm_int8_threshold", "llm_int8_skip_modules", "bnb_4bit_compute_dtype",
-     "bnb_4bit_quant_type", "bnb_4bit_quant_storage", "compute_dtype", "weights_dtype", "modules_to_not_convert",
-     "quant_type", "quant_type_kwargs", "pre_quantized", "block_quantize", "channel_quantize", "scale_block_quantize",
-     "scale_channel_quantize", "algorithm", "calib_cfg", "forward_loop", "modelopt_config", "_load_in_4bit", "junk"]
-) | names
+junk_keys = (
+    st.sampled_from(
+        [
+            "quant_method",
+            "load_in_4bit",
+            "load_in_8bit",
+            "llm_int8_threshold",
+            "llm_int8_skip_modules",
+            "bnb_4bit_compute_dtype",
+            "bnb_4bit_quant_type",
+            "bnb_4bit_quant_storage",
+            "compute_dtype",
+            "weights_dtype",
+            "modules_to_not_convert",
+            "quant_type",
+            "quant_type_kwargs",
+            "pre_quantized",
+            "block_quantize",
+            "channel_quantize",
+            "scale_block_quantize",
+            "scale_channel_quantize",
+            "algorithm",
+            "calib_cfg",
+            "forward_loop",
+            "modelopt_config",
+            "_load_in_4bit",
+            "junk",
+        ]
+    )
+    | names
+)
 junk_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | names
-    | st.sampled_from(["bitsandbytes", "bitsandbytes_4bit", "bitsandbytes_8bit", "gguf", "quanto", "torchao", "modelopt",
-                       "nf4", "int8wo", "FP8", "NVFP4_FP8", "bfloat16", "torch.float16", "max", "default", "_type"]),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | names
+    | st.sampled_from(
+        [
+            "bitsandbytes",
+            "bitsandbytes_4bit",
+            "bitsandbytes_8bit",
+            "gguf",
+            "quanto",
+            "torchao",
+            "modelopt",
+            "nf4",
+            "int8wo",
+            "FP8",
+            "NVFP4_FP8",
+            "bfloat16",
+            "torch.float16",
+            "max",
+            "default",
+            "_type",
+        ]
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner) | st.dictionaries(junk_keys, inner, max_size=3),
     max_leaves=8,
 )

@@ -1,5 +1,6 @@
 """fastquant.gguf.dequantize / quantize: bit-exactness against ggml's golden vectors, gguf-py and libgguf,
 output dtypes, torch interop and zero-copy `out=`, and error reporting."""
+
 from __future__ import annotations
 
 import csv
@@ -60,10 +61,28 @@ SPECIAL_F16 = np.array(
     dtype=np.uint16,
 )
 F16_SCALE_OFFSETS = {
-    "Q4_0": [0], "Q5_0": [0], "Q8_0": [0], "IQ4_NL": [0], "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0],
-    "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0], "IQ4_XS": [0], "Q1_0": [0], "Q2_0": [0],
-    "Q4_1": [0, 2], "Q5_1": [0, 2], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q2_K": [80, 82], "Q3_K": [108],
-    "Q6_K": [208], "TQ1_0": [52], "TQ2_0": [64],
+    "Q4_0": [0],
+    "Q5_0": [0],
+    "Q8_0": [0],
+    "IQ4_NL": [0],
+    "IQ2_XXS": [0],
+    "IQ2_XS": [0],
+    "IQ2_S": [0],
+    "IQ3_XXS": [0],
+    "IQ3_S": [0],
+    "IQ1_S": [0],
+    "IQ4_XS": [0],
+    "Q1_0": [0],
+    "Q2_0": [0],
+    "Q4_1": [0, 2],
+    "Q5_1": [0, 2],
+    "Q4_K": [0, 2],
+    "Q5_K": [0, 2],
+    "Q2_K": [80, 82],
+    "Q3_K": [108],
+    "Q6_K": [208],
+    "TQ1_0": [52],
+    "TQ2_0": [64],
 }
 
 
@@ -82,7 +101,9 @@ def special_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
             rng.integers(0, 12, n_blocks)
         ]
     if name == "NVFP4":
-        blocks[:, :4] = np.array([0x00, 0x7F, 0x80, 0xFF, 0x01, 0x08, 0x77], np.uint8)[rng.integers(0, 7, (n_blocks, 4))]
+        blocks[:, :4] = np.array([0x00, 0x7F, 0x80, 0xFF, 0x01, 0x08, 0x77], np.uint8)[
+            rng.integers(0, 7, (n_blocks, 4))
+        ]
     if name == "IQ1_M":
         words = blocks[:, 48:56].copy().view("<u2")
         d = SPECIAL_F16[rng.integers(0, len(SPECIAL_F16), n_blocks)]
@@ -151,6 +172,7 @@ def test_quantize_matches_gguf_py(name):
 @pytest.mark.parametrize("name", ["Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q5_1"])
 def test_quantize_matches_ggml_reference_via_libgguf(name):
     import libgguf
+
     x = sample((32, 1024), 9)
     x[3, 5] = 0  # ggml's nearest_int is only defined for |x| < 2^22 per step; keep values tame
     want = libgguf.quantize_rows(x, T[name])
@@ -213,12 +235,14 @@ def test_misaligned_arrays_are_refused_or_copied():
     assert not odd.flags.aligned
     assert np.array_equal(fg.quantize(odd, "Q8_0"), fg.quantize(x, "Q8_0"))  # copied, not refused
     from fastquant import _core
+
     with pytest.raises(ValueError, match="not aligned"):
         _core.quantize(odd, 8)
 
 
 def test_torch_in_and_out_zero_copy():
     import torch
+
     data = special_blocks("Q4_K", 16, 6)
     ref = fg.dequantize(data, "Q4_K")
     t = torch.from_numpy(data.reshape(-1).copy())

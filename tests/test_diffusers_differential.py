@@ -7,6 +7,7 @@ Each case says what must happen:
 * ``D-...``  — a deliberate difference, listed under that anchor in docs/compatibility.md; the test checks both
                what diffusers does and what fastquant does instead.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,7 +34,10 @@ def ser(cfg):
     return {"default": torchao_config.config_to_dict(cfg)}
 
 
-MO_CFG = {"quant_cfg": {"*weight_quantizer": {"num_bits": [4, 3]}, "*input_quantizer": {"enable": False}}, "algorithm": "max"}
+MO_CFG = {
+    "quant_cfg": {"*weight_quantizer": {"num_bits": [4, 3]}, "*input_quantizer": {"enable": False}},
+    "algorithm": "max",
+}
 
 
 def df_to_dict(cfg):
@@ -126,7 +130,11 @@ CASES = [
     ("quanto-int4", {"quant_method": "quanto", "weights_dtype": "int4"}, "same"),
     ("quanto-int2", {"quant_method": "quanto", "weights_dtype": "int2"}, "same"),
     ("quanto-float8", {"quant_method": "quanto", "weights_dtype": "float8"}, "same"),
-    ("quanto-skip", {"quant_method": "quanto", "weights_dtype": "int4", "modules_to_not_convert": ["proj_out"]}, "same"),
+    (
+        "quanto-skip",
+        {"quant_method": "quanto", "weights_dtype": "int4", "modules_to_not_convert": ["proj_out"]},
+        "same",
+    ),
     ("quanto-diffusers-to_dict", lambda: df_to_dict({"quant_method": "quanto", "weights_dtype": "int2"}), "same"),
     ("quanto-extra-key", {"quant_method": "quanto", "activations": "int8"}, "same+warn"),
     ("quanto-int3", {"quant_method": "quanto", "weights_dtype": "int3"}, "fail"),
@@ -141,10 +149,18 @@ CASES = [
         {"quant_method": "torchao", "quant_type": ser(tq.Float8DynamicActivationFloat8WeightConfig())},
         "same",
     ),
-    ("torchao-int8dq", {"quant_method": "torchao", "quant_type": ser(tq.Int8DynamicActivationInt8WeightConfig())}, "same"),
+    (
+        "torchao-int8dq",
+        {"quant_method": "torchao", "quant_type": ser(tq.Int8DynamicActivationInt8WeightConfig())},
+        "same",
+    ),
     (
         "torchao-skip",
-        {"quant_method": "torchao", "quant_type": ser(tq.Int8WeightOnlyConfig()), "modules_to_not_convert": ["proj_out"]},
+        {
+            "quant_method": "torchao",
+            "quant_type": ser(tq.Int8WeightOnlyConfig()),
+            "modules_to_not_convert": ["proj_out"],
+        },
         "same",
     ),
     (
@@ -174,13 +190,27 @@ CASES = [
     ("modelopt-fp8-cfg", {"quant_method": "modelopt", "quant_type": "FP8", "modelopt_config": MO_CFG}, "same"),
     (
         "modelopt-nvfp4-block",
-        {"quant_method": "modelopt", "quant_type": "NVFP4", "block_quantize": 16, "channel_quantize": -1, "modelopt_config": MO_CFG},
+        {
+            "quant_method": "modelopt",
+            "quant_type": "NVFP4",
+            "block_quantize": 16,
+            "channel_quantize": -1,
+            "modelopt_config": MO_CFG,
+        },
         "same",
     ),
     ("modelopt-w-a", {"quant_method": "modelopt", "quant_type": "FP8_FP8", "modelopt_config": MO_CFG}, "same"),
     ("modelopt-int8", {"quant_method": "modelopt", "quant_type": "INT8", "modelopt_config": MO_CFG}, "same"),
-    ("modelopt-algo", {"quant_method": "modelopt", "quant_type": "INT4", "algorithm": "awq_lite", "modelopt_config": MO_CFG}, "same"),
-    ("modelopt-act", {"quant_method": "modelopt", "quant_type": "FP8", "weight_only": False, "modelopt_config": MO_CFG}, "same"),
+    (
+        "modelopt-algo",
+        {"quant_method": "modelopt", "quant_type": "INT4", "algorithm": "awq_lite", "modelopt_config": MO_CFG},
+        "same",
+    ),
+    (
+        "modelopt-act",
+        {"quant_method": "modelopt", "quant_type": "FP8", "weight_only": False, "modelopt_config": MO_CFG},
+        "same",
+    ),
     (
         "modelopt-noconv",
         {"quant_method": "modelopt", "quant_type": "FP8", "disable_conv_quantization": True, "modelopt_config": MO_CFG},
@@ -188,9 +218,21 @@ CASES = [
     ),
     ("modelopt-min", {"quant_method": "modelopt", "quant_type": "FP8"}, "D-modelopt-current"),
     ("modelopt-nvfp4-min", {"quant_method": "modelopt", "quant_type": "NVFP4"}, "D-modelopt-current"),
-    ("modelopt-typo-w", {"quant_method": "modelopt", "quant_type": "FP9", "modelopt_config": MO_CFG}, "D-modelopt-strict"),
-    ("modelopt-3parts", {"quant_method": "modelopt", "quant_type": "FP8_INT8_INT4", "modelopt_config": MO_CFG}, "D-modelopt-strict"),
-    ("modelopt-typo-a", {"quant_method": "modelopt", "quant_type": "FP8_XYZ", "modelopt_config": MO_CFG}, "D-modelopt-strict"),
+    (
+        "modelopt-typo-w",
+        {"quant_method": "modelopt", "quant_type": "FP9", "modelopt_config": MO_CFG},
+        "D-modelopt-strict",
+    ),
+    (
+        "modelopt-3parts",
+        {"quant_method": "modelopt", "quant_type": "FP8_INT8_INT4", "modelopt_config": MO_CFG},
+        "D-modelopt-strict",
+    ),
+    (
+        "modelopt-typo-a",
+        {"quant_method": "modelopt", "quant_type": "FP8_XYZ", "modelopt_config": MO_CFG},
+        "D-modelopt-strict",
+    ),
     ("modelopt-missing", {"quant_method": "modelopt"}, "fail"),
     ("modelopt-int-type", {"quant_method": "modelopt", "quant_type": 8}, "fail"),
     # ---- dispatch
@@ -218,12 +260,24 @@ def view(q, side):
     """The comparable parts of a quantizer: class, pre_quantized, skip list and config fields."""
     c = q.quantization_config
     name = type(c).__name__
-    out = {"quantizer": type(q).__name__, "config": name, "pre_quantized": q.pre_quantized, "quant_method": norm(c.quant_method)}
+    out = {
+        "quantizer": type(q).__name__,
+        "config": name,
+        "pre_quantized": q.pre_quantized,
+        "quant_method": norm(c.quant_method),
+    }
     if name == "BitsAndBytesConfig":
         keys = [
-            "load_in_8bit", "load_in_4bit", "llm_int8_threshold", "llm_int8_skip_modules",
-            "llm_int8_enable_fp32_cpu_offload", "llm_int8_has_fp16_weight", "bnb_4bit_compute_dtype",
-            "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_quant_storage",
+            "load_in_8bit",
+            "load_in_4bit",
+            "llm_int8_threshold",
+            "llm_int8_skip_modules",
+            "llm_int8_enable_fp32_cpu_offload",
+            "llm_int8_has_fp16_weight",
+            "bnb_4bit_compute_dtype",
+            "bnb_4bit_quant_type",
+            "bnb_4bit_use_double_quant",
+            "bnb_4bit_quant_storage",
         ]
         out["modules_to_not_convert"] = q.modules_to_not_convert
     elif name == "GGUFQuantizationConfig":
@@ -238,8 +292,15 @@ def view(q, side):
             out["torchao"] = norm(c.quant_type["default"])
     elif name == "NVIDIAModelOptConfig":
         keys = [
-            "quant_type", "modules_to_not_convert", "weight_only", "channel_quantize", "block_quantize",
-            "scale_channel_quantize", "scale_block_quantize", "modelopt_config", "disable_conv_quantization",
+            "quant_type",
+            "modules_to_not_convert",
+            "weight_only",
+            "channel_quantize",
+            "block_quantize",
+            "scale_channel_quantize",
+            "scale_block_quantize",
+            "modelopt_config",
+            "disable_conv_quantization",
         ]
         out["algorithm"] = c.calib_cfg["method"] if side == "df" else c.algorithm
     else:  # pragma: no cover
@@ -336,8 +397,11 @@ def check_difference(anchor, d, df, df_err, fq, fq_err):
     elif anchor == "D-torchao-shorthand":
         assert df_err is not None  # TypeError from the constructor, AssertionError from from_dict
         assert fq_err is None
-        expected = {"int8wo": "Int8WeightOnlyConfig", "int4_weight_only": "Int4WeightOnlyConfig",
-                    "float8wo_e4m3": "Float8WeightOnlyConfig"}[d["quant_type"]]
+        expected = {
+            "int8wo": "Int8WeightOnlyConfig",
+            "int4_weight_only": "Int4WeightOnlyConfig",
+            "float8wo_e4m3": "Float8WeightOnlyConfig",
+        }[d["quant_type"]]
         assert fq.quantization_config.quant_type_name == expected
     elif anchor == "D-torchao-structural":
         assert df_err is not None
@@ -365,8 +429,14 @@ def test_object_inputs_same_as_diffusers():
     import diffusers
 
     pairs = [
-        (fastquant.GGUFQuantizationConfig(compute_dtype=torch.bfloat16), diffusers.GGUFQuantizationConfig(compute_dtype=torch.bfloat16)),
-        (fastquant.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"), diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")),
+        (
+            fastquant.GGUFQuantizationConfig(compute_dtype=torch.bfloat16),
+            diffusers.GGUFQuantizationConfig(compute_dtype=torch.bfloat16),
+        ),
+        (
+            fastquant.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"),
+            diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"),
+        ),
         (fastquant.TorchAoConfig(tq.Int8WeightOnlyConfig()), diffusers.TorchAoConfig(tq.Int8WeightOnlyConfig())),
     ]
     for ours, theirs in pairs:

@@ -1,5 +1,6 @@
 """GGUF container: round trips with gguf-py in both directions, the Python API, malformed files (each a
 GGUFError naming offset and field, never a crash), truncation at every byte, and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,26 @@ from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYDIR = os.path.join(ROOT, "python")
 
-_VT_NAME = {VT.UINT8: "u8", VT.INT8: "i8", VT.UINT16: "u16", VT.INT16: "i16", VT.UINT32: "u32",
-            VT.INT32: "i32", VT.FLOAT32: "f32", VT.BOOL: "bool", VT.STRING: "str", VT.ARRAY: "array",
-            VT.UINT64: "u64", VT.INT64: "i64", VT.FLOAT64: "f64"}
+_VT_NAME = {
+    VT.UINT8: "u8",
+    VT.INT8: "i8",
+    VT.UINT16: "u16",
+    VT.INT16: "i16",
+    VT.UINT32: "u32",
+    VT.INT32: "i32",
+    VT.FLOAT32: "f32",
+    VT.BOOL: "bool",
+    VT.STRING: "str",
+    VT.ARRAY: "array",
+    VT.UINT64: "u64",
+    VT.INT64: "i64",
+    VT.FLOAT64: "f64",
+}
 
 
 # ------------------------------------------------------------------------------------------------------
 # helpers
+
 
 class B:
     """Byte-level builder for hand-made (mostly broken) files."""
@@ -115,10 +129,18 @@ def type_name(field):
 # gguf-py writes, fastquant reads
 
 ALL_ARRAY_SUBTYPES = [
-    (VT.UINT8, [0, 255, 7]), (VT.INT8, [-128, 127]), (VT.UINT16, [0, 65535]), (VT.INT16, [-32768, 32767]),
-    (VT.UINT32, [0, 2**32 - 1]), (VT.INT32, [-(2**31), 2**31 - 1]), (VT.FLOAT32, [1.5, -0.25, 3e38]),
-    (VT.BOOL, [True, False, True]), (VT.STRING, ["a", "", "ü€"]), (VT.UINT64, [0, 2**64 - 1]),
-    (VT.INT64, [-(2**63), 2**63 - 1]), (VT.FLOAT64, [1e300, -2.5]),
+    (VT.UINT8, [0, 255, 7]),
+    (VT.INT8, [-128, 127]),
+    (VT.UINT16, [0, 65535]),
+    (VT.INT16, [-32768, 32767]),
+    (VT.UINT32, [0, 2**32 - 1]),
+    (VT.INT32, [-(2**31), 2**31 - 1]),
+    (VT.FLOAT32, [1.5, -0.25, 3e38]),
+    (VT.BOOL, [True, False, True]),
+    (VT.STRING, ["a", "", "ü€"]),
+    (VT.UINT64, [0, 2**64 - 1]),
+    (VT.INT64, [-(2**63), 2**63 - 1]),
+    (VT.FLOAT64, [1e300, -2.5]),
 ]
 
 
@@ -237,14 +259,25 @@ def test_ggufpy_written_file_reads_identically(tmp_path):
 # ------------------------------------------------------------------------------------------------------
 # fastquant writes, gguf-py reads
 
+
 def fastquant_sample(rng):
     meta = {
         "general.architecture": "llama",
-        "t.u8": Value(200, "u8"), "t.i8": Value(-100, "i8"), "t.u16": Value(65535, "u16"),
-        "t.i16": Value(-32768, "i16"), "t.u32": Value(2**32 - 1, "u32"), "t.i32": -(2**31),
-        "t.f32": 0.1, "t.bool": True, "t.str": "héllo wörld", "t.u64": Value(2**64 - 1, "u64"),
-        "t.i64": Value(-(2**63), "i64"), "t.f64": Value(0.1, "f64"),
-        "t.np_u16": np.uint16(7), "t.np_f64": np.float64(2.5), "t.np_bool": np.bool_(False),
+        "t.u8": Value(200, "u8"),
+        "t.i8": Value(-100, "i8"),
+        "t.u16": Value(65535, "u16"),
+        "t.i16": Value(-32768, "i16"),
+        "t.u32": Value(2**32 - 1, "u32"),
+        "t.i32": -(2**31),
+        "t.f32": 0.1,
+        "t.bool": True,
+        "t.str": "héllo wörld",
+        "t.u64": Value(2**64 - 1, "u64"),
+        "t.i64": Value(-(2**63), "i64"),
+        "t.f64": Value(0.1, "f64"),
+        "t.np_u16": np.uint16(7),
+        "t.np_f64": np.float64(2.5),
+        "t.np_bool": np.bool_(False),
         "t.arr_np_i16": np.arange(-3, 3, dtype=np.int16),
         "t.arr_np_f32": np.linspace(0, 1, 5, dtype=np.float32),
         "tokenizer.ggml.tokens": [f"tok{i}" for i in range(300)],
@@ -300,8 +333,18 @@ def test_fastquant_written_file_reads_identically_in_ggufpy(tmp_path):
             assert rt.shape.tolist() == list(reversed(shape))
             assert rt.data.tobytes() == data.tobytes()
         else:
-            assert rt.tensor_type.name == {"float32": "F32", "float16": "F16", "float64": "F64", "int8": "I8",
-                                           "int16": "I16", "int32": "I32", "int64": "I64"}[t.dtype.name]
+            assert (
+                rt.tensor_type.name
+                == {
+                    "float32": "F32",
+                    "float16": "F16",
+                    "float64": "F64",
+                    "int8": "I8",
+                    "int16": "I16",
+                    "int32": "I32",
+                    "int64": "I64",
+                }[t.dtype.name]
+            )
             np.testing.assert_array_equal(np.asarray(rt.data).reshape(t.shape), t)
     # and fastquant reads its own file the same way gguf-py does
     compare_with_ggufpy(p)
@@ -309,6 +352,7 @@ def test_fastquant_written_file_reads_identically_in_ggufpy(tmp_path):
 
 def test_writer_torch_tensors_and_alignment(tmp_path):
     import torch
+
     ts = {
         "bf": torch.randn(3, 4).to(torch.bfloat16),
         "f16": torch.randn(5).half(),
@@ -335,6 +379,7 @@ def test_writer_torch_tensors_and_alignment(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------
 # Python API
+
 
 @pytest.fixture
 def sample(tmp_path):
@@ -410,10 +455,18 @@ def test_tensor_info_and_raw_zero_copy(sample):
 
 def test_get_tensor(sample):
     import torch
+
     p, _, tensors = sample
     with fg.open(p) as f:
-        for name in ("plain.float32", "plain.float16", "plain.float64", "plain.int8", "plain.int16",
-                     "plain.int32", "plain.int64"):
+        for name in (
+            "plain.float32",
+            "plain.float16",
+            "plain.float64",
+            "plain.int8",
+            "plain.int16",
+            "plain.int32",
+            "plain.int64",
+        ):
             t = f.get_tensor(name)
             np.testing.assert_array_equal(t.numpy(), tensors[name])
             t.add_(1) if t.is_floating_point() else t.add_(1)  # writable, a copy
@@ -446,6 +499,7 @@ def test_unknown_type_id_listed_but_data_refused(tmp_path):
         with pytest.raises(GGUFError, match="type id 4"):
             f.raw("old")
         import torch  # noqa: F401
+
         with pytest.raises(GGUFError, match="type id 4"):
             f.get_tensor("old")
         assert f.raw("ok").nbytes == 16
@@ -494,6 +548,7 @@ def test_writer_rejects_bad_input(tmp_path):
 # ------------------------------------------------------------------------------------------------------
 # malformed files: every one a GGUFError naming offset and field
 
+
 def _nest(depth):
     b = B(3, 0, 1).s("n").u32(9)
     for _ in range(depth - 1):
@@ -519,8 +574,10 @@ NEGATIVE = {
     "kv count huge": (B(3, 0, 2**40).zeros(100).bytes(), "metadata key/value count 2^40"),
     "counts together too big": (B(3, 1, 1).zeros(30).bytes(), "cannot fit"),
     "key length huge": (B(3, 0, 1).u64(2**40).zeros(12).bytes(), "key length 2^40 exceeds the 12 bytes left"),
-    "string length huge": (B(3, 0, 1).s("general.name").u32(8).u64(2**40).zeros(12).bytes(),
-                           "metadata key #0 'general.name': string length 2^40 exceeds the 12 bytes left"),
+    "string length huge": (
+        B(3, 0, 1).s("general.name").u32(8).u64(2**40).zeros(12).bytes(),
+        "metadata key #0 'general.name': string length 2^40 exceeds the 12 bytes left",
+    ),
     "string length negative": (B(3, 0, 1).s("k").u32(8).u64(2**64 - 1).bytes(), "string length"),
     "empty key": (B(3, 0, 1).s("").u32(0).u8(1).bytes(), "key is empty"),
     "duplicate key": (B(3, 0, 2).kv_u32("a", 1).kv_u32("a", 2).bytes(), "duplicate key"),
@@ -532,8 +589,10 @@ NEGATIVE = {
     "array length huge str": (B(3, 0, 1).s("a").u32(9).u32(8).u64(2**62).zeros(64).bytes(), "array length 2^62"),
     "array length negative": (B(3, 0, 1).s("a").u32(9).u32(4).u64(2**64 - 1).bytes(), "array length"),
     "array elements past end": (B(3, 0, 1).s("a").u32(9).u32(12).u64(3).zeros(20).bytes(), "array length 3"),
-    "string element past end": (B(3, 0, 1).s("t").u32(9).u32(8).u64(2).s("a").u64(100).zeros(5).bytes(),
-                                "array element #1: string length 100"),
+    "string element past end": (
+        B(3, 0, 1).s("t").u32(9).u32(8).u64(2).s("a").u64(100).zeros(5).bytes(),
+        "array element #1: string length 100",
+    ),
     "arrays nested too deep": (_nest(_core.GGUF_MAX_ARRAY_DEPTH + 1).bytes(), "nested more than"),
     "arrays nested 100000 deep": (_nest(100000).bytes(), "nested more than"),
     "truncated scalar": (B(3, 0, 1).s("k").u32(10).u32(0).bytes(), "file ends inside a u64 value"),
@@ -546,17 +605,23 @@ NEGATIVE = {
     "tensor name 64 bytes": (B(3, 1, 0).ti("n" * 64, [4], 0, 0).pad().zeros(16).bytes(), "name is 64 bytes"),
     "tensor name huge": (B(3, 1, 0).u64(2**60).zeros(40).bytes(), "name length 2^60"),
     "tensor name not utf-8": (B(3, 1, 0).ti(b"\xc3", [4], 0, 0).pad().zeros(16).bytes(), "not valid UTF-8"),
-    "duplicate tensor name": (B(3, 2, 0).ti("w", [1], 0, 0).ti("w", [1], 0, 32).pad().zeros(64).bytes(),
-                              "duplicate tensor name"),
+    "duplicate tensor name": (
+        B(3, 2, 0).ti("w", [1], 0, 0).ti("w", [1], 0, 32).pad().zeros(64).bytes(),
+        "duplicate tensor name",
+    ),
     "n_dims 5": (B(3, 1, 0).ti("w", [1, 1, 1, 1, 1], 0, 0).pad().zeros(4).bytes(), "n_dims 5 exceeds"),
     "n_dims huge": (B(3, 1, 0).s("w").u32(2**32 - 1).zeros(64).bytes(), "n_dims 4294967295"),
     "zero dim": (B(3, 1, 0).ti("w", [4, 0], 0, 0).pad().zeros(16).bytes(), "ne[1] is 0"),
     "negative dim": (B(3, 1, 0).ti("w", [2**64 - 1], 0, 0).pad().zeros(16).bytes(), "negative"),
     "huge dim": (B(3, 1, 0).ti("w", [2**62], 0, 0).pad().zeros(16).bytes(), "overflows an int64"),
-    "element count overflow": (B(3, 1, 0).ti("w", [2**32, 2**32], 0, 0).pad().zeros(16).bytes(),
-                               "element count overflows"),
-    "element count wraps to small": (B(3, 1, 0).ti("w", [4194305, 4194305, 211106198978564], 0, 0)
-                                     .pad().zeros(16).bytes(), "element count overflows"),
+    "element count overflow": (
+        B(3, 1, 0).ti("w", [2**32, 2**32], 0, 0).pad().zeros(16).bytes(),
+        "element count overflows",
+    ),
+    "element count wraps to small": (
+        B(3, 1, 0).ti("w", [4194305, 4194305, 211106198978564], 0, 0).pad().zeros(16).bytes(),
+        "element count overflows",
+    ),
     "byte size overflow": (B(3, 1, 0).ti("w", [2**31, 2**31], 0, 0).pad().zeros(16).bytes(), "byte size"),
     "byte size huge, in range": (B(3, 1, 0).ti("w", [2**20, 2**20], 0, 0).pad().zeros(16).bytes(), "outside"),
     "not whole blocks": (B(3, 1, 0).ti("w", [33], 8, 0).pad().zeros(64).bytes(), "not a multiple of the Q8_0"),
@@ -564,8 +629,10 @@ NEGATIVE = {
     "offset past end": (B(3, 1, 0).ti("w", [4], 0, 32).pad().zeros(16).bytes(), "outside"),
     "offset wraps": (B(3, 1, 0).ti("w", [4], 0, 2**64 - 32).pad().zeros(16).bytes(), "outside"),
     "data one byte short": (B(3, 1, 0).ti("w", [4], 0, 0).pad().zeros(15).bytes(), "outside"),
-    "overlapping tensors": (B(3, 2, 0).ti("a", [16], 0, 0).ti("b", [16], 0, 32).pad().zeros(128).bytes(),
-                            "overlaps tensor #0 'a'"),
+    "overlapping tensors": (
+        B(3, 2, 0).ti("a", [16], 0, 0).ti("b", [16], 0, 32).pad().zeros(128).bytes(),
+        "overlaps tensor #0 'a'",
+    ),
     "same offset": (B(3, 2, 0).ti("a", [8], 0, 32).ti("b", [8], 0, 32).pad().zeros(96).bytes(), "overlaps"),
     "data section past end": (B(3, 1, 0).ti("w", [1], 1000, 0).bytes(), "data section would start"),
     "truncated tensor info": (B(3, 1, 0).s("w").u32(2).u64(4).zeros(4).bytes(), "file ends inside dims"),
@@ -582,8 +649,9 @@ def test_error_message_names_offset_and_field():
     data = B(3, 0, 2).kv_u32("a", 1).s("general.name").u32(8).u64(2**40).zeros(12).bytes()
     msg = assert_gguf_error(data, "string length 2^40")
     off = 24 + (8 + 1 + 4 + 4) + (8 + 12 + 4)
-    assert msg == (f"offset {off}: metadata key #1 'general.name': string length 2^40 exceeds the 12 bytes "
-                   "left in the file")
+    assert msg == (
+        f"offset {off}: metadata key #1 'general.name': string length 2^40 exceeds the 12 bytes left in the file"
+    )
 
 
 def test_accepted_edge_cases(tmp_path):
@@ -658,14 +726,17 @@ def test_huge_array_file_rejected_fast():
 # ------------------------------------------------------------------------------------------------------
 # import cost and the command line
 
+
 def _run(*args, **kw):
     env = dict(os.environ, PYTHONPATH=PYDIR)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, **kw)
 
 
 def test_import_does_not_pull_torch_or_numpy():
-    r = _run("-c", "import sys, fastquant, fastquant.gguf, fastquant.cli; "
-                   "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    r = _run(
+        "-c",
+        "import sys, fastquant, fastquant.gguf, fastquant.cli; print('torch' in sys.modules, 'numpy' in sys.modules)",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False"]
 

@@ -6,6 +6,7 @@ Exactness contract tested here:
 * fused CPU forward: |y - Σ x·w| <= k·2⁻²⁴·Σ|x·w| (f32 accumulation in another order), plus one rounding to
   the activation dtype for bf16/f16 (relative 2⁻⁸ / 2⁻¹¹).
 The only skips allowed are the CUDA tests ("requires CUDA")."""
+
 from __future__ import annotations
 
 import copy
@@ -31,10 +32,28 @@ QUANTIZABLE = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4
 
 # byte offsets of f16 scale fields per block (as tests/test_dequant.py uses them)
 F16_SCALES = {
-    "Q4_0": [0], "Q5_0": [0], "Q8_0": [0], "IQ4_NL": [0], "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0],
-    "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0], "IQ4_XS": [0], "Q1_0": [0], "Q2_0": [0],
-    "Q4_1": [0, 2], "Q5_1": [0, 2], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q2_K": [80, 82], "Q3_K": [108],
-    "Q6_K": [208], "TQ1_0": [52], "TQ2_0": [64],
+    "Q4_0": [0],
+    "Q5_0": [0],
+    "Q8_0": [0],
+    "IQ4_NL": [0],
+    "IQ2_XXS": [0],
+    "IQ2_XS": [0],
+    "IQ2_S": [0],
+    "IQ3_XXS": [0],
+    "IQ3_S": [0],
+    "IQ1_S": [0],
+    "IQ4_XS": [0],
+    "Q1_0": [0],
+    "Q2_0": [0],
+    "Q4_1": [0, 2],
+    "Q5_1": [0, 2],
+    "Q4_K": [0, 2],
+    "Q5_K": [0, 2],
+    "Q2_K": [80, 82],
+    "Q3_K": [108],
+    "Q6_K": [208],
+    "TQ1_0": [52],
+    "TQ2_0": [64],
 }
 # finite f16 scales incl. ±0, subnormals, ±1 and a large one
 SCALE_BITS = np.array([0x0000, 0x8000, 0x0001, 0x03FF, 0x3C00, 0xBC00, 0x5BFF], dtype=np.uint16)
@@ -69,7 +88,11 @@ def random_packed(name: str, rows: int, cols: int, seed: int, specials: bool = F
         if specials:
             bits = SCALE_BITS[rng.integers(0, len(SCALE_BITS), nb)]
         else:
-            bits = (rng.uniform(1e-4, 2e-2, nb).astype(np.float16) * rng.choice([-1, 1], nb)).astype(np.float16).view(np.uint16)
+            bits = (
+                (rng.uniform(1e-4, 2e-2, nb).astype(np.float16) * rng.choice([-1, 1], nb))
+                .astype(np.float16)
+                .view(np.uint16)
+            )
         blocks[:, off : off + 2] = bits.astype("<u2").view(np.uint8).reshape(nb, 2)
     if name == "Q8_K":
         blocks[:, 0:4] = (rng.uniform(1e-4, 1e-2, nb).astype("<f4")).view(np.uint8).reshape(nb, 4)
@@ -320,7 +343,10 @@ def test_import_does_not_load_torch_or_numpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
     code = "import sys, fastquant.gguf as g; g.GGUFLinear; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "True"
+    )
 
 
 # ---- model helpers ---------------------------------------------------------------------------------------
@@ -364,11 +390,14 @@ def test_quantize_model_save_load_identity(tmp_path):
     assert torch.equal(fresh(ids), m(ids))
 
     import gguf
+
     rd = gguf.GGUFReader(str(p1))
     by = {t.name: t for t in rd.tensors}
     assert by["proj.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
     assert list(by["proj.weight"].shape) == [64, 128]  # gguf-py lists ne (fastest first)
-    assert np.array_equal(np.asarray(by["proj.weight"].data).reshape(-1).view(np.uint8), m.proj.weight.numpy().reshape(-1))
+    assert np.array_equal(
+        np.asarray(by["proj.weight"].data).reshape(-1).view(np.uint8), m.proj.weight.numpy().reshape(-1)
+    )
     assert by["odd.weight"].tensor_type == gguf.GGMLQuantizationType.F32
     assert np.array_equal(np.asarray(by["odd.weight"].data).reshape(8, 48), m.odd.weight.detach().numpy())
     assert bytes(rd.fields["general.architecture"].parts[-1]).decode() == "tiny"
@@ -470,9 +499,15 @@ def test_dequantize_model():
 @pytest.mark.parametrize("name,bound", [("Q8_0", 0.02), ("Q6_K", 0.06), ("Q4_K", 0.25)])
 def test_llama_end_to_end(tmp_path, name, bound):
     import transformers
+
     cfg = transformers.LlamaConfig(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, vocab_size=1000, tie_word_embeddings=False,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=1000,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     ref = transformers.LlamaForCausalLM(cfg).eval()

@@ -1,11 +1,23 @@
 """`import fastquant` stays light: no torch, numpy or backend package is imported."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
-HEAVY = ["torch", "numpy", "diffusers", "transformers", "bitsandbytes", "torchao", "optimum", "modelopt", "gguf", "safetensors"]
+HEAVY = [
+    "torch",
+    "numpy",
+    "diffusers",
+    "transformers",
+    "bitsandbytes",
+    "torchao",
+    "optimum",
+    "modelopt",
+    "gguf",
+    "safetensors",
+]
 
 
 def test_import_loads_no_heavy_module():
@@ -21,7 +33,9 @@ def test_import_loads_no_heavy_module():
 
 def test_importtime_is_small():
     # The figure itself is reported by benches/bench_import.py; this guards against a heavy import sneaking in.
-    res = subprocess.run([sys.executable, "-X", "importtime", "-c", "import fastquant"], capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import fastquant"], capture_output=True, text=True, check=True
+    )
     total_us = None
     for line in res.stderr.splitlines():
         parts = [p.strip() for p in line.split("|")]

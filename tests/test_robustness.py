@@ -1,5 +1,6 @@
 """Regression tests for bad input found in review: each must give a clear error and leave the caller's
 objects untouched (no silent wrong result, no crash)."""
+
 from __future__ import annotations
 
 import struct

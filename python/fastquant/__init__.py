@@ -2,6 +2,7 @@
 
 `import fastquant` imports neither torch nor any backend package; they load when first needed.
 """
+
 from . import _core
 from .quantization_config import (
     BitsAndBytesConfig,

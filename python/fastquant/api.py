@@ -8,6 +8,7 @@ Each goes through the quantizer's hooks (`validate_environment`, `preprocess_mod
 `create_quantized_param`, `postprocess_model`), the same ones a diffusers-style loader calls. Backend packages are
 imported only when their backend is used.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,9 @@ def quantize(model, config, *, modules_to_not_convert: Optional[Sequence[str]] =
     dev = _model_device(model)
     device_map = {"": str(dev)}
     quantizer.validate_environment(device_map=device_map, torch_dtype=_model_dtype(model))
-    quantizer.preprocess_model(model, device_map=device_map,
-                               keep_in_fp32_modules=getattr(model, "_keep_in_fp32_modules", None))
+    quantizer.preprocess_model(
+        model, device_map=device_map, keep_in_fp32_modules=getattr(model, "_keep_in_fp32_modules", None)
+    )
     quantizer.postprocess_model(model)
     set_model_quantized(model, quantizer)
     return model

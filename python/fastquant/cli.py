@@ -4,6 +4,7 @@
 count, a table of tensor types with counts and bytes, and every metadata key with a short value. Without
 FILE it inspects the small sample file shipped inside the package.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,11 +74,15 @@ def _describe(f, key):
     head = [f.array_item(key, i) for i in range(min(n, _HEAD))]
     head_text = ", ".join(_short(x, f32) for x in head)
     more = ", ..." if n > len(head) else ""
-    return vt, f"[{n} × {etype}] [{head_text}{more}]", {
-        "length": n,
-        "element_type": etype,
-        "head": [_json_scalar(x) if not isinstance(x, list) else "[...]" for x in head],
-    }
+    return (
+        vt,
+        f"[{n} × {etype}] [{head_text}{more}]",
+        {
+            "length": n,
+            "element_type": etype,
+            "head": [_json_scalar(x) if not isinstance(x, list) else "[...]" for x in head],
+        },
+    )
 
 
 def _summary(f):
@@ -111,8 +116,14 @@ def inspect(path: str, as_json: bool, show_tensors: bool, out=sys.stdout) -> int
                 "types": types,
                 "metadata": {k: {"type": t, "value": j} for k, (t, _, j) in meta.items()},
                 "tensors": [
-                    {"name": t.name, "type": t.ggml_type, "shape": list(t.shape), "ne": list(t.ne),
-                     "nbytes": t.nbytes, "offset": t.offset}
+                    {
+                        "name": t.name,
+                        "type": t.ggml_type,
+                        "shape": list(t.shape),
+                        "ne": list(t.ne),
+                        "nbytes": t.nbytes,
+                        "offset": t.offset,
+                    }
                     for t in f.tensors.values()
                 ],
             }

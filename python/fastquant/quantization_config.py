@@ -5,6 +5,7 @@ The five built-in classes (`BitsAndBytesConfig`, `GGUFQuantizationConfig`, `Quan
 every field, and round-trip losslessly through `to_dict()` / `from_dict()` and `to_json_string()` /
 `from_json_string()`. `QuantizationConfigMixin` is the base for configs that users register themselves.
 """
+
 from __future__ import annotations
 
 import abc

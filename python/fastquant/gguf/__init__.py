@@ -8,6 +8,7 @@
 See ``docs/gguf.md``. Every malformed file raises :class:`GGUFError` (a ``ValueError``) naming the byte
 offset and the field.
 """
+
 from .._core import GGUFError
 from ._file import GGUFFile, TensorInfo, load_state_dict, open
 from ._writer import Value, write
@@ -34,8 +35,19 @@ __all__ = [
 
 
 _LAYER_NAMES = frozenset(
-    {"GGUFLinear", "GGUFEmbedding", "LoadResult", "QuantizeResult", "load_into", "quantize_model", "save",
-     "dequantize_model", "FUSED_MAX_ROWS", "GPU_TYPES", "release_workspace"}
+    {
+        "GGUFLinear",
+        "GGUFEmbedding",
+        "LoadResult",
+        "QuantizeResult",
+        "load_into",
+        "quantize_model",
+        "save",
+        "dequantize_model",
+        "FUSED_MAX_ROWS",
+        "GPU_TYPES",
+        "release_workspace",
+    }
 )
 
 

@@ -5,6 +5,7 @@ f16/bf16 outputs are that exact f32 value rounded once to nearest-even). ``quant
 legacy types and F16/BF16, and ggml's reference quantizer for Q4_K/Q5_K/Q6_K. The work runs in Rust with the
 GIL released. torch is only imported when a torch tensor is passed in.
 """
+
 from __future__ import annotations
 
 import sys
@@ -64,7 +65,9 @@ def _dtype_kind(dtype: Any) -> str:
                 name = np.dtype(dtype).name
             except TypeError:
                 raise ValueError(f"unsupported dtype {dtype!r}; expected one of {_KINDS}") from None
-    name = {"f32": "float32", "f16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}.get(name, name)
+    name = {"f32": "float32", "f16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}.get(
+        name, name
+    )
     if name not in _KINDS:
         raise ValueError(f"unsupported dtype {dtype!r}; expected one of {_KINDS}")
     return name
@@ -137,7 +140,9 @@ def dequantize(
     """
     tid, name, block_elems, block_bytes, has_deq = _type_info(ggml_type)
     if not has_deq:
-        raise ValueError(f"{name} has no dequantizer (ggml defines none for it; it is an intermediate format for dot products)")
+        raise ValueError(
+            f"{name} has no dequantizer (ggml defines none for it; it is an intermediate format for dot products)"
+        )
     src = _as_u8(data)
     n_bytes = src.size
     if n_bytes % block_bytes:
@@ -182,7 +187,9 @@ def dequantize(
         _core.dequantize_into(src, tid, _out_view(res, kind), kind, threads, stores=_FRESH_STORES)
         return res
     res = np.empty(result_shape, dtype=_NP_STORAGE[kind])
-    _core.dequantize_into(src, tid, res if kind == "float32" else res.view(np.uint16), kind, threads, stores=_FRESH_STORES)
+    _core.dequantize_into(
+        src, tid, res if kind == "float32" else res.view(np.uint16), kind, threads, stores=_FRESH_STORES
+    )
     return res
 
 
@@ -204,9 +211,7 @@ def quantize(array: Any, ggml_type: Any, threads: Optional[int] = None) -> np.nd
     if a.ndim == 0:
         a = a.reshape(1)
     if a.shape[-1] % block_elems:
-        raise ValueError(
-            f"{name}: rows of {a.shape[-1]} values are not a whole number of {block_elems}-element blocks"
-        )
+        raise ValueError(f"{name}: rows of {a.shape[-1]} values are not a whole number of {block_elems}-element blocks")
     if threads is not None and int(threads) < 1:
         raise ValueError("threads must be at least 1")
     raw = _core.quantize(a, tid, None if threads is None else int(threads))

@@ -1,4 +1,5 @@
 """Reading GGUF files: :func:`open`, :class:`GGUFFile`, :func:`load_state_dict`."""
+
 from __future__ import annotations
 
 import os
@@ -193,8 +194,19 @@ class GGUFFile:
         import numpy as np
 
         etype, _ = self._reader.array_info(key)
-        dt = {"u8": "u1", "i8": "i1", "u16": "<u2", "i16": "<i2", "u32": "<u4", "i32": "<i4", "f32": "<f4",
-              "bool": "?", "u64": "<u8", "i64": "<i8", "f64": "<f8"}[etype]
+        dt = {
+            "u8": "u1",
+            "i8": "i1",
+            "u16": "<u2",
+            "i16": "<i2",
+            "u32": "<u4",
+            "i32": "<i4",
+            "f32": "<f4",
+            "bool": "?",
+            "u64": "<u8",
+            "i64": "<i8",
+            "f64": "<f8",
+        }[etype]
         return np.frombuffer(b, dtype=dt)
 
     # -- tensors ----------------------------------------------------------------------------------------
@@ -267,10 +279,7 @@ class GGUFFile:
     def __repr__(self):
         if self._r is None:
             return f"<GGUFFile {self.path!r} (closed)>"
-        return (
-            f"<GGUFFile {self.path!r} v{self.version}: {len(self.metadata)} keys, "
-            f"{len(self.tensors)} tensors>"
-        )
+        return f"<GGUFFile {self.path!r} v{self.version}: {len(self.metadata)} keys, {len(self.tensors)} tensors>"
 
 
 def open(path) -> GGUFFile:  # noqa: A001 - mirrors builtins.open on purpose

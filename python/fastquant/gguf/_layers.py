@@ -23,6 +23,7 @@ Forward paths (inference only; no gradients flow to the packed weight):
 All three are ``torch.library`` custom ops with fake implementations, so ``torch.compile(fullgraph=True)``
 traces them without graph breaks.
 """
+
 from __future__ import annotations
 
 import threading
@@ -332,7 +333,9 @@ class _GGUFPacked(nn.Module):
             t = torch.from_numpy(np.array(data, dtype=np.uint8, copy=True).reshape(-1))
             copy = False
         elif not isinstance(data, torch.Tensor):
-            raise TypeError(f"packed data must be bytes, a uint8 numpy array or a uint8 tensor, got {type(data).__name__}")
+            raise TypeError(
+                f"packed data must be bytes, a uint8 numpy array or a uint8 tensor, got {type(data).__name__}"
+            )
         else:
             t = data.detach()
             if t.dtype != torch.uint8:
@@ -372,7 +375,9 @@ class _GGUFPacked(nn.Module):
             )
         self.ggml_type, self._type_id = name, tid
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # The incoming type may differ from ours (so may the packed row width): adopt it before the
         # buffer is copied, so torch's shape check compares against the right width.
         extra = state_dict.get(prefix + "_extra_state")
@@ -388,7 +393,9 @@ class _GGUFPacked(nn.Module):
                         self.weight = torch.empty(tuple(w.shape), dtype=torch.uint8, device=self.weight.device)
             except (KeyError, TypeError, ValueError):
                 pass  # reported by set_extra_state / the shape check below
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 _ACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -398,13 +405,17 @@ class GGUFLinear(_GGUFPacked):
     """``nn.Linear`` with a ggml-packed weight. ``forward(x)`` = ``x · Wᵀ + b`` in ``x.dtype``
     (float32/float16/bfloat16). See the module docstring for the CPU fused, CPU exact and CUDA paths."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, ggml_type="Q8_0", device=None, dtype=None):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, ggml_type="Q8_0", device=None, dtype=None
+    ):
         super().__init__()
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self._init_packed(out_features, in_features, ggml_type, device)
         if bias:
-            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype or torch.float32), requires_grad=False)
+            self.bias = nn.Parameter(
+                torch.zeros(out_features, device=device, dtype=dtype or torch.float32), requires_grad=False
+            )
         else:
             self.register_parameter("bias", None)
 
@@ -420,7 +431,9 @@ class GGUFLinear(_GGUFPacked):
         return m
 
     @classmethod
-    def from_packed(cls, data, ggml_type, out_features: int, in_features: int, bias: Optional[torch.Tensor] = None, device=None) -> "GGUFLinear":
+    def from_packed(
+        cls, data, ggml_type, out_features: int, in_features: int, bias: Optional[torch.Tensor] = None, device=None
+    ) -> "GGUFLinear":
         m = cls(in_features, out_features, bias=False, ggml_type=ggml_type, device=device)
         m.set_packed(data)
         if bias is not None:
@@ -454,14 +467,24 @@ class GGUFEmbedding(_GGUFPacked):
     """``nn.Embedding`` with a ggml-packed table; a lookup dequantizes only the rows it reads. The output
     dtype follows the module's float dtype (``.to(torch.bfloat16)``, ``.half()`` change it; default f32)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, ggml_type="Q8_0", padding_idx: Optional[int] = None, device=None, dtype=None):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        ggml_type="Q8_0",
+        padding_idx: Optional[int] = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
         self.padding_idx = padding_idx
         self._init_packed(num_embeddings, embedding_dim, ggml_type, device)
         # An empty float buffer that follows .to(dtype)/.half(): it carries the output dtype.
-        self.register_buffer("_dtype_probe", torch.empty(0, dtype=dtype or torch.float32, device=device), persistent=False)
+        self.register_buffer(
+            "_dtype_probe", torch.empty(0, dtype=dtype or torch.float32, device=device), persistent=False
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -599,7 +622,12 @@ def load_into(
                 )
                 continue
             keep_plain = matches_skip(owner, skip) and not isinstance(mod, _GGUFPacked)
-            if packed and leaf == "weight" and isinstance(mod, (nn.Linear, nn.Embedding, _GGUFPacked)) and not keep_plain:
+            if (
+                packed
+                and leaf == "weight"
+                and isinstance(mod, (nn.Linear, nn.Embedding, _GGUFPacked))
+                and not keep_plain
+            ):
                 plan.append(("packed", mname, fname, info))
             else:
                 plan.append(("plain", mname, fname, info))
@@ -636,7 +664,9 @@ def load_into(
                         new.set_packed(torch.from_numpy(raw.copy()), info.ggml_type, copy=False)
                     elif isinstance(mod, nn.Linear):
                         dev = mod.weight.device if mod.weight.device.type != "meta" else torch.device("cpu")
-                        new = GGUFLinear(mod.in_features, mod.out_features, bias=False, ggml_type=info.ggml_type, device="meta")
+                        new = GGUFLinear(
+                            mod.in_features, mod.out_features, bias=False, ggml_type=info.ggml_type, device="meta"
+                        )
                         new.set_packed(torch.from_numpy(raw.copy()).to(dev), copy=False)
                         new.bias = mod.bias
                         if new.bias is not None:
@@ -644,7 +674,14 @@ def load_into(
                     else:
                         dev = mod.weight.device if mod.weight.device.type != "meta" else torch.device("cpu")
                         dt = mod.weight.dtype if mod.weight.dtype.is_floating_point else torch.float32
-                        new = GGUFEmbedding(mod.num_embeddings, mod.embedding_dim, info.ggml_type, mod.padding_idx, device="meta", dtype=dt)
+                        new = GGUFEmbedding(
+                            mod.num_embeddings,
+                            mod.embedding_dim,
+                            info.ggml_type,
+                            mod.padding_idx,
+                            device="meta",
+                            dtype=dt,
+                        )
                         new._dtype_probe = torch.empty(0, dtype=dt, device=dev)
                         new.set_packed(torch.from_numpy(raw.copy()).to(dev), copy=False)
                     if new is not mod:
@@ -662,11 +699,29 @@ def load_into(
                         a_mod = modules.get(a_owner)
                         if a_leaf != "weight" or a_owner == owner:
                             continue
-                        if isinstance(a_mod, nn.Linear) and (a_mod.out_features, a_mod.in_features) == (new._rows, new._cols):
-                            tied = GGUFLinear(a_mod.in_features, a_mod.out_features, bias=False, ggml_type=new.ggml_type, device="meta")
+                        if isinstance(a_mod, nn.Linear) and (a_mod.out_features, a_mod.in_features) == (
+                            new._rows,
+                            new._cols,
+                        ):
+                            tied = GGUFLinear(
+                                a_mod.in_features,
+                                a_mod.out_features,
+                                bias=False,
+                                ggml_type=new.ggml_type,
+                                device="meta",
+                            )
                             tied.bias = a_mod.bias
-                        elif isinstance(a_mod, nn.Embedding) and (a_mod.num_embeddings, a_mod.embedding_dim) == (new._rows, new._cols):
-                            tied = GGUFEmbedding(a_mod.num_embeddings, a_mod.embedding_dim, new.ggml_type, a_mod.padding_idx, device="meta")
+                        elif isinstance(a_mod, nn.Embedding) and (a_mod.num_embeddings, a_mod.embedding_dim) == (
+                            new._rows,
+                            new._cols,
+                        ):
+                            tied = GGUFEmbedding(
+                                a_mod.num_embeddings,
+                                a_mod.embedding_dim,
+                                new.ggml_type,
+                                a_mod.padding_idx,
+                                device="meta",
+                            )
                             a_dt = a_mod.weight.dtype if a_mod.weight.dtype.is_floating_point else torch.float32
                             tied._dtype_probe = torch.empty(0, dtype=a_dt, device=new.weight.device)
                         else:
@@ -722,7 +777,11 @@ def quantize_model(
             skipped[mname] = f"{width} input features are not a multiple of the {name} block size {be}"
             continue
         tied_to = packed_by_weight.get(id(mod.weight))
-        if tied_to is not None and isinstance(mod, nn.Linear) and (mod.out_features, mod.in_features) == (tied_to._rows, tied_to._cols):
+        if (
+            tied_to is not None
+            and isinstance(mod, nn.Linear)
+            and (mod.out_features, mod.in_features) == (tied_to._rows, tied_to._cols)
+        ):
             # A Linear sharing its weight with a layer packed before (a tied LM head): share the blocks too.
             new = GGUFLinear(mod.in_features, mod.out_features, bias=False, ggml_type=tied_to.ggml_type, device="meta")
             new.bias = mod.bias

@@ -1,4 +1,5 @@
 """ggml type facts needed on the Python side (the table itself lives in Rust)."""
+
 from .. import _core
 
 #: name -> (id, elements per block, bytes per block)

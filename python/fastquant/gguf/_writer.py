@@ -1,4 +1,5 @@
 """Writing GGUF files: :func:`write` and :class:`Value`."""
+
 from __future__ import annotations
 
 import os
@@ -8,24 +9,54 @@ from .. import _core
 
 _SCALAR_TYPES = ("u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "u64", "i64", "f64")
 _ALIASES = {
-    "uint8": "u8", "int8": "i8", "uint16": "u16", "int16": "i16", "uint32": "u32", "int32": "i32",
-    "float32": "f32", "uint64": "u64", "int64": "i64", "float64": "f64", "string": "str",
+    "uint8": "u8",
+    "int8": "i8",
+    "uint16": "u16",
+    "int16": "i16",
+    "uint32": "u32",
+    "int32": "i32",
+    "float32": "f32",
+    "uint64": "u64",
+    "int64": "i64",
+    "float64": "f64",
+    "string": "str",
 }
 # numpy dtype kind+itemsize -> GGUF value type
 _NP_TO_VT = {
-    ("u", 1): "u8", ("i", 1): "i8", ("u", 2): "u16", ("i", 2): "i16", ("u", 4): "u32", ("i", 4): "i32",
-    ("f", 4): "f32", ("b", 1): "bool", ("u", 8): "u64", ("i", 8): "i64", ("f", 8): "f64",
+    ("u", 1): "u8",
+    ("i", 1): "i8",
+    ("u", 2): "u16",
+    ("i", 2): "i16",
+    ("u", 4): "u32",
+    ("i", 4): "i32",
+    ("f", 4): "f32",
+    ("b", 1): "bool",
+    ("u", 8): "u64",
+    ("i", 8): "i64",
+    ("f", 8): "f64",
 }
 _VT_TO_NP = {v: f"<{k[0]}{k[1]}" if k[0] != "b" else "?" for k, v in _NP_TO_VT.items()}
 
 # numpy dtype name -> ggml type
 _NP_TENSOR = {
-    "float32": "F32", "float16": "F16", "float64": "F64", "bfloat16": "BF16",
-    "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
+    "float32": "F32",
+    "float16": "F16",
+    "float64": "F64",
+    "bfloat16": "BF16",
+    "int8": "I8",
+    "int16": "I16",
+    "int32": "I32",
+    "int64": "I64",
 }
 _TORCH_TENSOR = {
-    "torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float64": "F64",
-    "torch.int8": "I8", "torch.int16": "I16", "torch.int32": "I32", "torch.int64": "I64",
+    "torch.float32": "F32",
+    "torch.float16": "F16",
+    "torch.bfloat16": "BF16",
+    "torch.float64": "F64",
+    "torch.int8": "I8",
+    "torch.int16": "I16",
+    "torch.int32": "I32",
+    "torch.int64": "I64",
 }
 
 
@@ -42,8 +73,9 @@ class Value:
         inner = t[6:-1] if t.startswith("array[") and t.endswith("]") else None
         base = _ALIASES.get(inner if inner is not None else t, inner if inner is not None else t)
         if base not in _SCALAR_TYPES:
-            raise ValueError(f"unknown GGUF value type {type!r}; use one of {', '.join(_SCALAR_TYPES)} "
-                             "or array[<type>]")
+            raise ValueError(
+                f"unknown GGUF value type {type!r}; use one of {', '.join(_SCALAR_TYPES)} or array[<type>]"
+            )
         if inner is None and _is_sequence(value):
             inner = base
         self.value = value
@@ -111,8 +143,9 @@ def _infer(key, v):
             return vt, v.item()
     if isinstance(v, (list, tuple)):
         if len(v) == 0:
-            raise ValueError(f"metadata key {key!r}: an empty list needs an explicit element type, "
-                             "e.g. Value([], 'array[i32]')")
+            raise ValueError(
+                f"metadata key {key!r}: an empty list needs an explicit element type, e.g. Value([], 'array[i32]')"
+            )
         if all(isinstance(x, bool) for x in v):
             return "array[bool]", list(v)
         if all(isinstance(x, int) and not isinstance(x, bool) for x in v):
@@ -123,8 +156,10 @@ def _infer(key, v):
             return "array[str]", list(v)
         if any(isinstance(x, (list, tuple)) for x in v):
             raise ValueError(f"metadata key {key!r}: nested arrays cannot be written (ggml rejects them)")
-        raise ValueError(f"metadata key {key!r}: array elements must all be bool, int, float or str; "
-                         "use Value(list, type) for explicit typing")
+        raise ValueError(
+            f"metadata key {key!r}: array elements must all be bool, int, float or str; "
+            "use Value(list, type) for explicit typing"
+        )
     raise TypeError(f"metadata key {key!r}: cannot store a {type(v).__name__} in GGUF metadata")
 
 
@@ -180,8 +215,10 @@ def _tensor_entry(name, t):
 
         g = _TORCH_TENSOR.get(str(t.dtype))
         if g is None:
-            raise ValueError(f"tensor {name!r}: torch dtype {t.dtype} cannot be stored without quantization; "
-                             f"supported: {', '.join(_TORCH_TENSOR)}")
+            raise ValueError(
+                f"tensor {name!r}: torch dtype {t.dtype} cannot be stored without quantization; "
+                f"supported: {', '.join(_TORCH_TENSOR)}"
+            )
         c = t.detach().to("cpu").contiguous()
         shape = tuple(c.shape)
         if c.dtype == torch.bfloat16:
@@ -191,8 +228,10 @@ def _tensor_entry(name, t):
         arr = np.asarray(t)
         g = _NP_TENSOR.get(arr.dtype.name)
         if g is None:
-            raise ValueError(f"tensor {name!r}: numpy dtype {arr.dtype} cannot be stored; supported: "
-                             f"{', '.join(_NP_TENSOR)} (or pass packed blocks as (bytes, ggml_type, shape))")
+            raise ValueError(
+                f"tensor {name!r}: numpy dtype {arr.dtype} cannot be stored; supported: "
+                f"{', '.join(_NP_TENSOR)} (or pass packed blocks as (bytes, ggml_type, shape))"
+            )
         shape = arr.shape
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))

@@ -1,4 +1,5 @@
 """Quantizers and dispatch."""
+
 from .auto import (
     AUTO_QUANTIZATION_CONFIG_MAPPING,
     AUTO_QUANTIZER_MAPPING,

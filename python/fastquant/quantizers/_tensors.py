@@ -1,4 +1,5 @@
 """Tensor placement helpers (imports torch; used only once a model is being quantized or loaded)."""
+
 from __future__ import annotations
 
 import torch
@@ -18,11 +19,17 @@ def set_tensor(model, name: str, value, device=None, dtype=None) -> None:
     whether it is a parameter or a buffer and its requires_grad."""
     module, attr = module_and_attr(model, name)
     old = module._parameters.get(attr, module._buffers.get(attr))
-    if (old is not None and type(old) in (torch.nn.Parameter, torch.Tensor) and type(value) is torch.Tensor
-            and tuple(old.shape) != tuple(value.shape)):
+    if (
+        old is not None
+        and type(old) in (torch.nn.Parameter, torch.Tensor)
+        and type(value) is torch.Tensor
+        and tuple(old.shape) != tuple(value.shape)
+    ):
         # A plain tensor of another shape means a checkpoint of another architecture: refuse it rather than
         # leave a layer whose weight disagrees with its declared size.
-        raise ValueError(f"{name}: the checkpoint holds shape {tuple(value.shape)}, the model expects {tuple(old.shape)}")
+        raise ValueError(
+            f"{name}: the checkpoint holds shape {tuple(value.shape)}, the model expects {tuple(old.shape)}"
+        )
     if device is not None:
         value = value.to(device)
     if dtype is not None and value.is_floating_point():

@@ -3,6 +3,7 @@ progress bars and model bookkeeping.
 
 Nothing here imports torch at module import time (the quantizer modules are imported by `import fastquant`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -80,7 +81,9 @@ def require(package: str, what: str = ""):
     except ModuleNotFoundError as e:
         raise BackendImportError(package, version_range, "it is not installed", what) from e
     except Exception as e:  # a broken install: say so rather than a deep traceback
-        raise BackendImportError(package, version_range, f"importing {import_name!r} failed ({type(e).__name__}: {e})", what) from e
+        raise BackendImportError(
+            package, version_range, f"importing {import_name!r} failed ({type(e).__name__}: {e})", what
+        ) from e
     try:
         from importlib.metadata import version
 
@@ -142,8 +145,9 @@ def restore_linear(model, name: str, layer, weight) -> None:
     dtype), both without gradients. Used by every backend's `dequantize`."""
     import torch
 
-    out = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta",
-                          dtype=weight.dtype)
+    out = torch.nn.Linear(
+        layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta", dtype=weight.dtype
+    )
     out.weight = torch.nn.Parameter(weight, requires_grad=False)
     if layer.bias is not None:
         out.bias = torch.nn.Parameter(layer.bias.data.to(weight.dtype), requires_grad=False)

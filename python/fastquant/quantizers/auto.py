@@ -3,6 +3,7 @@
 The parsing, validation and the method rule run in Rust (`fastquant._core`); this module holds the run-time
 registry (built-in and user-registered backends) and builds the quantizer object.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,8 @@ AUTO_QUANTIZATION_CONFIG_MAPPING: Dict[str, type] = {
 
 # Keep the Python table and the Rust registry in step (a wrong edit fails at import, not at dispatch).
 assert [(k, c, q) for k, c, q in _core.builtin_methods()] == [
-    (k, AUTO_QUANTIZATION_CONFIG_MAPPING[k].__name__, AUTO_QUANTIZER_MAPPING[k].__name__) for k in AUTO_QUANTIZER_MAPPING
+    (k, AUTO_QUANTIZATION_CONFIG_MAPPING[k].__name__, AUTO_QUANTIZER_MAPPING[k].__name__)
+    for k in AUTO_QUANTIZER_MAPPING
 ]
 
 # User-registered config classes -> their method key.
@@ -201,7 +203,9 @@ def register_quantizer(method: str):
         if method in AUTO_QUANTIZER_MAPPING:
             raise ValueError(f"a quantizer is already registered for quant_method {method!r}")
         if not (isinstance(quantizer_cls, type) and issubclass(quantizer_cls, DiffusersQuantizer)):
-            raise TypeError(f"register_quantizer({method!r}): {quantizer_cls!r} must be a subclass of DiffusersQuantizer")
+            raise TypeError(
+                f"register_quantizer({method!r}): {quantizer_cls!r} must be a subclass of DiffusersQuantizer"
+            )
         AUTO_QUANTIZER_MAPPING[method] = quantizer_cls
         return quantizer_cls
 

@@ -7,6 +7,7 @@ or real model) -> per tensor `check_if_quantized_param` / `create_quantized_para
 
 Per-instance state is computed lazily: the built-in quantizers are constructed without running `__init__`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -92,9 +93,7 @@ class DiffusersQuantizer:
         """Parameters of skipped modules keep `torch_dtype` when accelerate sizes a device map."""
         skip = self.skip_modules
         return {
-            name: torch_dtype
-            for name, _ in model.named_parameters()
-            if matches_skip(name.rpartition(".")[0], skip)
+            name: torch_dtype for name, _ in model.named_parameters() if matches_skip(name.rpartition(".")[0], skip)
         }
 
     def update_missing_keys(self, model, missing_keys: List[str], prefix: str) -> List[str]:
@@ -124,8 +123,9 @@ class DiffusersQuantizer:
         """Whether `param_name` is materialised by `create_quantized_param` (True) or set as a plain tensor."""
         return False
 
-    def create_quantized_param(self, model, param_value, param_name: str, target_device, state_dict=None,
-                               unexpected_keys=None, **kwargs) -> None:
+    def create_quantized_param(
+        self, model, param_value, param_name: str, target_device, state_dict=None, unexpected_keys=None, **kwargs
+    ) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not create quantized parameters")
 
     def check_quantized_param_shape(self, *args, **kwargs) -> bool:
@@ -163,7 +163,9 @@ class DiffusersQuantizer:
         return model
 
     def _dequantize(self, model):
-        raise NotImplementedError(f"{self.quantization_config.quant_method} quantization cannot be undone (no dequantize)")
+        raise NotImplementedError(
+            f"{self.quantization_config.quant_method} quantization cannot be undone (no dequantize)"
+        )
 
     def quantized_modules(self, model) -> List[str]:
         """Names of the modules that hold quantized weights (or quantizers) in `model`."""

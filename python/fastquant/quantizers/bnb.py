@@ -4,6 +4,7 @@ bitsandbytes >= 0.48 ships CPU kernels for `Linear4bit` and `Linear8bitLt`; diff
 a GPU. fastquant runs wherever the installed bitsandbytes can: `validate_environment` tries a tiny quantization on
 each target device once and reports exactly what is missing when it cannot.
 """
+
 from __future__ import annotations
 
 from .._core import BitsAndBytesConfig
@@ -165,7 +166,6 @@ class _BnBQuantizer(DiffusersQuantizer):
         return True
 
     def _replace_with_linear(self, model, dequant):
-
         cls = self._layer_class()
         targets = [(n, m) for n, m in model.named_modules() if isinstance(m, cls)]
         for name, layer in targets:
@@ -224,8 +224,9 @@ class BnB4BitDiffusersQuantizer(_BnBQuantizer):
         )
         layer.weight = param._quantize(device)
 
-    def create_quantized_param(self, model, param_value, param_name, target_device, state_dict=None,
-                               unexpected_keys=None, **kwargs):
+    def create_quantized_param(
+        self, model, param_value, param_name, target_device, state_dict=None, unexpected_keys=None, **kwargs
+    ):
         import bitsandbytes as bnb
         from ._tensors import module_and_attr
 
@@ -234,7 +235,7 @@ class BnB4BitDiffusersQuantizer(_BnBQuantizer):
             self._quantize_weight(module, param_value, target_device)
             return
         prefix = param_name + "."
-        stats = {k[len(prefix):]: v for k, v in (state_dict or {}).items() if k.startswith(prefix)}
+        stats = {k[len(prefix) :]: v for k, v in (state_dict or {}).items() if k.startswith(prefix)}
         if not any(k.startswith("quant_state.bitsandbytes__") for k in stats):
             raise ValueError(
                 f"{param_name}: the state dict has no '{prefix}quant_state.bitsandbytes__nf4/fp4' entry; "
@@ -303,8 +304,9 @@ class BnB8BitDiffusersQuantizer(_BnBQuantizer):
     def supports_parallel_loading(self):
         return not self.pre_quantized  # weight and SCB of one layer must arrive together
 
-    def create_quantized_param(self, model, param_value, param_name, target_device, state_dict=None,
-                               unexpected_keys=None, **kwargs):
+    def create_quantized_param(
+        self, model, param_value, param_name, target_device, state_dict=None, unexpected_keys=None, **kwargs
+    ):
         import bitsandbytes as bnb
         import torch
         from ._tensors import module_and_attr
@@ -318,7 +320,9 @@ class BnB8BitDiffusersQuantizer(_BnBQuantizer):
         if scb is None:
             raise ValueError(f"{param_name}: no '{mod_prefix}SCB' in the state dict (bitsandbytes 8-bit row scales)")
         if param_value.dtype != torch.int8:
-            raise ValueError(f"{param_name}: expected torch.int8 weights for a bitsandbytes 8-bit layer, got {param_value.dtype}")
+            raise ValueError(
+                f"{param_name}: expected torch.int8 weights for a bitsandbytes 8-bit layer, got {param_value.dtype}"
+            )
         data = param_value.to(target_device)
         param = bnb.nn.Int8Params(data, requires_grad=False, has_fp16_weights=False)
         param.CB = data
@@ -335,7 +339,11 @@ class BnB8BitDiffusersQuantizer(_BnBQuantizer):
 
         def dequant(layer):
             w = layer.weight
-            cb = w.CB if getattr(w, "CB", None) is not None else (layer.state.CB if layer.state.CB is not None else w.data)
+            cb = (
+                w.CB
+                if getattr(w, "CB", None) is not None
+                else (layer.state.CB if layer.state.CB is not None else w.data)
+            )
             scb = w.SCB if getattr(w, "SCB", None) is not None else layer.state.SCB
             if scb is None:  # has_fp16_weights=True: the weight was never quantized
                 return w.data.clone()

@@ -1,6 +1,7 @@
 """GGUF quantizer: weights that arrive packed in a `.gguf` file, kept packed in torch layers.
 
 The packed layers and the loader live in `fastquant.gguf` (`load_into`); the hooks here delegate to it."""
+
 from __future__ import annotations
 
 from .._core import GGUFQuantizationConfig

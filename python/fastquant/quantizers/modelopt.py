@@ -7,6 +7,7 @@ type is `W_A` and `weight_only` is False (diffusers' meaning of `weight_only`), 
 per-tensor scale. Skipped modules (and convolutions with `disable_conv_quantization`) get disabled quantizers and
 are put back as the plain torch layers they were after quantization.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,12 @@ def build_modelopt_config(cfg, skip_names=(), model=None) -> dict:
         config = copy.deepcopy(dict(cfg.modelopt_config))
         entries = config.get("quant_cfg", [])
         if isinstance(entries, dict):  # legacy {pattern: cfg} form; modelopt converts it, keep the order
-            entries = [{"quantizer_name": k, **({"cfg": v} if "enable" not in v else v)} if isinstance(v, dict) else
-                       {"quantizer_name": k, "cfg": v} for k, v in entries.items()]
+            entries = [
+                {"quantizer_name": k, **({"cfg": v} if "enable" not in v else v)}
+                if isinstance(v, dict)
+                else {"quantizer_name": k, "cfg": v}
+                for k, v in entries.items()
+            ]
         entries = list(entries)
         config.setdefault("algorithm", cfg.algorithm)
     else:
@@ -252,7 +257,9 @@ class NVIDIAModelOptQuantizer(DiffusersQuantizer):
         model = mto.restore_from_modelopt_state(model, state)
         result = model.load_state_dict(dict(state_dict), strict=False)
         if result.unexpected_keys or [k for k in result.missing_keys if not k.endswith("_amax")]:
-            raise ValueError(f"nvidia-modelopt load: missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
+            raise ValueError(
+                f"nvidia-modelopt load: missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}"
+            )
         if device is not None:
             model.to(device)
         self.__dict__["_modelopt_state"] = state

@@ -1,5 +1,6 @@
 """optimum-quanto quantizer: `nn.Linear` -> `optimum.quanto.QLinear` with int8/int4/int2/float8 weights, frozen
 after quantization (the float weights are replaced by packed quantized tensors)."""
+
 from __future__ import annotations
 
 from .._core import QuantoConfig
@@ -66,7 +67,9 @@ class QuantoQuantizer(DiffusersQuantizer):
         if self.pre_quantized:
             return model  # load_quantized_state_dict rebuilds the layers from the saved quantization map
         qtype = self._qtype()
-        targets = [(n, m) for n, m in iter_modules(model, torch.nn.Linear, self.skip_modules) if type(m) is torch.nn.Linear]
+        targets = [
+            (n, m) for n, m in iter_modules(model, torch.nn.Linear, self.skip_modules) if type(m) is torch.nn.Linear
+        ]
         for name, linear in targets:
             qlinear = QLinear.from_module(linear, weights=qtype, activations=None)
             qlinear.name = name
@@ -76,8 +79,11 @@ class QuantoQuantizer(DiffusersQuantizer):
     def _process_model_after_weight_loading(self, model, **kwargs):
         from optimum.quanto.nn import QModuleMixin
 
-        targets = [m for _, m in model.named_modules() if isinstance(m, QModuleMixin) and not m.frozen
-                   and m.weight.device.type != "meta"]
+        targets = [
+            m
+            for _, m in model.named_modules()
+            if isinstance(m, QModuleMixin) and not m.frozen and m.weight.device.type != "meta"
+        ]
         for m in progress(targets, total=len(targets), desc="optimum-quanto", min_items=8):
             m.freeze()
         return model
@@ -92,8 +98,9 @@ class QuantoQuantizer(DiffusersQuantizer):
             return False
         return isinstance(module, QModuleMixin) and attr == "weight" and not module.frozen
 
-    def create_quantized_param(self, model, param_value, param_name, target_device, state_dict=None,
-                               unexpected_keys=None, **kwargs):
+    def create_quantized_param(
+        self, model, param_value, param_name, target_device, state_dict=None, unexpected_keys=None, **kwargs
+    ):
         import torch
         from ._tensors import module_and_attr
 

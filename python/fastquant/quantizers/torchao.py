@@ -1,5 +1,6 @@
 """torchao quantizer: any serialized torchao `AOBaseConfig` (and the legacy string shorthands, which the config
 expands to one), applied to each `nn.Linear` with `torchao.quantization.quantize_`."""
+
 from __future__ import annotations
 
 from .._core import TorchAoConfig
@@ -127,7 +128,8 @@ class TorchAoHfQuantizer(DiffusersQuantizer):
         if self.pre_quantized:
             return model
         targets = [
-            (n, m) for n, m in iter_modules(model, torch.nn.Linear, self.skip_modules)
+            (n, m)
+            for n, m in iter_modules(model, torch.nn.Linear, self.skip_modules)
             if m.weight.device.type != "meta" and not self._is_quantized_weight(m.weight)
         ]
         left = []
@@ -160,8 +162,9 @@ class TorchAoHfQuantizer(DiffusersQuantizer):
             return self._is_quantized_weight(param_value)
         return not matches_skip(param_name.rpartition(".")[0], self.skip_modules)
 
-    def create_quantized_param(self, model, param_value, param_name, target_device, state_dict=None,
-                               unexpected_keys=None, **kwargs):
+    def create_quantized_param(
+        self, model, param_value, param_name, target_device, state_dict=None, unexpected_keys=None, **kwargs
+    ):
         import torch
         from ._tensors import module_and_attr
 
@@ -173,11 +176,13 @@ class TorchAoHfQuantizer(DiffusersQuantizer):
     def quantized_modules(self, model):
         import torch
 
-        return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-                and self._is_quantized_weight(m.weight)]
+        return [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and self._is_quantized_weight(m.weight)
+        ]
 
     def _dequantize(self, model):
-
         for name in self.quantized_modules(model):
             layer = model.get_submodule(name)
             weight = _dense_weight(layer)

@@ -9,7 +9,9 @@
 //!
 //!     cargo run --release -p fastquant-core --example simd_check
 
-use fastquant_core::quants::{decoded_len, dequantize_with, has_dequantizer, has_simd_kernel, GgmlType, Path, ALL_TYPES};
+use fastquant_core::quants::{
+    decoded_len, dequantize_with, has_dequantizer, has_simd_kernel, GgmlType, Path, ALL_TYPES,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -28,7 +30,11 @@ impl Rng {
 fn special_byte(rng: &mut Rng) -> u8 {
     const SPECIAL: [u8; 8] = [0x00, 0x80, 0x7C, 0xFC, 0x7E, 0x01, 0x03, 0xFF];
     let r = rng.next();
-    if r & 1 == 0 { SPECIAL[(r >> 1) as usize % 8] } else { (r >> 8) as u8 }
+    if r & 1 == 0 {
+        SPECIAL[(r >> 1) as usize % 8]
+    } else {
+        (r >> 8) as u8
+    }
 }
 
 fn same_bits(a: f32, b: f32) -> bool {
@@ -92,13 +98,15 @@ fn main() {
                 let mut hw = vec![half::f16::ZERO; len];
                 dequantize_with(ty, &data, &mut h, path).unwrap();
                 dequantize_with(ty, &data, &mut hw, Path::Scalar).unwrap();
-                let (h, hw): (Vec<f32>, Vec<f32>) = (h.iter().map(|v| v.to_f32()).collect(), hw.iter().map(|v| v.to_f32()).collect());
+                let (h, hw): (Vec<f32>, Vec<f32>) =
+                    (h.iter().map(|v| v.to_f32()).collect(), hw.iter().map(|v| v.to_f32()).collect());
                 failures += compare(&format!("{ty} {path:?} {n} blocks f16"), &h, &hw);
                 let mut b = vec![half::bf16::ZERO; len];
                 let mut bw = vec![half::bf16::ZERO; len];
                 dequantize_with(ty, &data, &mut b, path).unwrap();
                 dequantize_with(ty, &data, &mut bw, Path::Scalar).unwrap();
-                let (b, bw): (Vec<f32>, Vec<f32>) = (b.iter().map(|v| v.to_f32()).collect(), bw.iter().map(|v| v.to_f32()).collect());
+                let (b, bw): (Vec<f32>, Vec<f32>) =
+                    (b.iter().map(|v| v.to_f32()).collect(), bw.iter().map(|v| v.to_f32()).collect());
                 failures += compare(&format!("{ty} {path:?} {n} blocks bf16"), &b, &bw);
                 checks += 3;
             }

@@ -24,7 +24,10 @@ pub const BUILTIN: &[(&str, ConfigKind, &str)] = &[
 /// What a dict asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Method<'a> {
-    Builtin { key: &'static str, kind: ConfigKind },
+    Builtin {
+        key: &'static str,
+        kind: ConfigKind,
+    },
     /// A `quant_method` that is not built in (maybe registered at run time by the caller).
     External(&'a str),
 }
@@ -137,7 +140,10 @@ mod tests {
     #[test]
     fn flags_win_over_quant_method() {
         let items = d(&[("quant_method", Value::Str("torchao".into())), ("load_in_4bit", Value::Bool(true))]);
-        assert_eq!(resolve_method(&items).unwrap(), Method::Builtin { key: "bitsandbytes_4bit", kind: ConfigKind::BitsAndBytes });
+        assert_eq!(
+            resolve_method(&items).unwrap(),
+            Method::Builtin { key: "bitsandbytes_4bit", kind: ConfigKind::BitsAndBytes }
+        );
         let items = d(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))]);
         let DictOutcome::Parsed(key, _) = parse_dict(items).unwrap() else { panic!("built in") };
         assert_eq!(key, "bitsandbytes_8bit");
@@ -148,7 +154,10 @@ mod tests {
         let items = d(&[("quant_method", Value::Str("bitsandbytes".into())), ("load_in_4bit", Value::Bool(false))]);
         assert!(resolve_method(&items).is_err());
         assert!(resolve_method(&[]).is_err());
-        assert_eq!(resolve_method(&d(&[("quant_method", Value::Str("sdnq".into()))])).unwrap(), Method::External("sdnq"));
+        assert_eq!(
+            resolve_method(&d(&[("quant_method", Value::Str("sdnq".into()))])).unwrap(),
+            Method::External("sdnq")
+        );
     }
 }
 

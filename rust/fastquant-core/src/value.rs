@@ -592,7 +592,10 @@ mod tests {
 
     #[test]
     fn repr_is_pythonic() {
-        let v = Value::Dict(vec![("k".into(), Value::List(vec![Value::Bool(true), Value::Null, Value::Str("a'b".into())]))]);
+        let v = Value::Dict(vec![(
+            "k".into(),
+            Value::List(vec![Value::Bool(true), Value::Null, Value::Str("a'b".into())]),
+        )]);
         assert_eq!(v.short_repr(), r#"{'k': [True, None, 'a\'b']}"#);
     }
 }

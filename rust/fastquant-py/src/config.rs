@@ -8,11 +8,11 @@ use fastquant_core::config::{self, ConfigError, ConfigKind, ErrorKind, QuantConf
 use fastquant_core::registry;
 use fastquant_core::value::{Opaque, Value};
 use pyo3::exceptions::{PyTypeError, PyUserWarning, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
-use pyo3::intern;
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors and warnings
@@ -215,10 +215,7 @@ fn _set_method_enum(py: Python<'_>, enum_type: Py<PyAny>) -> PyResult<()> {
 
 fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, Value)>> {
     if !d.is_instance_of::<PyDict>() {
-        return Err(PyTypeError::new_err(format!(
-            "{what}: expected a dict, got {}",
-            d.get_type().qualname()?
-        )));
+        return Err(PyTypeError::new_err(format!("{what}: expected a dict, got {}", d.get_type().qualname()?)));
     }
     let d = d.cast::<PyDict>()?;
     let mut items = Vec::with_capacity(d.len());
@@ -235,7 +232,11 @@ fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, Value)>
     Ok(items)
 }
 
-fn call_items(kind: ConfigKind, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Value)>> {
+fn call_items(
+    kind: ConfigKind,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<(String, Value)>> {
     let names = kind.positional();
     if args.len() > names.len() {
         return Err(PyTypeError::new_err(format!(
@@ -275,7 +276,12 @@ trait ConfigClass: Sized {
     fn wrap(inner: Arc<QuantConfig>) -> Self;
 }
 
-fn parse_items(py: Python<'_>, kind: ConfigKind, items: &[(String, Value)], warn: bool) -> PyResult<(QuantConfig, Vec<String>)> {
+fn parse_items(
+    py: Python<'_>,
+    kind: ConfigKind,
+    items: &[(String, Value)],
+    warn: bool,
+) -> PyResult<(QuantConfig, Vec<String>)> {
     let parsed = config::parse(kind, items.to_vec()).map_err(config_err)?;
     if warn {
         warn_unknown(py, kind.class_name(), &parsed.unknown_keys)?;
@@ -532,7 +538,11 @@ config_class!(
     ConfigKind::Gguf,
     "Weights that arrive pre-quantized in a GGUF file; `compute_dtype` is the dtype they are dequantized to."
 );
-config_class!(QuantoConfig, ConfigKind::Quanto, "optimum-quanto weight quantization (`weights_dtype`: float8, int8, int4, int2).");
+config_class!(
+    QuantoConfig,
+    ConfigKind::Quanto,
+    "optimum-quanto weight quantization (`weights_dtype`: float8, int8, int4, int2)."
+);
 config_class!(
     TorchAoConfig,
     ConfigKind::TorchAo,
@@ -586,9 +596,13 @@ fn config_from_items(py: Python<'_>, items: Vec<(String, Value)>) -> PyResult<Py
 /// Parse JSON text as a config of any built-in method (same return as `config_from_dict`).
 #[pyfunction]
 fn config_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
-    let v = fastquant_core::value::parse_json(text).map_err(|e| PyValueError::new_err(format!("quantization_config: {e}")))?;
+    let v = fastquant_core::value::parse_json(text)
+        .map_err(|e| PyValueError::new_err(format!("quantization_config: {e}")))?;
     let Value::Dict(items) = v else {
-        return Err(PyTypeError::new_err(format!("quantization_config: expected a JSON object, got {}", v.type_name())));
+        return Err(PyTypeError::new_err(format!(
+            "quantization_config: expected a JSON object, got {}",
+            v.type_name()
+        )));
     };
     config_from_items(py, items)
 }
@@ -629,11 +643,14 @@ struct Registry {
 static REGISTRY: PyOnceLock<Registry> = PyOnceLock::new();
 
 #[pyfunction]
-fn _set_registry(py: Python<'_>, quantizers: Bound<'_, PyDict>, builtin: Vec<Bound<'_, PyAny>>, slow_from_config: Py<PyAny>) -> PyResult<()> {
-    let builtin = builtin
-        .into_iter()
-        .map(|c| Ok((c.clone().unbind(), pre_quantized_only(&c)?)))
-        .collect::<PyResult<Vec<_>>>()?;
+fn _set_registry(
+    py: Python<'_>,
+    quantizers: Bound<'_, PyDict>,
+    builtin: Vec<Bound<'_, PyAny>>,
+    slow_from_config: Py<PyAny>,
+) -> PyResult<()> {
+    let builtin =
+        builtin.into_iter().map(|c| Ok((c.clone().unbind(), pre_quantized_only(&c)?))).collect::<PyResult<Vec<_>>>()?;
     let keys = registry::builtin_keys().map(|k| (k, PyString::intern(py, k).unbind())).collect();
     let _ = REGISTRY.set(py, Registry { quantizers: quantizers.unbind(), builtin, keys, slow_from_config });
     Ok(())
@@ -678,7 +695,11 @@ fn init_quantizer(
 /// The body of `DiffusersQuantizer.__init__`.
 #[pyfunction]
 #[pyo3(signature = (quantizer, quantization_config, kwargs=None))]
-fn quantizer_init(quantizer: &Bound<'_, PyAny>, quantization_config: &Bound<'_, PyAny>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn quantizer_init(
+    quantizer: &Bound<'_, PyAny>,
+    quantization_config: &Bound<'_, PyAny>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
     let qclass = quantizer.get_type();
     let expected = qclass.getattr("config_class")?;
     if !expected.is_none() && !quantization_config.is_instance(&expected)? {

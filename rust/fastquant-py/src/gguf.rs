@@ -175,8 +175,8 @@ impl PyGgufReader {
         let mut out = Vec::with_capacity(self.file.tensors().len());
         for t in self.file.tensors() {
             let ne = PyTuple::new(py, &t.ne)?;
-            let tup = (&*t.name, t.type_name(), t.type_id, ne, t.n_elements, t.nbytes, t.abs_offset)
-                .into_pyobject(py)?;
+            let tup =
+                (&*t.name, t.type_name(), t.type_id, ne, t.n_elements, t.nbytes, t.abs_offset).into_pyobject(py)?;
             out.push(tup);
         }
         PyList::new(py, out)
@@ -252,9 +252,8 @@ impl PyRawBuffer {
 
 fn scalar_from_py(t: ValueType, v: &Bound<'_, PyAny>, field: &str) -> PyResult<OwnedValue> {
     use OwnedValue as O;
-    let conv = |e: PyErr| {
-        PyValueError::new_err(format!("{field}: cannot store {} as {}: {e}", short_repr(v), t.name()))
-    };
+    let conv =
+        |e: PyErr| PyValueError::new_err(format!("{field}: cannot store {} as {}: {e}", short_repr(v), t.name()));
     Ok(match t {
         ValueType::U8 => O::U8(v.extract().map_err(conv)?),
         ValueType::I8 => O::I8(v.extract().map_err(conv)?),
@@ -269,9 +268,7 @@ fn scalar_from_py(t: ValueType, v: &Bound<'_, PyAny>, field: &str) -> PyResult<O
         ValueType::Bool => O::Bool(v.extract().map_err(conv)?),
         ValueType::String => O::Str(v.extract().map_err(conv)?),
         ValueType::Array => {
-            return Err(PyValueError::new_err(format!(
-                "{field}: nested arrays cannot be written (ggml rejects them)"
-            )))
+            return Err(PyValueError::new_err(format!("{field}: nested arrays cannot be written (ggml rejects them)")))
         }
     })
 }

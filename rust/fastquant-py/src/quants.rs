@@ -85,7 +85,11 @@ fn dequantize_into(
         "auto" => quants::Stores::Auto,
         "regular" => quants::Stores::Regular,
         "streaming" => quants::Stores::Streaming,
-        _ => return Err(PyValueError::new_err(format!("unknown stores {stores:?}; expected auto, regular or streaming"))),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unknown stores {stores:?}; expected auto, regular or streaming"
+            )))
+        }
     };
     if threads == Some(0) {
         return Err(PyValueError::new_err("threads must be at least 1"));

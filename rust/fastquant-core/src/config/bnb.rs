@@ -40,10 +40,9 @@ impl BnbConfig {
         let mut load_in_8bit = f.bool("load_in_8bit", false)?;
         let mut load_in_4bit = f.bool("load_in_4bit", false)?;
         // diffusers' to_dict() also writes the private `_load_in_*` attributes; accept them when they agree.
-        for (private, public, value) in [
-            ("_load_in_8bit", "load_in_8bit", &mut load_in_8bit),
-            ("_load_in_4bit", "load_in_4bit", &mut load_in_4bit),
-        ] {
+        for (private, public, value) in
+            [("_load_in_8bit", "load_in_8bit", &mut load_in_8bit), ("_load_in_4bit", "load_in_4bit", &mut load_in_4bit)]
+        {
             if let Some(v) = f.get(private) {
                 let b = match v {
                     Value::Bool(b) => *b,

@@ -46,13 +46,7 @@ pub fn loc_str(loc: &[String]) -> String {
 
 /// "expected X, got 'v' (str)".
 pub fn wrong_type(loc: Vec<String>, expected: &str, got: &Value) -> ConfigError {
-    let message = format!(
-        "{}: expected {}, got {} ({})",
-        loc_str(&loc),
-        expected,
-        got.short_repr(),
-        got.type_name()
-    );
+    let message = format!("{}: expected {}, got {} ({})", loc_str(&loc), expected, got.short_repr(), got.type_name());
     ConfigError::type_error(loc, message)
 }
 

@@ -70,7 +70,12 @@ impl<'a> Fields<'a> {
     }
 
     /// A string that must be one of `allowed`.
-    pub fn choice(&mut self, key: &str, default: &'static str, allowed: &[&'static str]) -> Result<&'static str, ConfigError> {
+    pub fn choice(
+        &mut self,
+        key: &str,
+        default: &'static str,
+        allowed: &[&'static str],
+    ) -> Result<&'static str, ConfigError> {
         match self.get(key) {
             None => Ok(default),
             Some(v @ Value::Str(s)) => allowed
@@ -121,7 +126,12 @@ impl<'a> Fields<'a> {
 
     /// A dtype given as a `torch.dtype` or a string (`"bfloat16"` or `"torch.bfloat16"`); `None` gives
     /// the default. Returns the short name.
-    pub fn dtype(&mut self, key: &str, default: &'static str, allowed: &[&'static str]) -> Result<&'static str, ConfigError> {
+    pub fn dtype(
+        &mut self,
+        key: &str,
+        default: &'static str,
+        allowed: &[&'static str],
+    ) -> Result<&'static str, ConfigError> {
         let v = match self.get(key) {
             None | Some(Value::Null) => return Ok(default),
             Some(v) => v,
@@ -136,13 +146,8 @@ impl<'a> Fields<'a> {
                 ))
             }
         };
-        allowed
-            .iter()
-            .copied()
-            .find(|a| *a == name)
-            .ok_or_else(|| not_allowed(self.loc(key), v, &allowed.join(", ")))
+        allowed.iter().copied().find(|a| *a == name).ok_or_else(|| not_allowed(self.loc(key), v, &allowed.join(", ")))
     }
-
 
     /// Keys that no getter asked for and that are not known extras, in input order.
     pub fn unknown_keys(&self) -> Vec<String> {

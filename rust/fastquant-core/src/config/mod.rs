@@ -134,7 +134,9 @@ fn check_quant_method(f: &mut Fields<'_>, kind: ConfigKind) -> Result<(), Config
     match f.get("quant_method") {
         None => Ok(()),
         Some(Value::Str(s)) if s == kind.quant_method() => Ok(()),
-        Some(v @ Value::Str(_)) => Err(error::not_allowed(f.loc("quant_method"), v, &format!("'{}'", kind.quant_method()))),
+        Some(v @ Value::Str(_)) => {
+            Err(error::not_allowed(f.loc("quant_method"), v, &format!("'{}'", kind.quant_method())))
+        }
         Some(v) => Err(error::wrong_type(f.loc("quant_method"), "a str", v)),
     }
 }
@@ -232,7 +234,8 @@ mod tests {
 
     #[test]
     fn bnb_flags_and_method() {
-        let p = parse(ConfigKind::BitsAndBytes, dict(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))])).unwrap();
+        let p =
+            parse(ConfigKind::BitsAndBytes, dict(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))])).unwrap();
         assert_eq!(p.config.method_key(), "bitsandbytes_8bit");
         let e = parse(ConfigKind::BitsAndBytes, vec![]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Value);
@@ -242,7 +245,11 @@ mod tests {
             dict(&[("load_in_4bit", Value::Bool(true)), ("bnb_4bit_quant_type", Value::Str("nf5".into()))]),
         )
         .unwrap_err();
-        assert!(e.message.contains("bnb_4bit_quant_type") && e.message.contains("'nf5'") && e.message.contains("nf4"), "{}", e.message);
+        assert!(
+            e.message.contains("bnb_4bit_quant_type") && e.message.contains("'nf5'") && e.message.contains("nf4"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -264,7 +271,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported() {
-        let p = parse(ConfigKind::Quanto, dict(&[("weights_dtype", Value::Str("int4".into())), ("wieghts", Value::Int(1))])).unwrap();
+        let p = parse(
+            ConfigKind::Quanto,
+            dict(&[("weights_dtype", Value::Str("int4".into())), ("wieghts", Value::Int(1))]),
+        )
+        .unwrap();
         assert_eq!(p.unknown_keys, vec!["wieghts".to_string()]);
     }
 

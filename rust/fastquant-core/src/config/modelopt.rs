@@ -11,8 +11,17 @@ pub const NUM_TYPES: &[&str] = &["FP8", "INT8", "INT4", "NF4", "NVFP4"];
 pub const SCALED_TYPES: &[&str] = &["NF4", "NVFP4"];
 /// Calibration algorithms of nvidia-modelopt (`mtq.config` `method` literals).
 pub const ALGORITHMS: &[&str] = &[
-    "max", "mse", "local_hessian", "smoothquant", "awq_lite", "awq_clip", "awq_full", "svdquant", "gptq",
-    "nvfp4_act_headroom", "lsq",
+    "max",
+    "mse",
+    "local_hessian",
+    "smoothquant",
+    "awq_lite",
+    "awq_clip",
+    "awq_full",
+    "svdquant",
+    "gptq",
+    "nvfp4_act_headroom",
+    "lsq",
 ];
 pub const POSITIONAL: &[&str] = &[
     "quant_type",
@@ -94,14 +103,20 @@ impl ModelOptConfig {
             let l = f.loc("block_quantize");
             return Err(ConfigError::value_error(
                 l.clone(),
-                format!("{}: block quantization needs channel_quantize (the axis the blocks run along, e.g. -1)", loc_str(&l)),
+                format!(
+                    "{}: block quantization needs channel_quantize (the axis the blocks run along, e.g. -1)",
+                    loc_str(&l)
+                ),
             ));
         }
         if scale_channel_quantize.is_some() != scale_block_quantize.is_some() {
             let l = f.loc("scale_block_quantize");
             return Err(ConfigError::value_error(
                 l.clone(),
-                format!("{}: scale_channel_quantize and scale_block_quantize go together; set both or neither", loc_str(&l)),
+                format!(
+                    "{}: scale_channel_quantize and scale_block_quantize go together; set both or neither",
+                    loc_str(&l)
+                ),
             ));
         }
         if scale_block_quantize.is_some() {
@@ -120,7 +135,10 @@ impl ModelOptConfig {
             if block_quantize.is_none() {
                 return Err(ConfigError::value_error(
                     l.clone(),
-                    format!("{}: quantized block scales need block quantization (block_quantize and channel_quantize)", loc_str(&l)),
+                    format!(
+                        "{}: quantized block scales need block quantization (block_quantize and channel_quantize)",
+                        loc_str(&l)
+                    ),
                 ));
             }
         }

@@ -181,7 +181,10 @@ fn check_object(v: &Value, path: &Path<'_>, top: bool) -> Result<(), ConfigError
         let loc = Path::Key(path, k).render();
         return Err(ConfigError::value_error(
             loc.clone(),
-            format!("{}: unexpected key in a serialized torchao object (allowed: _type, _version, _data)", loc_str(&loc)),
+            format!(
+                "{}: unexpected key in a serialized torchao object (allowed: _type, _version, _data)",
+                loc_str(&loc)
+            ),
         ));
     }
     Ok(())
@@ -204,7 +207,9 @@ fn check_nested(v: &Value, path: &Path<'_>) -> Result<(), ConfigError> {
             }
             Ok(())
         }
-        Value::Opaque(_) => Err(wrong_type(path.render(), "JSON-like data (str, int, float, bool, None, list, dict)", v)),
+        Value::Opaque(_) => {
+            Err(wrong_type(path.render(), "JSON-like data (str, int, float, bool, None, list, dict)", v))
+        }
         _ => Ok(()),
     }
 }

@@ -43,18 +43,8 @@ impl GgufError {
         }
     }
 
-    pub fn unsupported(
-        offset: Option<u64>,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        GgufError {
-            kind: ErrorKind::Unsupported,
-            offset,
-            field: field.into(),
-            message: message.into(),
-            io_kind: None,
-        }
+    pub fn unsupported(offset: Option<u64>, field: impl Into<String>, message: impl Into<String>) -> Self {
+        GgufError { kind: ErrorKind::Unsupported, offset, field: field.into(), message: message.into(), io_kind: None }
     }
 
     pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {

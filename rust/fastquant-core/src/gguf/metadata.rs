@@ -144,13 +144,8 @@ pub struct StrRef<'a> {
 
 impl<'a> StrRef<'a> {
     pub fn to_str(&self, field: &str) -> Result<&'a str> {
-        std::str::from_utf8(self.bytes).map_err(|e| {
-            GgufError::malformed(
-                self.offset,
-                field,
-                format!("string is not valid UTF-8 ({e})"),
-            )
-        })
+        std::str::from_utf8(self.bytes)
+            .map_err(|e| GgufError::malformed(self.offset, field, format!("string is not valid UTF-8 ({e})")))
     }
 }
 
@@ -232,18 +227,12 @@ impl<'a> ArrayView<'a> {
 
     /// The packed little-endian elements of a fixed-size element array (zero copy), else `None`.
     pub fn raw_elements(&self) -> Option<&'a [u8]> {
-        self.elem_type
-            .fixed_size()
-            .and_then(|_| self.buf.get(self.start..self.end))
+        self.elem_type.fixed_size().and_then(|_| self.buf.get(self.start..self.end))
     }
 
     /// Iterate over the elements in order.
     pub fn iter(&self) -> ArrayIter<'a> {
-        ArrayIter {
-            arr: *self,
-            cur: Cursor::at(self.buf, self.start),
-            left: self.count,
-        }
+        ArrayIter { arr: *self, cur: Cursor::at(self.buf, self.start), left: self.count }
     }
 
     /// Element `i`, `None` when out of range.
@@ -261,9 +250,7 @@ impl<'a> ArrayView<'a> {
                 let table = cell.get_or_init(|| self.build_string_index());
                 if let Some(&at) = table.get(i as usize) {
                     let mut c = Cursor::at(self.buf, at);
-                    return Some(c.read_value(ValueType::String, self.depth + 1, &|| {
-                        "array element".into()
-                    }));
+                    return Some(c.read_value(ValueType::String, self.depth + 1, &|| "array element".into()));
                 }
             }
         }
@@ -278,11 +265,7 @@ impl<'a> ArrayView<'a> {
         let mut pos = self.start;
         for _ in 0..self.count {
             out.push(pos);
-            let len = self
-                .buf
-                .get(pos..pos + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-                .unwrap_or(0);
+            let len = self.buf.get(pos..pos + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).unwrap_or(0);
             pos = pos.saturating_add(8).saturating_add(len as usize);
         }
         out.into_boxed_slice()
@@ -303,11 +286,7 @@ impl<'a> Iterator for ArrayIter<'a> {
             return None;
         }
         self.left -= 1;
-        let r = self
-            .cur
-            .read_value(self.arr.elem_type, self.arr.depth + 1, &|| {
-                "array element".into()
-            });
+        let r = self.cur.read_value(self.arr.elem_type, self.arr.depth + 1, &|| "array element".into());
         if r.is_err() {
             self.left = 0;
         }

@@ -18,7 +18,6 @@ mod tests;
 pub use error::{ErrorKind, GgufError, Result};
 pub use metadata::{ArrayView, MetaValue, OwnedValue, StrRef, ValueType, MAX_ARRAY_DEPTH};
 pub use reader::{
-    parse, GgufFile, KvEntry, TensorInfo, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_DIMS,
-    MAX_TENSOR_NAME,
+    parse, GgufFile, KvEntry, TensorInfo, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME,
 };
 pub use writer::{to_bytes, write_file, write_to, TensorSpec};

@@ -71,10 +71,7 @@ impl<'a> Cursor<'a> {
             return Err(GgufError::malformed(
                 self.pos as u64,
                 field(),
-                format!(
-                    "file ends inside {what} (needs {N} bytes, {} left)",
-                    self.left()
-                ),
+                format!("file ends inside {what} (needs {N} bytes, {} left)", self.left()),
             ));
         };
         self.pos += N;
@@ -96,10 +93,7 @@ impl<'a> Cursor<'a> {
             return Err(GgufError::malformed(
                 at as u64,
                 field(),
-                format!(
-                    "{what} {} exceeds the {left} bytes left in the file",
-                    count(n)
-                ),
+                format!("{what} {} exceeds the {left} bytes left in the file", count(n)),
             ));
         }
         let s = &self.buf[self.pos..self.pos + n as usize];
@@ -113,32 +107,20 @@ impl<'a> Cursor<'a> {
         let at = self.pos;
         let len = self.u64(field, what_len)?;
         let bytes = self.bytes(len, at, field, what_len)?;
-        Ok(StrRef {
-            bytes,
-            offset: at as u64,
-        })
+        Ok(StrRef { bytes, offset: at as u64 })
     }
 
     fn value_type(&mut self, field: Field, what: &str) -> Result<ValueType> {
         let at = self.pos;
         let id = self.u32(field, what)?;
         ValueType::from_id(id).ok_or_else(|| {
-            GgufError::malformed(
-                at as u64,
-                field(),
-                format!("{what} {id} is not a GGUF value type (0..=12)"),
-            )
+            GgufError::malformed(at as u64, field(), format!("{what} {id} is not a GGUF value type (0..=12)"))
         })
     }
 
     /// Read (and fully validate) one value of type `t` found inside `depth` enclosing arrays. An array is
     /// walked to find its end but its elements are not kept.
-    pub(crate) fn read_value(
-        &mut self,
-        t: ValueType,
-        depth: u32,
-        field: Field,
-    ) -> Result<MetaValue<'a>> {
+    pub(crate) fn read_value(&mut self, t: ValueType, depth: u32, field: Field) -> Result<MetaValue<'a>> {
         use ValueType as T;
         Ok(match t {
             T::U8 => MetaValue::U8(self.fixed::<1>(field, "a u8 value")?[0]),
@@ -202,15 +184,7 @@ impl<'a> Cursor<'a> {
                 }
             }
         }
-        Ok(ArrayView {
-            elem_type,
-            count: n,
-            buf: self.buf,
-            start,
-            end: self.pos,
-            index: None,
-            depth,
-        })
+        Ok(ArrayView { elem_type, count: n, buf: self.buf, start, end: self.pos, index: None, depth })
     }
 }
 
@@ -317,10 +291,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
         return Err(GgufError::malformed(
             0,
             "header",
-            format!(
-                "file is {} bytes long; a GGUF file starts with the 4-byte magic 'GGUF'",
-                buf.len()
-            ),
+            format!("file is {} bytes long; a GGUF file starts with the 4-byte magic 'GGUF'", buf.len()),
         ));
     }
     let magic: [u8; 4] = c.fixed(&hdr, "magic")?;
@@ -329,10 +300,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             "magic is 'FUGG' (byte-reversed 'GGUF'): a big-endian file? only little-endian GGUF files are supported"
                 .to_string()
         } else {
-            format!(
-                "bad magic {:?} (expected \"GGUF\"): not a GGUF file",
-                String::from_utf8_lossy(&magic)
-            )
+            format!("bad magic {:?} (expected \"GGUF\"): not a GGUF file", String::from_utf8_lossy(&magic))
         };
         return Err(GgufError::malformed(0, "header: magic", msg));
     }
@@ -367,10 +335,9 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
     let n_tensors = c.u64(&hdr, "tensor count")?;
     let n_kv = c.u64(&hdr, "metadata key/value count")?;
     let left = c.left() as u64;
-    for (what, n, min, at) in [
-        ("tensor count", n_tensors, MIN_TENSOR_INFO_BYTES, 8u64),
-        ("metadata key/value count", n_kv, MIN_KV_BYTES, 16),
-    ] {
+    for (what, n, min, at) in
+        [("tensor count", n_tensors, MIN_TENSOR_INFO_BYTES, 8u64), ("metadata key/value count", n_kv, MIN_KV_BYTES, 16)]
+    {
         if n > i64::MAX as u64 {
             return Err(GgufError::malformed(
                 at,
@@ -382,18 +349,11 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             return Err(GgufError::malformed(
                 at,
                 format!("header: {what}"),
-                format!(
-                    "{what} {} needs at least {min} bytes each but only {left} bytes follow the header",
-                    count(n)
-                ),
+                format!("{what} {} needs at least {min} bytes each but only {left} bytes follow the header", count(n)),
             ));
         }
     }
-    if n_kv
-        .saturating_mul(MIN_KV_BYTES)
-        .saturating_add(n_tensors.saturating_mul(MIN_TENSOR_INFO_BYTES))
-        > left
-    {
+    if n_kv.saturating_mul(MIN_KV_BYTES).saturating_add(n_tensors.saturating_mul(MIN_TENSOR_INFO_BYTES)) > left {
         return Err(GgufError::malformed(
             8,
             "header",
@@ -414,30 +374,23 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
         if key.bytes.is_empty() {
             return Err(GgufError::malformed(at as u64, f0(), "key is empty"));
         }
-        let key = std::str::from_utf8(key.bytes).map_err(|e| {
-            GgufError::malformed(at as u64, f0(), format!("key is not valid UTF-8 ({e})"))
-        })?;
+        let key = std::str::from_utf8(key.bytes)
+            .map_err(|e| GgufError::malformed(at as u64, f0(), format!("key is not valid UTF-8 ({e})")))?;
         let f = || format!("metadata key #{i} '{key}'");
         if let Some(&j) = key_index.get(key) {
             return Err(GgufError::malformed(
                 at as u64,
                 f(),
-                format!(
-                    "duplicate key (first defined by record #{j} at offset {})",
-                    kvs[j].offset
-                ),
+                format!("duplicate key (first defined by record #{j} at offset {})", kvs[j].offset),
             ));
         }
         let value_type = c.value_type(&f, "value type")?;
         let value_pos = c.pos;
         let v = c.read_value(value_type, 0, &f)?;
         let array = match v {
-            MetaValue::Array(a) => Some(ArrayHeader {
-                elem_type: a.elem_type,
-                count: a.count,
-                start: a.start,
-                end: a.end,
-            }),
+            MetaValue::Array(a) => {
+                Some(ArrayHeader { elem_type: a.elem_type, count: a.count, start: a.start, end: a.end })
+            }
             _ => None,
         };
         key_index.insert(key.into(), i);
@@ -463,11 +416,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
                 format!("alignment must be a u32, found {}", e.type_name()),
             ));
         }
-        let a = u32::from_le_bytes(
-            buf[e.value_pos..e.value_pos + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let a = u32::from_le_bytes(buf[e.value_pos..e.value_pos + 4].try_into().expect("4 bytes"));
         if a == 0 || !a.is_power_of_two() || a as u64 > MAX_ALIGNMENT {
             return Err(GgufError::malformed(
                 e.value_pos as u64,
@@ -490,24 +439,17 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             return Err(GgufError::malformed(
                 at as u64,
                 f0(),
-                format!(
-                    "name is {} bytes long; at most {MAX_TENSOR_NAME} are allowed",
-                    name.bytes.len()
-                ),
+                format!("name is {} bytes long; at most {MAX_TENSOR_NAME} are allowed", name.bytes.len()),
             ));
         }
-        let name = std::str::from_utf8(name.bytes).map_err(|e| {
-            GgufError::malformed(at as u64, f0(), format!("name is not valid UTF-8 ({e})"))
-        })?;
+        let name = std::str::from_utf8(name.bytes)
+            .map_err(|e| GgufError::malformed(at as u64, f0(), format!("name is not valid UTF-8 ({e})")))?;
         let f = || format!("tensor #{i} '{name}'");
         if let Some(&j) = tensor_index.get(name) {
             return Err(GgufError::malformed(
                 at as u64,
                 f(),
-                format!(
-                    "duplicate tensor name (first used by tensor #{j} at offset {})",
-                    tensors[j].info_offset
-                ),
+                format!("duplicate tensor name (first used by tensor #{j} at offset {})", tensors[j].info_offset),
             ));
         }
         let nd_at = c.pos;
@@ -525,11 +467,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             let d_at = c.pos as u64;
             let v = c.u64(&f, "dims")?;
             if v > i64::MAX as u64 {
-                return Err(GgufError::malformed(
-                    d_at,
-                    f(),
-                    format!("ne[{d}] = {v} is negative as an int64"),
-                ));
+                return Err(GgufError::malformed(d_at, f(), format!("ne[{d}] = {v} is negative as an int64")));
             }
             if v == 0 {
                 return Err(GgufError::malformed(
@@ -564,10 +502,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
                     return Err(GgufError::malformed(
                         t_at,
                         f(),
-                        format!(
-                            "ne[0] = {ne0} is not a multiple of the {} block size {blck}",
-                            t.name()
-                        ),
+                        format!("ne[0] = {ne0} is not a multiple of the {} block size {blck}", t.name()),
                     ));
                 }
                 match t.bytes_for(n_elements) {
@@ -576,10 +511,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
                         return Err(GgufError::malformed(
                             t_at,
                             f(),
-                            format!(
-                                "byte size of {n_elements} {} elements overflows an int64",
-                                t.name()
-                            ),
+                            format!("byte size of {n_elements} {} elements overflows an int64", t.name()),
                         ))
                     }
                 }
@@ -624,10 +556,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             return Err(GgufError::malformed(
                 offset_pos[i],
                 f(),
-                format!(
-                    "data offset {} is not a multiple of the alignment {alignment}",
-                    t.offset
-                ),
+                format!("data offset {} is not a multiple of the alignment {alignment}", t.offset),
             ));
         }
         let start = data_offset.checked_add(t.offset);
@@ -642,18 +571,14 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
                         "data [{} + {}, +{} bytes) lies outside the {file_len}-byte file",
                         data_offset,
                         t.offset,
-                        t.nbytes
-                            .map(|b| b.to_string())
-                            .unwrap_or_else(|| "?".into())
+                        t.nbytes.map(|b| b.to_string()).unwrap_or_else(|| "?".into())
                     ),
                 ))
             }
         }
     }
     // Overlaps: sort by start; each tensor must end before the next one starts.
-    let mut order: Vec<usize> = (0..tensors.len())
-        .filter(|&i| tensors[i].nbytes.unwrap_or(0) > 0)
-        .collect();
+    let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].nbytes.unwrap_or(0) > 0).collect();
     order.sort_by_key(|&i| tensors[i].abs_offset);
     for w in order.windows(2) {
         let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
@@ -674,15 +599,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
         }
     }
 
-    Ok(Parsed {
-        version,
-        alignment,
-        data_offset,
-        kvs,
-        key_index,
-        tensors,
-        tensor_index,
-    })
+    Ok(Parsed { version, alignment, data_offset, kvs, key_index, tensors, tensor_index })
 }
 
 /// Where the bytes live.
@@ -801,8 +718,7 @@ impl GgufFile {
             }));
         }
         let key = &*e.key;
-        Cursor::at(buf, e.value_pos)
-            .read_value(e.value_type, 0, &|| format!("metadata key '{key}'"))
+        Cursor::at(buf, e.value_pos).read_value(e.value_type, 0, &|| format!("metadata key '{key}'"))
     }
 
     /// The value of `key`, `None` when absent.
@@ -815,10 +731,7 @@ impl GgufFile {
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.parsed
-            .tensor_index
-            .get(name)
-            .map(|&i| &self.parsed.tensors[i])
+        self.parsed.tensor_index.get(name).map(|&i| &self.parsed.tensors[i])
     }
 
     /// The packed bytes of a tensor (zero copy). Refused for type ids ggml no longer defines.
@@ -827,32 +740,20 @@ impl GgufFile {
             return Err(GgufError::unsupported(
                 Some(t.info_offset),
                 format!("tensor '{}'", t.name),
-                format!(
-                    "type id {} is not a ggml type this reader knows; its data cannot be read",
-                    t.type_id
-                ),
+                format!("type id {} is not a ggml type this reader knows; its data cannot be read", t.type_id),
             ));
         };
         let s = t.abs_offset as usize;
-        self.backing
-            .get(s..s.saturating_add(nbytes as usize))
-            .ok_or_else(|| {
-                GgufError::malformed(
-                    t.abs_offset,
-                    format!("tensor '{}'", t.name),
-                    "data lies outside the file",
-                )
-            })
+        self.backing.get(s..s.saturating_add(nbytes as usize)).ok_or_else(|| {
+            GgufError::malformed(t.abs_offset, format!("tensor '{}'", t.name), "data lies outside the file")
+        })
     }
 
     /// The packed bytes of the tensor called `name`.
     pub fn tensor_data_by_name(&self, name: &str) -> Result<&[u8]> {
-        let t = self.tensor(name).ok_or_else(|| {
-            GgufError::not_found(
-                format!("tensor '{name}'"),
-                "no tensor of that name in the file",
-            )
-        })?;
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| GgufError::not_found(format!("tensor '{name}'"), "no tensor of that name in the file"))?;
         self.tensor_data(t)
     }
 }

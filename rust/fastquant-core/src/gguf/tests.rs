@@ -68,10 +68,7 @@ fn expect_err(bytes: Vec<u8>, needle: &str) -> GgufError {
     let e = err_of(bytes);
     assert_eq!(e.kind, ErrorKind::Malformed, "{e}");
     assert!(e.offset.is_some(), "{e}");
-    assert!(
-        e.to_string().contains(needle),
-        "error {e:?} does not mention {needle:?}"
-    );
+    assert!(e.to_string().contains(needle), "error {e:?} does not mention {needle:?}");
     e
 }
 
@@ -92,15 +89,7 @@ fn sample_kvs() -> Vec<(String, OwnedValue)> {
         ("t.u64".into(), U64(u64::MAX)),
         ("t.i64".into(), I64(i64::MIN)),
         ("t.f64".into(), F64(-2.25)),
-        (
-            "t.arr_str".into(),
-            StrArray(vec![
-                "<pad>".into(),
-                "".into(),
-                "<eos>".into(),
-                "word".into(),
-            ]),
-        ),
+        ("t.arr_str".into(), StrArray(vec!["<pad>".into(), "".into(), "<eos>".into(), "word".into()])),
         (
             "t.arr_i32".into(),
             ScalarArray {
@@ -108,13 +97,7 @@ fn sample_kvs() -> Vec<(String, OwnedValue)> {
                 bytes: [1i32, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
             },
         ),
-        (
-            "t.arr_empty".into(),
-            ScalarArray {
-                elem_type: ValueType::F32,
-                bytes: vec![],
-            },
-        ),
+        ("t.arr_empty".into(), ScalarArray { elem_type: ValueType::F32, bytes: vec![] }),
     ]
 }
 
@@ -123,24 +106,9 @@ fn sample_file() -> Vec<u8> {
     let b: Vec<u8> = (0..34 * 2).map(|i| (i * 7) as u8).collect(); // Q8_0 [64]
     let c: Vec<u8> = vec![1, 2, 3]; // I8 [3]
     let tensors = vec![
-        TensorSpec {
-            name: "a".into(),
-            ggml_type: GgmlType::F32,
-            ne: vec![8, 2],
-            data: &a,
-        },
-        TensorSpec {
-            name: "blk.0.q".into(),
-            ggml_type: GgmlType::Q8_0,
-            ne: vec![64],
-            data: &b,
-        },
-        TensorSpec {
-            name: "c".into(),
-            ggml_type: GgmlType::I8,
-            ne: vec![3],
-            data: &c,
-        },
+        TensorSpec { name: "a".into(), ggml_type: GgmlType::F32, ne: vec![8, 2], data: &a },
+        TensorSpec { name: "blk.0.q".into(), ggml_type: GgmlType::Q8_0, ne: vec![64], data: &b },
+        TensorSpec { name: "c".into(), ggml_type: GgmlType::I8, ne: vec![3], data: &c },
     ];
     to_bytes(&sample_kvs(), &tensors).unwrap()
 }
@@ -174,22 +142,11 @@ fn writer_reader_round_trip() {
             (OwnedValue::F64(a), MetaValue::F64(b)) => assert_eq!(*a, b),
             (OwnedValue::StrArray(a), MetaValue::Array(b)) => {
                 assert_eq!(b.elem_type, ValueType::String);
-                let got: Vec<String> = b
-                    .iter()
-                    .map(|x| x.unwrap().as_str("").unwrap().unwrap().to_string())
-                    .collect();
+                let got: Vec<String> = b.iter().map(|x| x.unwrap().as_str("").unwrap().unwrap().to_string()).collect();
                 assert_eq!(&got, a);
                 // indexed access (builds the offset table)
                 for (i, s) in a.iter().enumerate() {
-                    assert_eq!(
-                        b.get(i as u64)
-                            .unwrap()
-                            .unwrap()
-                            .as_str("")
-                            .unwrap()
-                            .unwrap(),
-                        s
-                    );
+                    assert_eq!(b.get(i as u64).unwrap().unwrap().as_str("").unwrap().unwrap(), s);
                 }
                 assert!(b.get(a.len() as u64).is_none());
             }
@@ -203,19 +160,13 @@ fn writer_reader_round_trip() {
     let t = f.tensor("a").unwrap();
     assert_eq!(t.shape(), vec![2, 8]);
     assert_eq!(t.nbytes, Some(64));
-    assert_eq!(
-        f.tensor_data(t).unwrap(),
-        &(0..64).map(|i| i as u8).collect::<Vec<_>>()[..]
-    );
+    assert_eq!(f.tensor_data(t).unwrap(), &(0..64).map(|i| i as u8).collect::<Vec<_>>()[..]);
     let q = f.tensor("blk.0.q").unwrap();
     assert_eq!(q.ggml_type, Some(GgmlType::Q8_0));
     assert_eq!(q.offset, 64);
     assert_eq!(f.tensor_data(q).unwrap().len(), 68);
     assert_eq!(f.tensor_data_by_name("c").unwrap(), &[1, 2, 3]);
-    assert_eq!(
-        f.tensor_data_by_name("zzz").unwrap_err().kind,
-        ErrorKind::NotFound
-    );
+    assert_eq!(f.tensor_data_by_name("zzz").unwrap_err().kind, ErrorKind::NotFound);
 }
 
 #[test]
@@ -227,12 +178,7 @@ fn every_type_round_trips() {
     }
     let specs: Vec<TensorSpec> = datas
         .iter()
-        .map(|(t, ne, d)| TensorSpec {
-            name: format!("t.{}", t.name()),
-            ggml_type: *t,
-            ne: ne.clone(),
-            data: d,
-        })
+        .map(|(t, ne, d)| TensorSpec { name: format!("t.{}", t.name()), ggml_type: *t, ne: ne.clone(), data: d })
         .collect();
     let f = GgufFile::from_bytes(to_bytes(&[], &specs).unwrap()).unwrap();
     assert_eq!(f.tensors().len(), ALL_TYPES.len());
@@ -285,17 +231,11 @@ fn header_errors() {
     expect_err(B::header(3, u64::MAX, 0).bytes(), "negative");
     expect_err(B::header(3, 0, u64::MAX).bytes(), "negative");
     expect_err(B::header(3, 1 << 40, 0).bytes(), "tensor count 2^40");
-    expect_err(
-        B::header(3, 0, 1 << 40).bytes(),
-        "metadata key/value count 2^40",
-    );
+    expect_err(B::header(3, 0, 1 << 40).bytes(), "metadata key/value count 2^40");
     let mut b = B::header(3, 1, 1);
     b.zeros(30);
     expect_err(b.bytes(), "cannot fit");
-    let e = expect_err(
-        B::header(3, 0, 0).bytes()[..20].to_vec(),
-        "metadata key/value count",
-    );
+    let e = expect_err(B::header(3, 0, 0).bytes()[..20].to_vec(), "metadata key/value count");
     assert_eq!(e.offset, Some(16));
 }
 
@@ -327,10 +267,7 @@ fn metadata_errors() {
     // string length beyond the file, with the key named
     let mut b = B::header(3, 0, 1);
     b.s("general.name").u32(8).u64(1 << 40).zeros(4);
-    let e = expect_err(
-        b.bytes(),
-        "metadata key #0 'general.name': string length 2^40 exceeds the 4 bytes left",
-    );
+    let e = expect_err(b.bytes(), "metadata key #0 'general.name': string length 2^40 exceeds the 4 bytes left");
     assert_eq!(e.offset, Some(24 + 8 + 12 + 4));
     // negative string length
     let mut b = B::header(3, 0, 1);
@@ -348,27 +285,14 @@ fn metadata_errors() {
 
 #[test]
 fn array_errors_and_limits() {
-    for (elem, n) in [
-        (0u32, 1u64 << 63),
-        (8, 1 << 63),
-        (9, u64::MAX),
-        (12, 1 << 61),
-        (4, 5),
-    ] {
+    for (elem, n) in [(0u32, 1u64 << 63), (8, 1 << 63), (9, u64::MAX), (12, 1 << 61), (4, 5)] {
         let mut b = B::header(3, 0, 1);
         b.s("k").u32(9).u32(elem).u64(n).zeros(16);
         expect_err(b.bytes(), "array length");
     }
     // string element running past the end
     let mut b = B::header(3, 0, 1);
-    b.s("tok")
-        .u32(9)
-        .u32(8)
-        .u64(3)
-        .s("a")
-        .s("b")
-        .u64(1000)
-        .zeros(3);
+    b.s("tok").u32(9).u32(8).u64(3).s("a").s("b").u64(1000).zeros(3);
     expect_err(b.bytes(), "array element #2: string length 1000");
     // nested arrays: accepted up to MAX_ARRAY_DEPTH
     let nest = |depth: u32| {
@@ -381,13 +305,9 @@ fn array_errors_and_limits() {
         b.bytes()
     };
     let f = GgufFile::from_bytes(nest(2)).unwrap();
-    let MetaValue::Array(outer) = f.get("n").unwrap().unwrap() else {
-        panic!()
-    };
+    let MetaValue::Array(outer) = f.get("n").unwrap().unwrap() else { panic!() };
     assert_eq!((outer.elem_type, outer.count), (ValueType::Array, 1));
-    let MetaValue::Array(inner) = outer.get(0).unwrap().unwrap() else {
-        panic!()
-    };
+    let MetaValue::Array(inner) = outer.get(0).unwrap().unwrap() else { panic!() };
     assert_eq!(inner.raw_elements().unwrap(), &[7, 0, 0, 0, 8, 0, 0, 0]);
     GgufFile::from_bytes(nest(MAX_ARRAY_DEPTH)).unwrap();
     expect_err(nest(MAX_ARRAY_DEPTH + 1), "nested more than");
@@ -403,11 +323,7 @@ fn huge_array_in_tiny_file_rejected_fast() {
     assert_eq!(b.0.len(), 49);
     let t = std::time::Instant::now();
     let e = expect_err(b.bytes(), "array length 2^63");
-    assert!(
-        t.elapsed() < std::time::Duration::from_millis(50),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < std::time::Duration::from_millis(50), "{:?}", t.elapsed());
     assert_eq!(e.offset, Some(24 + 9 + 4 + 4));
 }
 
@@ -426,9 +342,7 @@ fn alignment_errors() {
     expect_err(b.bytes(), "alignment must be a u32, found array[u32]");
     // alignment 1 is fine
     let mut b = B::header(3, 1, 1);
-    b.kv_u32("general.alignment", 1)
-        .ti("x", &[3], 24, 0)
-        .zeros(3);
+    b.kv_u32("general.alignment", 1).ti("x", &[3], 24, 0).zeros(3);
     let f = GgufFile::from_bytes(b.bytes()).unwrap();
     assert_eq!(f.alignment(), 1);
     assert_eq!(f.tensor_data_by_name("x").unwrap().len(), 3);
@@ -444,36 +358,24 @@ fn one_tensor(name: &str, ne: &[u64], ty: u32, off: u64, data: usize) -> Vec<u8>
 #[test]
 fn tensor_info_errors() {
     assert!(GgufFile::from_bytes(one_tensor(&"n".repeat(63), &[4], 0, 0, 16)).is_ok());
-    expect_err(
-        one_tensor(&"n".repeat(64), &[4], 0, 0, 16),
-        "name is 64 bytes long",
-    );
+    expect_err(one_tensor(&"n".repeat(64), &[4], 0, 0, 16), "name is 64 bytes long");
     let mut b = B::header(3, 2, 0);
     b.ti("w", &[1], 0, 0).ti("w", &[1], 0, 32).pad(32).zeros(64);
     expect_err(b.bytes(), "duplicate tensor name");
-    expect_err(
-        one_tensor("w", &[1, 1, 1, 1, 1], 0, 0, 4),
-        "n_dims 5 exceeds",
-    );
+    expect_err(one_tensor("w", &[1, 1, 1, 1, 1], 0, 0, 4), "n_dims 5 exceeds");
     let mut b = B::header(3, 1, 0);
     b.s("w").u32(u32::MAX).zeros(64);
     expect_err(b.bytes(), "n_dims 4294967295");
     expect_err(one_tensor("w", &[4, 0], 0, 0, 16), "ne[1] is 0");
     expect_err(one_tensor("w", &[u64::MAX], 0, 0, 16), "negative");
     expect_err(one_tensor("w", &[1 << 62], 0, 0, 16), "overflows an int64");
-    expect_err(
-        one_tensor("w", &[1 << 40, 1 << 40], 0, 0, 16),
-        "element count overflows",
-    );
+    expect_err(one_tensor("w", &[1 << 40, 1 << 40], 0, 0, 16), "element count overflows");
     // 2^62 elements fit an int64 but 2^62 * 4 bytes do not
     expect_err(one_tensor("w", &[1 << 31, 1 << 31], 0, 0, 16), "byte size");
     // huge but representable: data outside the file
     expect_err(one_tensor("w", &[1 << 20, 1 << 20], 0, 0, 16), "outside");
     // not a whole number of blocks
-    expect_err(
-        one_tensor("w", &[33], 2, 0, 64),
-        "not a multiple of the Q4_0 block size 32",
-    );
+    expect_err(one_tensor("w", &[33], 2, 0, 64), "not a multiple of the Q4_0 block size 32");
     // bad type ids: listed, data refused
     for id in [4u32, 5, 31, 36, 43, 1000, u32::MAX] {
         let f = GgufFile::from_bytes(one_tensor("w", &[4], id, 0, 16)).unwrap();
@@ -492,10 +394,7 @@ fn tensor_info_errors() {
 
 #[test]
 fn tensor_offset_errors() {
-    expect_err(
-        one_tensor("w", &[4], 0, 8, 64),
-        "not a multiple of the alignment 32",
-    );
+    expect_err(one_tensor("w", &[4], 0, 8, 64), "not a multiple of the alignment 32");
     expect_err(one_tensor("w", &[4], 0, 32, 16), "outside");
     expect_err(one_tensor("w", &[4], 0, u64::MAX - 31, 16), "outside");
     expect_err(one_tensor("w", &[4], 0, 0, 15), "outside");
@@ -505,25 +404,16 @@ fn tensor_offset_errors() {
     expect_err(b.bytes(), "data section would start");
     // overlapping
     let mut b = B::header(3, 2, 0);
-    b.ti("a", &[16], 0, 0)
-        .ti("b", &[16], 0, 32)
-        .pad(32)
-        .zeros(128);
+    b.ti("a", &[16], 0, 0).ti("b", &[16], 0, 32).pad(32).zeros(128);
     expect_err(b.bytes(), "overlaps tensor #0 'a'");
     let mut b = B::header(3, 2, 0);
-    b.ti("a", &[8], 0, 32)
-        .ti("b", &[8], 0, 32)
-        .pad(32)
-        .zeros(128);
+    b.ti("a", &[8], 0, 32).ti("b", &[8], 0, 32).pad(32).zeros(128);
     expect_err(b.bytes(), "overlaps");
     // out of order but disjoint is fine (the spec only asks for alignment)
     let mut b = B::header(3, 2, 0);
     b.ti("a", &[8], 0, 32).ti("b", &[8], 0, 0).pad(32).zeros(64);
     let f = GgufFile::from_bytes(b.bytes()).unwrap();
-    assert_eq!(
-        f.tensor("b").unwrap().abs_offset + 32,
-        f.tensor("a").unwrap().abs_offset
-    );
+    assert_eq!(f.tensor("b").unwrap().abs_offset + 32, f.tensor("a").unwrap().abs_offset);
 }
 
 #[test]
@@ -531,12 +421,7 @@ fn truncation_at_every_byte_is_an_error() {
     let full = sample_file();
     // The last tensor's padding is not needed by the reader, so cut inside the data proper.
     let f = GgufFile::from_bytes(full.clone()).unwrap();
-    let needed = f
-        .tensors()
-        .iter()
-        .map(|t| t.abs_offset + t.nbytes.unwrap())
-        .max()
-        .unwrap() as usize;
+    let needed = f.tensors().iter().map(|t| t.abs_offset + t.nbytes.unwrap()).max().unwrap() as usize;
     for cut in 0..needed {
         let e = err_of(full[..cut].to_vec());
         assert_eq!(e.kind, ErrorKind::Malformed, "cut {cut}: {e}");
@@ -550,45 +435,16 @@ fn truncation_at_every_byte_is_an_error() {
 fn writer_refuses_bad_input() {
     use OwnedValue::*;
     let d = [0u8; 16];
-    let t = |name: &str, ne: Vec<u64>, ty: GgmlType| TensorSpec {
-        name: name.into(),
-        ggml_type: ty,
-        ne,
-        data: &d,
-    };
+    let t = |name: &str, ne: Vec<u64>, ty: GgmlType| TensorSpec { name: name.into(), ggml_type: ty, ne, data: &d };
     let bad: Vec<(Vec<(String, OwnedValue)>, Vec<TensorSpec>)> = vec![
         (vec![("".into(), U8(1))], vec![]),
         (vec![("a".into(), U8(1)), ("a".into(), U8(2))], vec![]),
         (vec![("general.alignment".into(), U32(12))], vec![]),
         (vec![("general.alignment".into(), I32(32))], vec![]),
-        (
-            vec![(
-                "x".into(),
-                ScalarArray {
-                    elem_type: ValueType::U32,
-                    bytes: vec![1, 2, 3],
-                },
-            )],
-            vec![],
-        ),
-        (
-            vec![(
-                "x".into(),
-                ScalarArray {
-                    elem_type: ValueType::String,
-                    bytes: vec![],
-                },
-            )],
-            vec![],
-        ),
+        (vec![("x".into(), ScalarArray { elem_type: ValueType::U32, bytes: vec![1, 2, 3] })], vec![]),
+        (vec![("x".into(), ScalarArray { elem_type: ValueType::String, bytes: vec![] })], vec![]),
         (vec![], vec![t(&"n".repeat(64), vec![4], GgmlType::F32)]),
-        (
-            vec![],
-            vec![
-                t("a", vec![4], GgmlType::F32),
-                t("a", vec![4], GgmlType::F32),
-            ],
-        ),
+        (vec![], vec![t("a", vec![4], GgmlType::F32), t("a", vec![4], GgmlType::F32)]),
         (vec![], vec![t("a", vec![1, 1, 1, 1, 4], GgmlType::F32)]),
         (vec![], vec![t("a", vec![0, 4], GgmlType::F32)]),
         (vec![], vec![t("a", vec![5], GgmlType::F32)]),
@@ -723,36 +579,19 @@ pub(crate) fn seed_files() -> Vec<Vec<u8>> {
     let mut seeds = vec![sample_file()];
     // nested array + string array + every scalar, no tensors
     let mut b = B::header(3, 0, 3);
-    b.s("n")
-        .u32(9)
-        .u32(9)
-        .u64(2)
-        .u32(8)
-        .u64(1)
-        .s("x")
-        .u32(0)
-        .u64(2)
-        .u8(1)
-        .u8(2);
+    b.s("n").u32(9).u32(9).u64(2).u32(8).u64(1).s("x").u32(0).u64(2).u8(1).u8(2);
     b.s("s").u32(9).u32(8).u64(2).s("ab").s("c");
     b.s("general.alignment").u32(4).u32(8);
     seeds.push(b.bytes());
     let mut b = B::header(2, 2, 1);
-    b.kv_u32("general.alignment", 16)
-        .ti("a", &[32, 2], 8, 0)
-        .ti("b", &[4], 1000, 80)
-        .pad(16)
-        .zeros(96);
+    b.kv_u32("general.alignment", 16).ti("a", &[32, 2], 8, 0).ti("b", &[4], 1000, 80).pad(16).zeros(96);
     seeds.push(b.bytes());
     seeds
 }
 
 #[test]
 fn mutation_fuzz_never_panics() {
-    let iters: usize = std::env::var("FASTQUANT_FUZZ_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
+    let iters: usize = std::env::var("FASTQUANT_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let seeds = seed_files();
     for s in &seeds {
         assert!(GgufFile::from_bytes(s.clone()).is_ok());

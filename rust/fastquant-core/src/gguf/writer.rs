@@ -39,37 +39,26 @@ fn validate(kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Result<
                 Some(sz) => {
                     return Err(GgufError::invalid_input(
                         field,
-                        format!(
-                            "{} bytes is not a whole number of {}-byte elements",
-                            bytes.len(),
-                            sz
-                        ),
+                        format!("{} bytes is not a whole number of {}-byte elements", bytes.len(), sz),
                     ))
                 }
                 None => {
                     return Err(GgufError::invalid_input(
                         field,
-                        format!(
-                            "array of {} cannot be given as packed bytes",
-                            elem_type.name()
-                        ),
+                        format!("array of {} cannot be given as packed bytes", elem_type.name()),
                     ))
                 }
             }
         }
         if key == "general.alignment" {
             match v {
-                OwnedValue::U32(a)
-                    if *a != 0 && a.is_power_of_two() && *a as u64 <= MAX_ALIGNMENT =>
-                {
+                OwnedValue::U32(a) if *a != 0 && a.is_power_of_two() && *a as u64 <= MAX_ALIGNMENT => {
                     alignment = *a as u64
                 }
                 OwnedValue::U32(a) => {
                     return Err(GgufError::invalid_input(
                         field,
-                        format!(
-                            "alignment {a} must be a power of two between 1 and {MAX_ALIGNMENT}"
-                        ),
+                        format!("alignment {a} must be a power of two between 1 and {MAX_ALIGNMENT}"),
                     ))
                 }
                 other => {
@@ -87,10 +76,7 @@ fn validate(kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Result<
         if t.name.len() > MAX_TENSOR_NAME {
             return Err(GgufError::invalid_input(
                 field,
-                format!(
-                    "name is {} bytes long; ggml allows at most {MAX_TENSOR_NAME}",
-                    t.name.len()
-                ),
+                format!("name is {} bytes long; ggml allows at most {MAX_TENSOR_NAME}", t.name.len()),
             ));
         }
         if !names.insert(t.name.as_str()) {
@@ -105,17 +91,12 @@ fn validate(kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Result<
         let mut n: u64 = 1;
         for &d in &t.ne {
             if d == 0 || d > i64::MAX as u64 {
-                return Err(GgufError::invalid_input(
-                    field,
-                    format!("dimension {d} is out of range"),
-                ));
+                return Err(GgufError::invalid_input(field, format!("dimension {d} is out of range")));
             }
             n = n
                 .checked_mul(d)
                 .filter(|&n| n <= i64::MAX as u64)
-                .ok_or_else(|| {
-                    GgufError::invalid_input(field.clone(), "element count overflows an int64")
-                })?;
+                .ok_or_else(|| GgufError::invalid_input(field.clone(), "element count overflows an int64"))?;
         }
         let blck = t.ggml_type.block_elems() as u64;
         if t.ne.first().copied().unwrap_or(1) % blck != 0 {
@@ -128,10 +109,8 @@ fn validate(kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Result<
                 ),
             ));
         }
-        let need = t
-            .ggml_type
-            .bytes_for(n)
-            .ok_or_else(|| GgufError::invalid_input(field.clone(), "byte size overflows"))?;
+        let need =
+            t.ggml_type.bytes_for(n).ok_or_else(|| GgufError::invalid_input(field.clone(), "byte size overflows"))?;
         if t.data.len() as u64 != need {
             return Err(GgufError::invalid_input(
                 field,
@@ -188,11 +167,7 @@ fn put_value(out: &mut Vec<u8>, v: &OwnedValue) {
 }
 
 /// Header, metadata and tensor infos (unpadded), plus the alignment and each tensor's relative offset.
-fn build_header(
-    kvs: &[(String, OwnedValue)],
-    tensors: &[TensorSpec<'_>],
-    alignment: u64,
-) -> (Vec<u8>, Vec<u64>) {
+fn build_header(kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>], alignment: u64) -> (Vec<u8>, Vec<u64>) {
     let mut h = Vec::with_capacity(4096);
     h.extend_from_slice(&MAGIC);
     h.extend_from_slice(&3u32.to_le_bytes());
@@ -221,11 +196,7 @@ fn build_header(
 }
 
 /// Write a complete GGUF file to `out`; returns the number of bytes written.
-pub fn write_to<W: Write>(
-    out: &mut W,
-    kvs: &[(String, OwnedValue)],
-    tensors: &[TensorSpec<'_>],
-) -> Result<u64> {
+pub fn write_to<W: Write>(out: &mut W, kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Result<u64> {
     let alignment = validate(kvs, tensors)?;
     let (mut header, _) = build_header(kvs, tensors, alignment);
     let io = |e: std::io::Error| GgufError::io("writing GGUF", &e);
@@ -255,17 +226,10 @@ pub fn to_bytes(kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Res
 
 /// Write a complete GGUF file to `path` (via a temporary file in the same directory, renamed into place,
 /// so a failed write never leaves a half-written file under the final name).
-pub fn write_file(
-    path: impl AsRef<Path>,
-    kvs: &[(String, OwnedValue)],
-    tensors: &[TensorSpec<'_>],
-) -> Result<u64> {
+pub fn write_file(path: impl AsRef<Path>, kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Result<u64> {
     let path = path.as_ref();
     validate(kvs, tensors)?;
-    let mut tmp_name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let ctx = |e: std::io::Error| GgufError::io(format!("{}", path.display()), &e);

@@ -23,11 +23,8 @@ pub(crate) fn ue4m3_half(x: u8) -> f32 {
     }
     let exp = ((x >> 3) & 0xF) as i32;
     let man = (x & 7) as f32;
-    let raw = if exp == 0 {
-        man * (1.0 / 512.0)
-    } else {
-        (1.0 + man / 8.0) * f32::from_bits(((exp - 7 + 127) as u32) << 23)
-    };
+    let raw =
+        if exp == 0 { man * (1.0 / 512.0) } else { (1.0 + man / 8.0) * f32::from_bits(((exp - 7 + 127) as u32) << 23) };
     raw * 0.5
 }
 

@@ -52,10 +52,7 @@ impl BlockFormat for IQ2XS {
         let d = f16_at(b, 0);
         let scales = &b[66..74];
         for ib in 0..8 {
-            let db = [
-                d * (0.5 + (scales[ib] & 0xF) as f32) * 0.25,
-                d * (0.5 + (scales[ib] >> 4) as f32) * 0.25,
-            ];
+            let db = [d * (0.5 + (scales[ib] & 0xF) as f32) * 0.25, d * (0.5 + (scales[ib] >> 4) as f32) * 0.25];
             for l in 0..4 {
                 let q = u16_at(b, 2 + 2 * (4 * ib + l));
                 let g = IQ2XS_GRID[(q & 511) as usize];
@@ -81,10 +78,7 @@ impl BlockFormat for IQ2S {
         let qh = &b[66..74];
         let scales = &b[74..82];
         for ib in 0..8 {
-            let db = [
-                d * (0.5 + (scales[ib] & 0xF) as f32) * 0.25,
-                d * (0.5 + (scales[ib] >> 4) as f32) * 0.25,
-            ];
+            let db = [d * (0.5 + (scales[ib] & 0xF) as f32) * 0.25, d * (0.5 + (scales[ib] >> 4) as f32) * 0.25];
             for l in 0..4 {
                 let idx = qs[4 * ib + l] as usize | ((((qh[ib] >> (2 * l)) & 3) as usize) << 8);
                 let g = IQ2S_GRID[idx];

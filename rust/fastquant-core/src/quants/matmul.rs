@@ -282,7 +282,8 @@ mod simd {
                 }
                 for row in 0..rows {
                     for i in 0..m {
-                        let lanes: &[f32; LANES] = buf[(row * m + i) * LANES..(row * m + i + 1) * LANES].try_into().unwrap();
+                        let lanes: &[f32; LANES] =
+                            buf[(row * m + i) * LANES..(row * m + i + 1) * LANES].try_into().unwrap();
                         let mut s = hsum(lanes);
                         for t in kv..k {
                             s = x[i * k + t].mul_add(w[row * k + t], s);
@@ -294,7 +295,15 @@ mod simd {
         };
     }
     mul_kernel!(mul_avx2, "avx2,fma", 2, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, _mm256_storeu_ps);
-    mul_kernel!(mul_avx512, "avx512f,avx2,fma", 1, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, _mm512_storeu_ps);
+    mul_kernel!(
+        mul_avx512,
+        "avx512f,avx2,fma",
+        1,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_setzero_ps,
+        _mm512_storeu_ps
+    );
 }
 
 #[cfg(test)]
@@ -332,7 +341,10 @@ mod tests {
         // Scalar micro-kernel on the same tiles agrees within the same bound, and threads do not matter.
         let mut again = vec![0f32; m * n];
         linear_fused(ty, &x, m, k, &w, n, &mut again, Some(2)).unwrap();
-        assert_eq!(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), again.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            again.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -365,7 +377,11 @@ mod tests {
             // SAFETY: `path.available()` confirmed the features.
             unsafe { pick_mul(path)(&x, &w, &mut got, m, k) };
             // bit-identical to the scalar body with fused multiply-adds
-            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want_fma.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{path:?}");
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want_fma.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{path:?}"
+            );
             for (g, s) in got.iter().zip(&want) {
                 assert!((g - s).abs() <= k as f32 * 2f32.powi(-23) * 80.0, "{path:?}: {g} vs {s}");
             }

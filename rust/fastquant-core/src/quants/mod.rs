@@ -14,6 +14,7 @@ mod kquants;
 mod legacy;
 pub mod matmul;
 pub mod quantize;
+#[rustfmt::skip] // generated tables: one row per line as the generator writes them
 pub mod tables;
 mod ternary;
 pub mod types;
@@ -48,7 +49,8 @@ use rayon::prelude::*;
 
 pub use matmul::{linear_fused, FusedError};
 pub use quantize::{
-    has_quantizer, quantize, quantize_into, quantize_into_with, quantize_with, quantized_len, QuantizeError, QUANTIZE_TYPES,
+    has_quantizer, quantize, quantize_into, quantize_into_with, quantize_with, quantized_len, QuantizeError,
+    QUANTIZE_TYPES,
 };
 pub use types::{GgmlType, ALL_TYPES};
 

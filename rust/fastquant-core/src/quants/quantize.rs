@@ -16,7 +16,9 @@ pub enum QuantizeError {
     PartialBlock { ty: GgmlType, len: usize, block: usize },
     #[error("{ty}: output buffer is {got} bytes, expected {expected}")]
     OutputLength { ty: GgmlType, expected: usize, got: usize },
-    #[error("quantization to {ty} is not implemented (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K)")]
+    #[error(
+        "quantization to {ty} is not implemented (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K)"
+    )]
     Unsupported { ty: GgmlType },
     #[error("code path {path:?} is not available on this CPU")]
     PathUnavailable { path: Path },
@@ -860,7 +862,7 @@ mod tests {
         for (ty, bound) in [
             (GgmlType::Q8_0, 0.005),
             (GgmlType::Q4_0, 0.126), // the value opposite the max clips at 15: up to d = amax/8
-            (GgmlType::Q4_1, 0.07), // half a step of (max - min)/15 plus f16 rounding
+            (GgmlType::Q4_1, 0.07),  // half a step of (max - min)/15 plus f16 rounding
             (GgmlType::Q5_0, 0.063),
             (GgmlType::Q5_1, 0.035),
             (GgmlType::Q4K, 0.09),
@@ -941,8 +943,16 @@ mod tests {
         assert_eq!(u16::from_le_bytes([q[0], q[1]]), f32_to_f16(31.0 / 127.0));
         assert_eq!(q[2 + 31], 127);
         assert_eq!(q[2 + 1], 4); // 1 * 127/31 = 4.096...
-        // Zero blocks quantize to zero scales and decode to zeros.
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+                                 // Zero blocks quantize to zero scales and decode to zeros.
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ] {
             let z = vec![0f32; 256];
             let y = dequantize_to_vec(ty, &quantize(ty, &z).unwrap()).unwrap();
             assert!(y.iter().all(|v| *v == 0.0), "{ty}");

@@ -90,8 +90,18 @@ const SPECIAL_F16: [u16; 16] = [
     0x7C01, 0x3555,
 ];
 const SPECIAL_F32: [u32; 12] = [
-    0x0000_0000, 0x8000_0000, 0x0000_0001, 0x8040_0000, 0x7f7f_ffff, 0xff7f_ffff, 0x7f80_0000, 0xff80_0000,
-    0x7fc0_0000, 0xffc0_0001, 0x3f80_0000, 0xbe00_0000,
+    0x0000_0000,
+    0x8000_0000,
+    0x0000_0001,
+    0x8040_0000,
+    0x7f7f_ffff,
+    0xff7f_ffff,
+    0x7f80_0000,
+    0xff80_0000,
+    0x7fc0_0000,
+    0xffc0_0001,
+    0x3f80_0000,
+    0xbe00_0000,
 ];
 
 /// Byte offsets of the f16 scale fields of each block type (empty: handled specially or no scale).
@@ -316,10 +326,7 @@ fn bad_input_is_an_error_not_a_panic() {
         dequantize(GgmlType::Q4_0, &[0u8; 36], &mut out),
         Err(DequantError::OutputLength { ty: GgmlType::Q4_0, expected: 64, got: 32 })
     );
-    assert_eq!(
-        dequantize(GgmlType::Q8_1, &[0u8; 36], &mut out),
-        Err(DequantError::Unsupported { ty: GgmlType::Q8_1 })
-    );
+    assert_eq!(dequantize(GgmlType::Q8_1, &[0u8; 36], &mut out), Err(DequantError::Unsupported { ty: GgmlType::Q8_1 }));
     assert_eq!(
         dequantize_par(GgmlType::Q4K, &[0u8; 145], &mut out, Path::Auto, Some(2)),
         Err(DequantError::PartialBlock { ty: GgmlType::Q4K, len: 145, block_bytes: 144 })
@@ -380,13 +387,19 @@ fn streaming_store_kernels_match_scalar() {
                     dequantize_par_stores(ty, &data, &mut b[off..off + len], path, Some(1), Stores::Streaming).unwrap();
                     let bits: Vec<u16> = b[off..off + len].iter().map(|v| v.to_bits()).collect();
                     assert_half_of(ty, &format!("{path:?} streaming bf16, shift {shift}"), &bits, &want, true);
-                    assert!(b[..off].iter().chain(&b[off + len..]).all(|v| v.to_bits() == 0xFFFF), "{ty}: wrote outside");
+                    assert!(
+                        b[..off].iter().chain(&b[off + len..]).all(|v| v.to_bits() == 0xFFFF),
+                        "{ty}: wrote outside"
+                    );
                     let mut h = vec![half::f16::from_bits(0xFFFF); len + 48];
                     let off = h.as_ptr().align_offset(64) + shift;
                     dequantize_par_stores(ty, &data, &mut h[off..off + len], path, Some(1), Stores::Streaming).unwrap();
                     let bits: Vec<u16> = h[off..off + len].iter().map(|v| v.to_bits()).collect();
                     assert_half_of(ty, &format!("{path:?} streaming f16, shift {shift}"), &bits, &want, false);
-                    assert!(h[..off].iter().chain(&h[off + len..]).all(|v| v.to_bits() == 0xFFFF), "{ty}: wrote outside");
+                    assert!(
+                        h[..off].iter().chain(&h[off + len..]).all(|v| v.to_bits() == 0xFFFF),
+                        "{ty}: wrote outside"
+                    );
                 }
             }
         }
@@ -478,7 +491,8 @@ fn bf16_to_bf16_is_exact_for_every_pattern() {
 fn auto_streams_half_outputs_of_byte_heavy_types() {
     let simd = matches!(Path::Auto.resolve(), Path::Avx2 | Path::Avx512);
     let mut big = vec![half::bf16::ZERO; STREAM_MIN_BYTES / 2 + 64];
-    for (ty, streams) in [(GgmlType::F16, true), (GgmlType::BF16, true), (GgmlType::Q8_0, true), (GgmlType::Q4K, false)] {
+    for (ty, streams) in [(GgmlType::F16, true), (GgmlType::BF16, true), (GgmlType::Q8_0, true), (GgmlType::Q4K, false)]
+    {
         for shift in [0usize, 1, 8] {
             let o = &mut big[shift..shift + STREAM_MIN_BYTES / 2];
             let (_, nt) = choose(ty, scalar_kernel(ty).unwrap(), Path::Auto.resolve(), o, Stores::Auto);

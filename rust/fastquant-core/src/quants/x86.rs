@@ -37,9 +37,7 @@ pub(crate) fn has_avx512() -> bool {
 /// Sapphire Rapids and later Intel, AMD Zen 4 and later.
 pub(crate) fn has_avx512bf16() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
-    *F.get_or_init(|| {
-        has_avx512() && is_x86_feature_detected!("avx512dq") && is_x86_feature_detected!("avx512bf16")
-    })
+    *F.get_or_init(|| has_avx512() && is_x86_feature_detected!("avx512dq") && is_x86_feature_detected!("avx512bf16"))
 }
 
 /// `Some($m::<kernel for ty> as $k)` for the types with kernels, else `None`.
@@ -1001,270 +999,278 @@ mod put1 {
 /// AVX2 widening/scaling helpers: 16 values as two 256-bit vectors, stored through `$put`.
 macro_rules! helpers_avx2 {
     ($name:ident, $O:ty, $put:path, $put1:path) => {
-mod $name {
-    pub type O = $O;
-    #[allow(unused_imports)]
-    pub use $put1 as put1;
-    use std::arch::x86_64::*;
+        mod $name {
+            pub type O = $O;
+            use std::arch::x86_64::*;
+            #[allow(unused_imports)]
+            pub use $put1 as put1;
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn splat(x: f32) -> __m256 {
-        _mm256_set1_ps(x)
-    }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn splat(x: f32) -> __m256 {
+                _mm256_set1_ps(x)
+            }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn splat_at(p: *const f32) -> __m256 {
-        _mm256_broadcast_ss(&*p)
-    }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn splat_at(p: *const f32) -> __m256 {
+                _mm256_broadcast_ss(&*p)
+            }
 
-    /// Lane i (of 8) all-ones where bit i of `bits` is set.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn lanes8(bits: u32) -> __m256i {
-        let m = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits as i32), m), m)
-    }
+            /// Lane i (of 8) all-ones where bit i of `bits` is set.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            unsafe fn lanes8(bits: u32) -> __m256i {
+                let m = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+                _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits as i32), m), m)
+            }
 
-    /// 16 bytes zero-extended to 32-bit lanes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn widen_u8(q: __m128i) -> (__m256i, __m256i) {
-        (_mm256_cvtepu8_epi32(q), _mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)))
-    }
+            /// 16 bytes zero-extended to 32-bit lanes.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn widen_u8(q: __m128i) -> (__m256i, __m256i) {
+                (_mm256_cvtepu8_epi32(q), _mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)))
+            }
 
-    /// Per-lane TQ1_0 multipliers: `lo` for lanes 0..8, `hi` for 8..16.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn pow_lanes(lo: i32, hi: i32) -> (__m256i, __m256i) {
-        (_mm256_set1_epi32(lo), _mm256_set1_epi32(hi))
-    }
+            /// Per-lane TQ1_0 multipliers: `lo` for lanes 0..8, `hi` for 8..16.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn pow_lanes(lo: i32, hi: i32) -> (__m256i, __m256i) {
+                (_mm256_set1_epi32(lo), _mm256_set1_epi32(hi))
+            }
 
-    /// Multipliers 1,1,1,1,3,3,3,3,9,9,9,9,27,27,27,27 (TQ1_0's qh bytes).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn pow_qh() -> (__m256i, __m256i) {
-        (_mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3), _mm256_setr_epi32(9, 9, 9, 9, 27, 27, 27, 27))
-    }
+            /// Multipliers 1,1,1,1,3,3,3,3,9,9,9,9,27,27,27,27 (TQ1_0's qh bytes).
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn pow_qh() -> (__m256i, __m256i) {
+                (_mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3), _mm256_setr_epi32(9, 9, 9, 9, 27, 27, 27, 27))
+            }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn trit8(w: __m256i, p: __m256i) -> __m256 {
-        let q = _mm256_and_si256(_mm256_mullo_epi16(w, p), _mm256_set1_epi32(0xFF));
-        let t = _mm256_srli_epi32(_mm256_mullo_epi16(q, _mm256_set1_epi32(3)), 8);
-        _mm256_cvtepi32_ps(_mm256_sub_epi32(t, _mm256_set1_epi32(1)))
-    }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            unsafe fn trit8(w: __m256i, p: __m256i) -> __m256 {
+                let q = _mm256_and_si256(_mm256_mullo_epi16(w, p), _mm256_set1_epi32(0xFF));
+                let t = _mm256_srli_epi32(_mm256_mullo_epi16(q, _mm256_set1_epi32(3)), 8);
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(t, _mm256_set1_epi32(1)))
+            }
 
-    /// out[i] = f32((((w[i] * p[i]) & 255) * 3 >> 8) - 1) * d: one base-3 digit of each widened byte.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_trit(w: (__m256i, __m256i), p: (__m256i, __m256i), d: __m256, out: *mut O) {
-        $put(_mm256_mul_ps(trit8(w.0, p.0), d), _mm256_mul_ps(trit8(w.1, p.1), d), out);
-    }
+            /// out[i] = f32((((w[i] * p[i]) & 255) * 3 >> 8) - 1) * d: one base-3 digit of each widened byte.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_trit(w: (__m256i, __m256i), p: (__m256i, __m256i), d: __m256, out: *mut O) {
+                $put(_mm256_mul_ps(trit8(w.0, p.0), d), _mm256_mul_ps(trit8(w.1, p.1), d), out);
+            }
 
-    /// out[i] = (f32(q[i] as i8) + delta) * d, delta = `dlo` for lanes 0..8 and `dhi` for 8..16.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m256, out: *mut O) {
-        let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-        let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
-        $put(_mm256_mul_ps(_mm256_add_ps(a, _mm256_set1_ps(dlo)), d), _mm256_mul_ps(_mm256_add_ps(b, _mm256_set1_ps(dhi)), d), out);
-    }
+            /// out[i] = (f32(q[i] as i8) + delta) * d, delta = `dlo` for lanes 0..8 and `dhi` for 8..16.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m256, out: *mut O) {
+                let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+                $put(
+                    _mm256_mul_ps(_mm256_add_ps(a, _mm256_set1_ps(dlo)), d),
+                    _mm256_mul_ps(_mm256_add_ps(b, _mm256_set1_ps(dhi)), d),
+                    out,
+                );
+            }
 
-    /// out[i] = f32(q[i] as u8) * d, negated (sign bit flipped) where bit i of `signs` is set.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m256, signs: u32, out: *mut O) {
-        let sb = _mm256_set1_ps(-0.0);
-        let a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d);
-        let b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8))), d);
-        let na = _mm256_and_ps(_mm256_castsi256_ps(lanes8(signs & 0xFF)), sb);
-        let nb = _mm256_and_ps(_mm256_castsi256_ps(lanes8((signs >> 8) & 0xFF)), sb);
-        $put(_mm256_xor_ps(a, na), _mm256_xor_ps(b, nb), out);
-    }
+            /// out[i] = f32(q[i] as u8) * d, negated (sign bit flipped) where bit i of `signs` is set.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m256, signs: u32, out: *mut O) {
+                let sb = _mm256_set1_ps(-0.0);
+                let a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d);
+                let b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8))), d);
+                let na = _mm256_and_ps(_mm256_castsi256_ps(lanes8(signs & 0xFF)), sb);
+                let nb = _mm256_and_ps(_mm256_castsi256_ps(lanes8((signs >> 8) & 0xFF)), sb);
+                $put(_mm256_xor_ps(a, na), _mm256_xor_ps(b, nb), out);
+            }
 
-    /// out[i] = bit i of `bits` ? d : -d (i < 16).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
-        let p = _mm256_set1_ps(d);
-        let n = _mm256_set1_ps(-d);
-        $put(_mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8(bits & 0xFF))), _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8((bits >> 8) & 0xFF))), out);
-    }
+            /// out[i] = bit i of `bits` ? d : -d (i < 16).
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
+                let p = _mm256_set1_ps(d);
+                let n = _mm256_set1_ps(-d);
+                $put(
+                    _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8(bits & 0xFF))),
+                    _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8((bits >> 8) & 0xFF))),
+                    out,
+                );
+            }
 
-    /// out[i] = f32(((x >> 2i) & 3) - 1) * d (i < 16).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_2bit(x: u32, d: __m256, out: *mut O) {
-        let v = _mm256_set1_epi32(x as i32);
-        let m3 = _mm256_set1_epi32(3);
-        let one = _mm256_set1_epi32(1);
-        let a = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
-        let b = _mm256_srlv_epi32(v, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30));
-        let a = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(a, m3), one));
-        let b = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, m3), one));
-        $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
-    }
+            /// out[i] = f32(((x >> 2i) & 3) - 1) * d (i < 16).
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_2bit(x: u32, d: __m256, out: *mut O) {
+                let v = _mm256_set1_epi32(x as i32);
+                let m3 = _mm256_set1_epi32(3);
+                let one = _mm256_set1_epi32(1);
+                let a = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+                let b = _mm256_srlv_epi32(v, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30));
+                let a = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(a, m3), one));
+                let b = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, m3), one));
+                $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
+            }
 
-    /// out[0..16] = f32(q[i] as i8) * d
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_i8_mul(q: __m128i, d: __m256, out: *mut O) {
-        let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-        let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
-        $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
-    }
+            /// out[0..16] = f32(q[i] as i8) * d
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_i8_mul(q: __m128i, d: __m256, out: *mut O) {
+                let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+                $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
+            }
 
-    /// out[0..16] = f32(q[i] as u8) * d + m (separate multiply and add, as the reference)
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m256, m: __m256, out: *mut O) {
-        let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
-        let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
-        $put(_mm256_add_ps(_mm256_mul_ps(a, d), m), _mm256_add_ps(_mm256_mul_ps(b, d), m), out);
-    }
+            /// out[0..16] = f32(q[i] as u8) * d + m (separate multiply and add, as the reference)
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m256, m: __m256, out: *mut O) {
+                let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+                let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+                $put(_mm256_add_ps(_mm256_mul_ps(a, d), m), _mm256_add_ps(_mm256_mul_ps(b, d), m), out);
+            }
 
-    /// out[0..16] = d * f32(q[i] as u8) - m
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m256, m: __m256, out: *mut O) {
-        let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
-        let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
-        $put(_mm256_sub_ps(_mm256_mul_ps(d, a), m), _mm256_sub_ps(_mm256_mul_ps(d, b), m), out);
-    }
+            /// out[0..16] = d * f32(q[i] as u8) - m
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m256, m: __m256, out: *mut O) {
+                let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+                let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+                $put(_mm256_sub_ps(_mm256_mul_ps(d, a), m), _mm256_sub_ps(_mm256_mul_ps(d, b), m), out);
+            }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
-        let h = _mm256_loadu_si256(src as *const __m256i);
-        $put(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), out);
-    }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
+                let h = _mm256_loadu_si256(src as *const __m256i);
+                $put(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), out);
+            }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
-        let a = _mm256_cvtepu16_epi32(_mm_loadu_si128(src as *const __m128i));
-        let b = _mm256_cvtepu16_epi32(_mm_loadu_si128(src.add(16) as *const __m128i));
-        $put(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), out);
-    }
-}
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
+                let a = _mm256_cvtepu16_epi32(_mm_loadu_si128(src as *const __m128i));
+                let b = _mm256_cvtepu16_epi32(_mm_loadu_si128(src.add(16) as *const __m128i));
+                $put(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), out);
+            }
+        }
     };
 }
 
 /// AVX-512 helpers: 16 values as one 512-bit vector.
 macro_rules! helpers_avx512 {
     ($name:ident, $O:ty, $put:path, $put1:path, $tf:literal) => {
-mod $name {
-    pub type O = $O;
-    #[allow(unused_imports)]
-    pub use $put1 as put1;
-    use std::arch::x86_64::*;
+        mod $name {
+            pub type O = $O;
+            use std::arch::x86_64::*;
+            #[allow(unused_imports)]
+            pub use $put1 as put1;
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn splat(x: f32) -> __m512 {
-        _mm512_set1_ps(x)
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn splat(x: f32) -> __m512 {
+                _mm512_set1_ps(x)
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn splat_at(p: *const f32) -> __m512 {
-        _mm512_set1_ps(*p)
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn splat_at(p: *const f32) -> __m512 {
+                _mm512_set1_ps(*p)
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn widen_u8(q: __m128i) -> __m512i {
-        _mm512_cvtepu8_epi32(q)
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn widen_u8(q: __m128i) -> __m512i {
+                _mm512_cvtepu8_epi32(q)
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn pow_lanes(lo: i32, hi: i32) -> __m512i {
-        _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(lo), _mm512_set1_epi32(hi))
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn pow_lanes(lo: i32, hi: i32) -> __m512i {
+                _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(lo), _mm512_set1_epi32(hi))
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn pow_qh() -> __m512i {
-        _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27)
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn pow_qh() -> __m512i {
+                _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27)
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_trit(w: __m512i, p: __m512i, d: __m512, out: *mut O) {
-        let q = _mm512_and_si512(_mm512_mullo_epi16(w, p), _mm512_set1_epi32(0xFF));
-        let t = _mm512_srli_epi32(_mm512_mullo_epi16(q, _mm512_set1_epi32(3)), 8);
-        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(t, _mm512_set1_epi32(1)));
-        $put(_mm512_mul_ps(v, d), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_trit(w: __m512i, p: __m512i, d: __m512, out: *mut O) {
+                let q = _mm512_and_si512(_mm512_mullo_epi16(w, p), _mm512_set1_epi32(0xFF));
+                let t = _mm512_srli_epi32(_mm512_mullo_epi16(q, _mm512_set1_epi32(3)), 8);
+                let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(t, _mm512_set1_epi32(1)));
+                $put(_mm512_mul_ps(v, d), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m512, out: *mut O) {
-        let delta = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dlo), _mm512_set1_ps(dhi));
-        let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-        $put(_mm512_mul_ps(_mm512_add_ps(a, delta), d), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m512, out: *mut O) {
+                let delta = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dlo), _mm512_set1_ps(dhi));
+                let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+                $put(_mm512_mul_ps(_mm512_add_ps(a, delta), d), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m512, signs: u32, out: *mut O) {
-        let v = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d));
-        let r = _mm512_mask_xor_epi32(v, signs as u16 as __mmask16, v, _mm512_set1_epi32(i32::MIN));
-        $put(_mm512_castsi512_ps(r), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m512, signs: u32, out: *mut O) {
+                let v = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d));
+                let r = _mm512_mask_xor_epi32(v, signs as u16 as __mmask16, v, _mm512_set1_epi32(i32::MIN));
+                $put(_mm512_castsi512_ps(r), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
-        let r = _mm512_mask_blend_ps(bits as u16 as __mmask16, _mm512_set1_ps(-d), _mm512_set1_ps(d));
-        $put(r, out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
+                let r = _mm512_mask_blend_ps(bits as u16 as __mmask16, _mm512_set1_ps(-d), _mm512_set1_ps(d));
+                $put(r, out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_2bit(x: u32, d: __m512, out: *mut O) {
-        let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(x as i32), sh), _mm512_set1_epi32(3));
-        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(1)));
-        $put(_mm512_mul_ps(v, d), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_2bit(x: u32, d: __m512, out: *mut O) {
+                let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(x as i32), sh), _mm512_set1_epi32(3));
+                let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(1)));
+                $put(_mm512_mul_ps(v, d), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_i8_mul(q: __m128i, d: __m512, out: *mut O) {
-        $put(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_i8_mul(q: __m128i, d: __m512, out: *mut O) {
+                $put(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m512, m: __m512, out: *mut O) {
-        let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-        $put(_mm512_add_ps(_mm512_mul_ps(a, d), m), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m512, m: __m512, out: *mut O) {
+                let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                $put(_mm512_add_ps(_mm512_mul_ps(a, d), m), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m512, m: __m512, out: *mut O) {
-        let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-        $put(_mm512_sub_ps(_mm512_mul_ps(d, a), m), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m512, m: __m512, out: *mut O) {
+                let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                $put(_mm512_sub_ps(_mm512_mul_ps(d, a), m), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
-        $put(_mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)), out);
-    }
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
+                $put(_mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)), out);
+            }
 
-    #[target_feature(enable = $tf)]
-    #[inline]
-    pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
-        let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src as *const __m256i));
-        $put(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), out);
-    }
-}
+            #[target_feature(enable = $tf)]
+            #[inline]
+            pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
+                let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src as *const __m256i));
+                $put(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), out);
+            }
+        }
     };
 }
 
@@ -1273,11 +1279,35 @@ helpers_avx2!(h_avx2_nt, f32, super::put_avx2::f32_nt, super::put1::f32);
 helpers_avx2!(h_avx2_f16, u16, super::put_avx2::f16, super::put1::f16);
 helpers_avx2!(h_avx2_bf16, u16, super::put_avx2::bf16, super::put1::bf16);
 helpers_avx512!(h_avx512, f32, super::put_avx512::f32, super::put1::f32, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
-helpers_avx512!(h_avx512_nt, f32, super::put_avx512::f32_nt, super::put1::f32, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+helpers_avx512!(
+    h_avx512_nt,
+    f32,
+    super::put_avx512::f32_nt,
+    super::put1::f32,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+);
 helpers_avx512!(h_avx512_f16, u16, super::put_avx512::f16, super::put1::f16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
-helpers_avx512!(h_avx512_bf16, u16, super::put_avx512::bf16, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
-helpers_avx512!(h_avx512_bf16ne, u16, super::put_avx512::bf16ne, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
-helpers_avx512!(h_avx512_bf16nx, u16, super::put_avx512::bf16nx, super::put1::bf16, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c");
+helpers_avx512!(
+    h_avx512_bf16,
+    u16,
+    super::put_avx512::bf16,
+    super::put1::bf16,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+);
+helpers_avx512!(
+    h_avx512_bf16ne,
+    u16,
+    super::put_avx512::bf16ne,
+    super::put1::bf16,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c"
+);
+helpers_avx512!(
+    h_avx512_bf16nx,
+    u16,
+    super::put_avx512::bf16nx,
+    super::put1::bf16,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c"
+);
 
 /// Plain f32 → f16 / bf16 slice conversions (the scratch path for types without a direct kernel).
 macro_rules! convert {
@@ -1310,7 +1340,14 @@ convert!(to_f16_avx2, "avx2,fma,f16c", avx2, put_avx2::f16, put1::f16, half::f16
 convert!(to_bf16_avx2, "avx2,fma,f16c", avx2, put_avx2::bf16, put1::bf16, half::bf16);
 convert!(to_f16_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", avx512, put_avx512::f16, put1::f16, half::f16);
 convert!(to_bf16_avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", avx512, put_avx512::bf16, put1::bf16, half::bf16);
-convert!(to_bf16_avx512ne, "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c", avx512, put_avx512::bf16ne, put1::bf16, half::bf16);
+convert!(
+    to_bf16_avx512ne,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c",
+    avx512,
+    put_avx512::bf16ne,
+    put1::bf16,
+    half::bf16
+);
 
 /// Convert f32 → f16 (round to nearest even) with `path`'s instructions.
 ///
