@@ -57,6 +57,8 @@ __all__ = [
     "save_quantized",
     "load_quantized",
     "dequantize",
+    "from_pretrained",
+    "save_pretrained",
     "BackendImportError",
 ]
 
@@ -66,6 +68,8 @@ _LAZY = {
     "save_quantized": ("api", "save_quantized"),
     "load_quantized": ("api", "load_quantized"),
     "dequantize": ("api", "dequantize"),
+    "from_pretrained": ("hf", "from_pretrained"),
+    "save_pretrained": ("hf", "save_pretrained"),
     "BackendImportError": ("quantizers._utils", "BackendImportError"),
 }
 
