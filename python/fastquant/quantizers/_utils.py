@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Tuple
 __all__ = [
     "BackendImportError",
     "require",
-    "version_tuple",
+    "check_version",
     "matches_skip",
     "iter_modules",
     "set_submodule",
@@ -36,7 +36,8 @@ BACKEND_PACKAGES = {
 
 
 class BackendImportError(ImportError):
-    """A backend's package is missing or too old. The message names the pip package and the versions that work."""
+    """A backend's package is missing, broken, or outside the supported versions (older or newer). The message
+    names the pip package and the versions that work."""
 
     def __init__(self, package: str, version_range: str, reason: str, what: str = ""):
         self.package = package
@@ -48,33 +49,46 @@ class BackendImportError(ImportError):
         )
 
 
-def version_tuple(text: str) -> Tuple[int, ...]:
-    """'0.50.2' -> (0, 50, 2); pre-release/local suffixes are ignored ('2.15.0+cu128' -> (2, 15, 0))."""
-    out = []
-    for part in text.split("+")[0].split("."):
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
+def _installed_version(package: str, import_name: str) -> Optional[str]:
+    """The installed version of pip `package` (its distribution metadata, else the module's `__version__`)."""
+    try:
+        from importlib.metadata import version
+
+        return version(package)
+    except Exception:
+        return getattr(sys.modules.get(import_name.split(".")[0]), "__version__", None)
 
 
-def _minimum(version_range: str) -> Optional[Tuple[int, ...]]:
-    for clause in version_range.split(","):
-        clause = clause.strip()
-        if clause.startswith(">="):
-            return version_tuple(clause[2:])
-    return None
+def check_version(package: str, version_range: str, installed: Optional[str], what: str = "") -> None:
+    """Raise BackendImportError unless `installed` lies in `version_range` (a PEP 440 specifier set such as
+    ">=0.46,<0.51"). Both bounds are checked: an older and a newer release are each refused, with the reason.
+    Pre-releases and local builds count by their release ('2.15.0+cu128' is 2.15.0). An unknown or unparsable
+    installed version is not refused (nothing can be said about it)."""
+    if not installed:
+        return
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        version = Version(installed)
+    except InvalidVersion:
+        return
+    spec = SpecifierSet(version_range)
+    if spec.contains(version, prereleases=True):
+        return
+    lower = [s for s in spec if s.operator in (">=", ">", "==", "~=")]
+    too_old = any(not s.contains(version, prereleases=True) for s in lower)
+    side = "older than" if too_old else "newer than"
+    raise BackendImportError(
+        package, version_range, f"version {installed} is installed ({side} the supported range)", what
+    )
 
 
 def require(package: str, what: str = ""):
     """Import and return the module of pip `package` (a key of BACKEND_PACKAGES).
 
-    Raises BackendImportError when it is not installed, fails to import, or is older than the minimum version."""
+    Raises BackendImportError when it is not installed, fails to import, or its version lies outside the range
+    fastquant works with (older or newer)."""
     import_name, version_range = BACKEND_PACKAGES[package]
     try:
         module = importlib.import_module(import_name)
@@ -84,15 +98,7 @@ def require(package: str, what: str = ""):
         raise BackendImportError(
             package, version_range, f"importing {import_name!r} failed ({type(e).__name__}: {e})", what
         ) from e
-    try:
-        from importlib.metadata import version
-
-        installed = version(package)
-    except Exception:
-        installed = getattr(sys.modules.get(import_name.split(".")[0]), "__version__", None)
-    minimum = _minimum(version_range)
-    if installed and minimum and version_tuple(installed) < minimum:
-        raise BackendImportError(package, version_range, f"version {installed} is installed", what)
+    check_version(package, version_range, _installed_version(package, import_name), what)
     return module
 
 
