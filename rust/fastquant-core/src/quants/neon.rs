@@ -5,7 +5,8 @@
 //! Same scheme as the x86 kernels: each block's quants are unpacked 16 at a time into a byte vector, then
 //! widened to four f32x4 vectors and scaled with the reference's operations (separate multiply and add/sub,
 //! same operands; Rust never contracts them into a fused multiply-add), so the results are bit-identical to the
-//! scalar path, which `tests.rs` checks on every kernel. Only f32 output is written directly; f16/bf16 outputs
+//! scalar path, which `tests.rs` checks on every kernel (NaNs as described in `x86.rs`: exact bits for the F16
+//! and BF16 conversions, NaN-ness where a NaN comes out of arithmetic). Only f32 output is written directly; f16/bf16 outputs
 //! go through the crate's scratch conversion. NEON is part of the aarch64 baseline, so the kernels need no
 //! `#[target_feature]`; [`has_neon`] still asks the CPU.
 //!

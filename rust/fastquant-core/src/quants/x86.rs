@@ -3,7 +3,12 @@
 //! Each kernel decodes one block at a time. The quant unpacking is done on 128-bit vectors (16 values), and
 //! a per-ISA `emit` step widens 16 values to f32 and applies the scale: one 512-bit store on AVX-512, two
 //! 256-bit stores on AVX2. The arithmetic is the scalar reference's, operation for operation (separate
-//! multiply and add, same operand order), so results are bit-identical; `tests.rs` checks that. Codebook types
+//! multiply and add, same operand order), so results are bit-identical. For NaNs precisely: the plain F16 and
+//! BF16 conversions give identical bits for every input code, NaNs included (a signalling NaN comes back quiet
+//! with its payload on every path, as `vcvtph2ps` and `float::f16_to_f32` both make it); where a NaN comes out
+//! of arithmetic (a NaN or infinite scale meeting the other terms), every path gives a NaN, but which pattern
+//! survives (an operand's payload, or x86's default NaN for `Inf * 0`) depends on the operand order the
+//! compiler picks, so only NaN-ness is guaranteed there. `tests.rs` checks exactly that. Codebook types
 //! (IQ1/IQ2/IQ3) look the grid rows up with scalar loads, place two (8-byte) or four (4-byte) rows in one
 //! vector and apply signs by flipping the f32 sign bit, which is exactly the reference's negation.
 //!
