@@ -282,7 +282,9 @@ fn write_py_str(out: &mut String, s: &str) {
     out.push('\'');
 }
 
-/// Format a float the way Python's `repr` does for the common cases (always with a `.` or exponent).
+/// Format a float exactly as Python's `repr` does: the shortest digits that round-trip, positional notation
+/// for 1e-4 <= |f| < 1e16 (always with a `.`), scientific notation otherwise with a signed, at least two-digit
+/// exponent (`1e+16`, `1.5e-07`), and `nan` / `inf` / `-inf`.
 pub fn format_float(f: f64) -> String {
     if f.is_nan() {
         return "nan".into();
@@ -290,8 +292,19 @@ pub fn format_float(f: f64) -> String {
     if f.is_infinite() {
         return if f > 0.0 { "inf".into() } else { "-inf".into() };
     }
+    // Rust's `Debug` gives the same shortest digits and switches to scientific notation at the same
+    // magnitudes as Python; only the exponent is written differently (`1e16`, `1e-7`).
     let s = format!("{f:?}");
-    s
+    match s.split_once('e') {
+        None => s,
+        Some((mantissa, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+    }
 }
 
 fn write_json_str(out: &mut String, s: &str) {
@@ -588,6 +601,29 @@ mod tests {
             assert!(v.short_repr().len() <= 84);
         }
         assert_eq!(Value::Str("a\"b\u{1}".into()).repr(), "'a\"b\\x01'");
+    }
+
+    #[test]
+    fn floats_format_as_python_repr() {
+        // (value, Python's repr(value))
+        for (f, want) in [
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1.5e-7, "1.5e-07"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-2.5e300, "-2.5e+300"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.1, "0.1"),
+            (-0.0, "-0.0"),
+            (6.0, "6.0"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(format_float(f), want, "{f:e}");
+        }
     }
 
     #[test]
