@@ -112,9 +112,10 @@ class DiffusersAutoQuantizer:
     def from_json_string(cls, text: str):
         """Like `from_dict`, from the JSON text of a config."""
         result = _config_from_json(text)
-        if result.__class__ is not str:
+        if result.__class__ is not tuple:
             return result
-        return cls.from_dict(json.loads(text))
+        # A method that is not built in: the text was parsed once, into this dict.
+        return cls.from_dict(result[1])
 
     #: `from_config(quantization_config, **kwargs)`: return the quantizer for a config dict or object.
     #: Keyword arguments: `pre_quantized` (bool, default True) and `modules_to_not_convert` (list of module

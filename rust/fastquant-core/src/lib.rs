@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod gguf;
+pub mod json;
 pub mod quants;
 pub mod registry;
 pub mod value;

@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 use fastquant_core::config::{self, ConfigError, ConfigKind, ErrorKind, QuantConfig};
+use fastquant_core::json::JsonErrorKind;
 use fastquant_core::registry;
 use fastquant_core::value::{Opaque, Value};
 use pyo3::exceptions::{PyTypeError, PyUserWarning, PyValueError};
@@ -82,8 +83,11 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize, saw_tuple: &mut bool) -> PyResu
     }
     // `is_instance_of` is a flag check; a failed `cast` would build an error object each time.
     if obj.is_instance_of::<PyString>() {
-        let s = obj.cast::<PyString>()?;
-        return Ok(Value::Str(s.to_str()?.to_owned()));
+        // A str holding a lone surrogate (`json.loads('"\\ud800"')`) has no UTF-8 form: kept as it is.
+        return match obj.cast::<PyString>()?.to_str() {
+            Ok(s) => Ok(Value::Str(s.to_owned())),
+            Err(_) => opaque(obj),
+        };
     }
     if obj.is_instance_of::<PyBool>() {
         return Ok(Value::Bool(obj.is_truthy()?));
@@ -101,14 +105,17 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize, saw_tuple: &mut bool) -> PyResu
         let d = obj.cast::<PyDict>()?;
         let mut items = Vec::with_capacity(d.len());
         for (k, v) in d.iter() {
-            if !k.is_instance_of::<PyString>() {
-                // Keys that are not strings (e.g. ModelOpt's `block_sizes = {-1: 16}`): keep the dict
-                // whole, as a private deep copy.
-                let copy = py_deepcopy(obj)?;
-                return opaque(&copy);
-            }
+            let key = match k.cast::<PyString>().ok().and_then(|k| k.to_str().ok()) {
+                Some(key) => key.to_owned(),
+                None => {
+                    // Keys that are not strings (e.g. ModelOpt's `block_sizes = {-1: 16}`) or hold a lone
+                    // surrogate: keep the dict whole, as a private deep copy.
+                    let copy = py_deepcopy(obj)?;
+                    return opaque(&copy);
+                }
+            };
             let mut child_tuple = false;
-            items.push((k.cast::<PyString>()?.to_str()?.to_owned(), convert(&v, depth + 1, &mut child_tuple)?));
+            items.push((key, convert(&v, depth + 1, &mut child_tuple)?));
             if child_tuple {
                 let copy = py_deepcopy(obj)?;
                 return opaque(&copy);
@@ -405,9 +412,9 @@ macro_rules! config_class {
             #[classmethod]
             fn from_json_string(cls: &Bound<'_, PyType>, text: &str) -> PyResult<Py<PyAny>> {
                 let py = cls.py();
-                let parsed = config::parse_json(Self::KIND, text).map_err(config_err)?;
-                warn_unknown(py, Self::KIND.class_name(), &parsed.unknown_keys)?;
-                make_config(py, parsed.config)
+                let items = json_object(py, text, Self::KIND.class_name())?;
+                let (cfg, _) = parse_items(py, Self::KIND, &items, true)?;
+                make_config(py, cfg)
             }
 
             /// The config as a plain dict; `from_dict(cfg.to_dict()) == cfg`. Dtypes are written as names
@@ -593,18 +600,44 @@ fn config_from_items(py: Python<'_>, items: Vec<(String, Value)>) -> PyResult<Py
     }
 }
 
-/// Parse JSON text as a config of any built-in method (same return as `config_from_dict`).
+/// Parse JSON text as a config of any built-in method. Returns the config object, or, when `quant_method`
+/// is not built in, `(method name, the parsed dict)` so that the text is never parsed twice.
 #[pyfunction]
 fn config_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
-    let v = fastquant_core::value::parse_json(text)
-        .map_err(|e| PyValueError::new_err(format!("quantization_config: {e}")))?;
-    let Value::Dict(items) = v else {
-        return Err(PyTypeError::new_err(format!(
-            "quantization_config: expected a JSON object, got {}",
-            v.type_name()
-        )));
+    let items = json_object(py, text, "quantization_config")?;
+    let external = match registry::resolve_method(&items).map_err(config_err)? {
+        registry::Method::External(name) => Some(name.to_string()),
+        registry::Method::Builtin { .. } => None,
     };
-    config_from_items(py, items)
+    match external {
+        Some(name) => {
+            let dict = value_to_py(py, &Value::Dict(items), false)?;
+            Ok(PyTuple::new(py, [name.into_py_any(py)?, dict])?.into_any().unbind())
+        }
+        None => config_from_items(py, items),
+    }
+}
+
+/// JSON text → the items of its top-level object, read as Python's `json.loads` reads it. The core's parser
+/// does the work; the rare text it cannot represent exactly (integers beyond 64 bits, lone surrogate escapes)
+/// is read by Python's `json` instead, so nothing changes on the way.
+fn json_object(py: Python<'_>, text: &str, what: &str) -> PyResult<Vec<(String, Value)>> {
+    let v = match fastquant_core::json::parse_json(text) {
+        Ok(v) => v,
+        Err(e) if e.kind == JsonErrorKind::Unrepresentable => {
+            let obj = py
+                .import("json")?
+                .getattr("loads")?
+                .call1((text,))
+                .map_err(|err| PyValueError::new_err(format!("{what}: invalid JSON: {err}")))?;
+            py_to_value(&obj, 0)?
+        }
+        Err(e) => return Err(PyValueError::new_err(format!("{what}: {e}"))),
+    };
+    match v {
+        Value::Dict(items) => Ok(items),
+        v => Err(PyTypeError::new_err(format!("{what}: expected a JSON object, got {}", v.type_name()))),
+    }
 }
 
 /// The "unknown method" error (a `ValueError`) listing the available methods.
