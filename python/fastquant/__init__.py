@@ -4,6 +4,7 @@
 """
 
 from . import _core
+from .errors import ConfigError, ConfigTypeError
 from .quantization_config import (
     BitsAndBytesConfig,
     GGUFQuantizationConfig,
@@ -33,6 +34,8 @@ __version__ = _core.__version__
 
 __all__ = [
     "__version__",
+    "ConfigError",
+    "ConfigTypeError",
     "QuantizationMethod",
     "QuantizationConfigMixin",
     "BitsAndBytesConfig",

@@ -112,6 +112,8 @@ pub fn unknown_method(name: &str, available: &[String]) -> ConfigError {
             available.join(", ")
         ),
     )
+    .with_type("unknown_method")
+    .with_input(&Value::Str(name.to_string()))
 }
 
 /// `merge_quantization_configs`: configs of two different methods cannot be merged.

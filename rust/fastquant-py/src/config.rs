@@ -18,11 +18,57 @@ use pyo3::IntoPyObjectExt;
 // ---------------------------------------------------------------------------------------------------------
 // Errors and warnings
 
+/// `fastquant.errors.ConfigError` / `ConfigTypeError` (ValueError / ValueError + TypeError subclasses with
+/// `.errors()`), or the plain built-ins when the Python package is not importable.
+static ERROR_CLASSES: PyOnceLock<Option<(Py<PyAny>, Py<PyAny>)>> = PyOnceLock::new();
+
+/// A `ConfigError` as a Python exception carrying every problem (`.errors()`: `loc`, `type`, `msg`, `input`).
 pub fn config_err(e: ConfigError) -> PyErr {
-    match e.kind {
-        ErrorKind::Type => PyTypeError::new_err(e.message),
-        ErrorKind::Value => PyValueError::new_err(e.message),
+    Python::attach(|py| match build_config_err(py, &e) {
+        Ok(err) => err,
+        Err(err) => err,
+    })
+}
+
+fn build_config_err(py: Python<'_>, e: &ConfigError) -> PyResult<PyErr> {
+    let classes = ERROR_CLASSES.get_or_init(py, || {
+        let m = py.import("fastquant.errors").ok()?;
+        Some((m.getattr("ConfigError").ok()?.unbind(), m.getattr("ConfigTypeError").ok()?.unbind()))
+    });
+    let message = e.to_string();
+    let Some((value_cls, type_cls)) = classes else {
+        return Ok(match e.kind {
+            ErrorKind::Type => PyTypeError::new_err(message),
+            ErrorKind::Value => PyValueError::new_err(message),
+        });
+    };
+    let details = PyList::empty(py);
+    for err in e.errors() {
+        let d = PyDict::new(py);
+        let loc: Vec<Py<PyAny>> = err
+            .loc
+            .iter()
+            .map(|part| {
+                match part.strip_prefix('[').and_then(|p| p.strip_suffix(']')).and_then(|p| p.parse::<i64>().ok()) {
+                    Some(i) => i.into_py_any(py),
+                    None => part.into_py_any(py),
+                }
+            })
+            .collect::<PyResult<_>>()?;
+        d.set_item("loc", PyTuple::new(py, loc)?)?;
+        d.set_item("type", err.type_)?;
+        d.set_item("msg", err.msg())?;
+        match &err.input {
+            Some(v) => d.set_item("input", value_to_py(py, v, false)?)?,
+            None => d.set_item("input", py.None())?,
+        }
+        details.append(d)?;
     }
+    let cls = match e.kind {
+        ErrorKind::Type => type_cls,
+        ErrorKind::Value => value_cls,
+    };
+    Ok(PyErr::from_value(cls.bind(py).call1((message, details))?))
 }
 
 fn warn_unknown(py: Python<'_>, class: &str, keys: &[String]) -> PyResult<()> {

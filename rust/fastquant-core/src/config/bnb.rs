@@ -37,8 +37,9 @@ pub struct BnbConfig {
 
 impl BnbConfig {
     pub fn parse(f: &mut Fields<'_>) -> Result<Self, ConfigError> {
-        let mut load_in_8bit = f.bool("load_in_8bit", false)?;
-        let mut load_in_4bit = f.bool("load_in_4bit", false)?;
+        let errors_before = f.error_count();
+        let mut load_in_8bit = f.bool("load_in_8bit", false);
+        let mut load_in_4bit = f.bool("load_in_4bit", false);
         // diffusers' to_dict() also writes the private `_load_in_*` attributes; accept them when they agree.
         for (private, public, value) in
             [("_load_in_8bit", "load_in_8bit", &mut load_in_8bit), ("_load_in_4bit", "load_in_4bit", &mut load_in_4bit)]
@@ -46,14 +47,16 @@ impl BnbConfig {
             if let Some(v) = f.get(private) {
                 let b = match v {
                     Value::Bool(b) => *b,
-                    v => return Err(wrong_type(f.loc(private), "a bool (True or False)", v)),
+                    v => {
+                        f.report(wrong_type(f.loc(private), "a bool (True or False)", v));
+                        continue;
+                    }
                 };
                 if f.get(public).is_some() && b != *value {
                     let loc = f.loc(private);
-                    return Err(ConfigError::value_error(
-                        loc.clone(),
-                        format!("{}: {} contradicts {public}={}", loc_str(&loc), py_bool(b), py_bool(*value)),
-                    ));
+                    let message = format!("{}: {} contradicts {public}={}", loc_str(&loc), py_bool(b), py_bool(*value));
+                    f.report(ConfigError::value_error(loc, message).with_input(v));
+                    continue;
                 }
                 *value = b;
             }
@@ -65,35 +68,38 @@ impl BnbConfig {
                     Some("bitsandbytes_8bit") => load_in_8bit = true,
                     Some("bitsandbytes_4bit") => load_in_4bit = true,
                     Some("bitsandbytes") => {}
-                    Some(_) => {
-                        return Err(not_allowed(
-                            f.loc("quant_method"),
-                            v,
-                            "bitsandbytes, bitsandbytes_4bit, bitsandbytes_8bit",
-                        ))
-                    }
-                    None => return Err(wrong_type(f.loc("quant_method"), "a str", v)),
+                    Some(_) => f.report(not_allowed(
+                        f.loc("quant_method"),
+                        v,
+                        "bitsandbytes, bitsandbytes_4bit, bitsandbytes_8bit",
+                    )),
+                    None => f.report(wrong_type(f.loc("quant_method"), "a str", v)),
                 }
             }
         }
-        if load_in_4bit && load_in_8bit {
-            return Err(ConfigError::value_error(
+        // A flag that was refused above says nothing about the width: do not add a second error for it.
+        let flags_valid = f.error_count() == errors_before;
+        if flags_valid && load_in_4bit && load_in_8bit {
+            f.report(ConfigError::value_error(
                 vec![CLASS.into(), "load_in_4bit".into()],
                 format!("{CLASS}: load_in_4bit and load_in_8bit are both True; choose one"),
             ));
         }
-        if !load_in_4bit && !load_in_8bit {
-            return Err(ConfigError::value_error(
-                vec![CLASS.into(), "load_in_4bit".into()],
-                format!(
-                    "{CLASS}: neither load_in_4bit nor load_in_8bit is True, so no quantization is chosen; \
-                     set load_in_4bit=True or load_in_8bit=True (or quant_method='bitsandbytes_4bit'/'bitsandbytes_8bit')"
-                ),
-            ));
+        if flags_valid && !load_in_4bit && !load_in_8bit {
+            f.report(
+                ConfigError::value_error(
+                    vec![CLASS.into(), "load_in_4bit".into()],
+                    format!(
+                        "{CLASS}: neither load_in_4bit nor load_in_8bit is True, so no quantization is chosen; \
+                         set load_in_4bit=True or load_in_8bit=True (or quant_method='bitsandbytes_4bit'/'bitsandbytes_8bit')"
+                    ),
+                )
+                .with_type("missing"),
+            );
         }
-        let llm_int8_threshold = f.float("llm_int8_threshold", 6.0)?;
+        let llm_int8_threshold = f.float("llm_int8_threshold", 6.0);
         if !(llm_int8_threshold.is_finite() && llm_int8_threshold >= 0.0) {
-            return Err(not_allowed(
+            f.report(not_allowed(
                 f.loc("llm_int8_threshold"),
                 &Value::Float(llm_int8_threshold),
                 "a finite float >= 0 (the outlier threshold; 0 disables outlier decomposition)",
@@ -103,13 +109,13 @@ impl BnbConfig {
             load_in_8bit,
             load_in_4bit,
             llm_int8_threshold,
-            llm_int8_skip_modules: f.opt_str_list("llm_int8_skip_modules")?,
-            llm_int8_enable_fp32_cpu_offload: f.bool("llm_int8_enable_fp32_cpu_offload", false)?,
-            llm_int8_has_fp16_weight: f.bool("llm_int8_has_fp16_weight", false)?,
-            bnb_4bit_compute_dtype: f.dtype("bnb_4bit_compute_dtype", "float32", FLOAT_DTYPES)?,
-            bnb_4bit_quant_type: f.choice("bnb_4bit_quant_type", "fp4", QUANT_TYPES)?,
-            bnb_4bit_use_double_quant: f.bool("bnb_4bit_use_double_quant", false)?,
-            bnb_4bit_quant_storage: f.dtype("bnb_4bit_quant_storage", "uint8", STORAGE_DTYPES)?,
+            llm_int8_skip_modules: f.opt_str_list("llm_int8_skip_modules"),
+            llm_int8_enable_fp32_cpu_offload: f.bool("llm_int8_enable_fp32_cpu_offload", false),
+            llm_int8_has_fp16_weight: f.bool("llm_int8_has_fp16_weight", false),
+            bnb_4bit_compute_dtype: f.dtype("bnb_4bit_compute_dtype", "float32", FLOAT_DTYPES),
+            bnb_4bit_quant_type: f.choice("bnb_4bit_quant_type", "fp4", QUANT_TYPES),
+            bnb_4bit_use_double_quant: f.bool("bnb_4bit_use_double_quant", false),
+            bnb_4bit_quant_storage: f.dtype("bnb_4bit_quant_storage", "uint8", STORAGE_DTYPES),
         })
     }
 

@@ -1,5 +1,9 @@
 //! A reader over the keys of a config dict: typed getters that record which keys were used and produce
 //! located errors. Every schema is written with it.
+//!
+//! The typed getters never stop the parse: a bad value is recorded (see [`Fields::report`]) and the
+//! getter hands back the default, so that one pass finds every problem in the dict; [`super::parse`]
+//! turns the recorded problems into one [`ConfigError`].
 
 use super::error::{loc_str, not_allowed, wrong_type, ConfigError};
 use crate::value::Value;
@@ -13,15 +17,40 @@ pub struct Fields<'a> {
     used: Vec<bool>,
     /// Keys that may appear (diffusers writes them) and are checked elsewhere or ignored.
     known_extra: &'static [&'static str],
+    /// Problems found so far, in order.
+    errors: Vec<ConfigError>,
 }
 
 impl<'a> Fields<'a> {
     pub fn new(class: &'static str, items: &'a [(String, Value)], known_extra: &'static [&'static str]) -> Self {
-        Fields { class, items, used: vec![false; items.len()], known_extra }
+        Fields { class, items, used: vec![false; items.len()], known_extra, errors: Vec::new() }
     }
 
     pub fn class(&self) -> &'static str {
         self.class
+    }
+
+    /// Record a problem and go on.
+    pub fn report(&mut self, e: ConfigError) {
+        self.errors.push(e);
+    }
+
+    /// The value of `r`, or `fallback` with the error recorded.
+    pub fn or<T>(&mut self, r: Result<T, ConfigError>, fallback: T) -> T {
+        r.unwrap_or_else(|e| {
+            self.report(e);
+            fallback
+        })
+    }
+
+    /// How many problems are recorded so far (to skip checks that would only repeat one).
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// The problems recorded so far, taken out.
+    pub fn take_errors(&mut self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.errors)
     }
 
     pub fn loc(&self, key: &str) -> Vec<String> {
@@ -43,7 +72,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn bool(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
+    pub fn bool(&mut self, key: &str, default: bool) -> bool {
+        let r = self.try_bool(key, default);
+        self.or(r, default)
+    }
+
+    fn try_bool(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -52,7 +86,12 @@ impl<'a> Fields<'a> {
     }
 
     /// A float; Python ints are accepted and converted (bools are not).
-    pub fn float(&mut self, key: &str, default: f64) -> Result<f64, ConfigError> {
+    pub fn float(&mut self, key: &str, default: f64) -> f64 {
+        let r = self.try_float(key, default);
+        self.or(r, default)
+    }
+
+    fn try_float(&mut self, key: &str, default: f64) -> Result<f64, ConfigError> {
         match self.get(key) {
             None => Ok(default),
             Some(Value::Float(f)) => Ok(*f),
@@ -61,7 +100,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn opt_int(&mut self, key: &str) -> Result<Option<i64>, ConfigError> {
+    pub fn opt_int(&mut self, key: &str) -> Option<i64> {
+        let r = self.try_opt_int(key);
+        self.or(r, None)
+    }
+
+    fn try_opt_int(&mut self, key: &str) -> Result<Option<i64>, ConfigError> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Int(i)) => Ok(Some(*i)),
@@ -70,7 +114,12 @@ impl<'a> Fields<'a> {
     }
 
     /// A string that must be one of `allowed`.
-    pub fn choice(
+    pub fn choice(&mut self, key: &str, default: &'static str, allowed: &[&'static str]) -> &'static str {
+        let r = self.try_choice(key, default, allowed);
+        self.or(r, default)
+    }
+
+    fn try_choice(
         &mut self,
         key: &str,
         default: &'static str,
@@ -87,7 +136,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn string(&mut self, key: &str, default: &str) -> Result<String, ConfigError> {
+    pub fn string(&mut self, key: &str, default: &str) -> String {
+        let r = self.try_string(key, default);
+        self.or(r, default.to_string())
+    }
+
+    fn try_string(&mut self, key: &str, default: &str) -> Result<String, ConfigError> {
         match self.get(key) {
             None => Ok(default.to_string()),
             Some(Value::Str(s)) => Ok(s.clone()),
@@ -96,7 +150,12 @@ impl<'a> Fields<'a> {
     }
 
     /// `None` or a list of strings (module names). Copied: the caller's list is never shared.
-    pub fn opt_str_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    pub fn opt_str_list(&mut self, key: &str) -> Option<Vec<String>> {
+        let r = self.try_opt_str_list(key);
+        self.or(r, None)
+    }
+
+    fn try_opt_str_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::List(items)) => {
@@ -126,7 +185,12 @@ impl<'a> Fields<'a> {
 
     /// A dtype given as a `torch.dtype` or a string (`"bfloat16"` or `"torch.bfloat16"`); `None` gives
     /// the default. Returns the short name.
-    pub fn dtype(
+    pub fn dtype(&mut self, key: &str, default: &'static str, allowed: &[&'static str]) -> &'static str {
+        let r = self.try_dtype(key, default, allowed);
+        self.or(r, default)
+    }
+
+    fn try_dtype(
         &mut self,
         key: &str,
         default: &'static str,

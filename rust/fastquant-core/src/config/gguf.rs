@@ -18,16 +18,15 @@ pub struct GgufConfig {
 impl GgufConfig {
     pub fn parse(f: &mut Fields<'_>) -> Result<Self, ConfigError> {
         // diffusers writes `pre_quantized: true`; GGUF weights are always pre-quantized.
-        if f.bool("pre_quantized", true)? == false {
+        if !f.bool("pre_quantized", true) {
             let loc = f.loc("pre_quantized");
-            return Err(ConfigError::value_error(
-                loc.clone(),
-                format!("{}: GGUF weights are always pre-quantized; pre_quantized=False is not allowed", loc_str(&loc)),
-            ));
+            let message =
+                format!("{}: GGUF weights are always pre-quantized; pre_quantized=False is not allowed", loc_str(&loc));
+            f.report(ConfigError::value_error(loc, message).with_input(&Value::Bool(false)));
         }
         Ok(GgufConfig {
-            compute_dtype: f.dtype("compute_dtype", "float32", COMPUTE_DTYPES)?,
-            modules_to_not_convert: f.opt_str_list("modules_to_not_convert")?,
+            compute_dtype: f.dtype("compute_dtype", "float32", COMPUTE_DTYPES),
+            modules_to_not_convert: f.opt_str_list("modules_to_not_convert"),
         })
     }
 

@@ -117,15 +117,28 @@ pub fn parse(kind: ConfigKind, mut items: Vec<(String, Value)>) -> Result<Parsed
     let items = &items[..];
     let mut f = Fields::new(kind.class_name(), items, kind.known_extra());
     if kind != ConfigKind::BitsAndBytes {
-        check_quant_method(&mut f, kind)?;
+        let r = check_quant_method(&mut f, kind);
+        f.or(r, ());
     }
     let config = match kind {
-        ConfigKind::BitsAndBytes => QuantConfig::BitsAndBytes(BnbConfig::parse(&mut f)?),
-        ConfigKind::Gguf => QuantConfig::Gguf(GgufConfig::parse(&mut f)?),
-        ConfigKind::Quanto => QuantConfig::Quanto(QuantoConfig::parse(&mut f)?),
-        ConfigKind::TorchAo => QuantConfig::TorchAo(TorchAoConfig::parse(&mut f, payload)?),
-        ConfigKind::ModelOpt => QuantConfig::ModelOpt(ModelOptConfig::parse(&mut f, payload)?),
+        ConfigKind::BitsAndBytes => BnbConfig::parse(&mut f).map(QuantConfig::BitsAndBytes),
+        ConfigKind::Gguf => GgufConfig::parse(&mut f).map(QuantConfig::Gguf),
+        ConfigKind::Quanto => QuantoConfig::parse(&mut f).map(QuantConfig::Quanto),
+        ConfigKind::TorchAo => TorchAoConfig::parse(&mut f, payload).map(QuantConfig::TorchAo),
+        ConfigKind::ModelOpt => ModelOptConfig::parse(&mut f, payload).map(QuantConfig::ModelOpt),
     };
+    // Every problem the schema found, in order (a schema may also stop with one of its own).
+    let mut errors = f.take_errors();
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push(e);
+            return Err(ConfigError::combine(errors).expect("at least one error"));
+        }
+    };
+    if let Some(e) = ConfigError::combine(errors) {
+        return Err(e);
+    }
     Ok(Parsed { config, unknown_keys: f.unknown_keys() })
 }
 
@@ -250,6 +263,53 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_location_type_and_input() {
+        let e = parse(
+            ConfigKind::BitsAndBytes,
+            dict(&[
+                ("load_in_4bit", Value::Bool(true)),
+                ("llm_int8_threshold", Value::Str("high".into())),
+                ("bnb_4bit_quant_type", Value::Str("nf5".into())),
+                ("llm_int8_skip_modules", Value::List(vec![Value::Str("a".into()), Value::Int(3)])),
+            ]),
+        )
+        .unwrap_err();
+        let all: Vec<_> = e.errors().map(|e| (e.loc.join("/"), e.type_, e.input.clone())).collect();
+        assert_eq!(
+            all,
+            vec![
+                ("BitsAndBytesConfig/llm_int8_threshold".into(), "wrong_type", Some(Value::Str("high".into()))),
+                ("BitsAndBytesConfig/llm_int8_skip_modules/[1]".into(), "wrong_type", Some(Value::Int(3))),
+                ("BitsAndBytesConfig/bnb_4bit_quant_type".into(), "not_allowed", Some(Value::Str("nf5".into()))),
+            ]
+        );
+        assert_eq!(e.kind, ErrorKind::Type, "the first problem decides the kind");
+        assert_eq!(e.msg(), "expected a float, got 'high' (str)");
+        let text = e.to_string();
+        assert!(text.starts_with("BitsAndBytesConfig.llm_int8_threshold: expected a float"), "{text}");
+        assert!(text.contains("(2 more problems in the same config:)") && text.contains("'nf5' is not allowed"));
+        // One problem: the message alone, as before.
+        let e = parse(ConfigKind::Quanto, dict(&[("weights_dtype", Value::Str("int3".into()))])).unwrap_err();
+        assert!(e.also.is_empty());
+        assert_eq!(e.to_string(), e.message);
+        // A refused flag does not also count as "no width chosen".
+        let e = parse(ConfigKind::BitsAndBytes, dict(&[("load_in_4bit", Value::Str("yes".into()))])).unwrap_err();
+        assert_eq!(e.errors().count(), 1);
+        // ModelOpt: the steps each report.
+        let e = parse(
+            ConfigKind::ModelOpt,
+            dict(&[
+                ("quant_type", Value::Str("FP9".into())),
+                ("block_quantize", Value::Int(0)),
+                ("algorithm", Value::Int(1)),
+            ]),
+        )
+        .unwrap_err();
+        let locs: Vec<_> = e.errors().map(|e| e.loc[1].clone()).collect();
+        assert_eq!(locs, ["quant_type", "block_quantize", "algorithm"]);
     }
 
     #[test]

@@ -58,150 +58,36 @@ fn allowed_quant_types() -> String {
     format!("'W' or 'W_A' with W and A each one of {}", NUM_TYPES.join(", "))
 }
 
+/// The block options, as given.
+struct Blocks {
+    channel_quantize: Option<i64>,
+    block_quantize: Option<i64>,
+    scale_channel_quantize: Option<i64>,
+    scale_block_quantize: Option<i64>,
+}
+
 impl ModelOptConfig {
-    /// `modelopt_config` is passed by value (moved out of the dict by the caller).
+    /// Parse in named steps; each step reports its problems to `f` and goes on, so that every problem in the
+    /// dict is found in one pass. `modelopt_config` is passed by value (moved out of the dict by the caller).
     pub fn parse(f: &mut Fields<'_>, modelopt_config: Option<Value>) -> Result<Self, ConfigError> {
-        let loc = f.loc("quant_type");
-        let quant_type = match f.get("quant_type") {
-            None | Some(Value::Null) => {
-                return Err(ConfigError::type_error(
-                    loc.clone(),
-                    format!("{}: missing required argument ({})", loc_str(&loc), allowed_quant_types()),
-                ))
-            }
-            Some(v @ Value::Str(s)) => {
-                let upper = s.to_ascii_uppercase();
-                let parts: Vec<&str> = upper.split('_').collect();
-                if parts.len() > 2 || parts.iter().any(|p| !NUM_TYPES.contains(p)) {
-                    return Err(not_allowed(loc, v, &allowed_quant_types()));
-                }
-                upper
-            }
-            Some(v) => return Err(wrong_type(loc, &format!("a str ({})", allowed_quant_types()), v)),
-        };
-        let w_type = quant_type.split('_').next().unwrap_or_default().to_string();
-
-        let channel_quantize = f.opt_int("channel_quantize")?;
-        let block_quantize = f.opt_int("block_quantize")?;
-        let scale_channel_quantize = f.opt_int("scale_channel_quantize")?;
-        let scale_block_quantize = f.opt_int("scale_block_quantize")?;
-        for (key, v) in [("block_quantize", block_quantize), ("scale_block_quantize", scale_block_quantize)] {
-            if let Some(n) = v {
-                if n <= 0 {
-                    return Err(not_allowed(f.loc(key), &Value::Int(n), "a block size > 0"));
-                }
-            }
-        }
-        for (key, v) in [("channel_quantize", channel_quantize), ("scale_channel_quantize", scale_channel_quantize)] {
-            if let Some(n) = v {
-                if !(-4..=3).contains(&n) {
-                    return Err(not_allowed(f.loc(key), &Value::Int(n), "a tensor axis in -4..3 (usually -1)"));
-                }
-            }
-        }
-        if block_quantize.is_some() && channel_quantize.is_none() {
-            let l = f.loc("block_quantize");
-            return Err(ConfigError::value_error(
-                l.clone(),
-                format!(
-                    "{}: block quantization needs channel_quantize (the axis the blocks run along, e.g. -1)",
-                    loc_str(&l)
-                ),
-            ));
-        }
-        if scale_channel_quantize.is_some() != scale_block_quantize.is_some() {
-            let l = f.loc("scale_block_quantize");
-            return Err(ConfigError::value_error(
-                l.clone(),
-                format!(
-                    "{}: scale_channel_quantize and scale_block_quantize go together; set both or neither",
-                    loc_str(&l)
-                ),
-            ));
-        }
-        if scale_block_quantize.is_some() {
-            let l = f.loc("scale_block_quantize");
-            if !SCALED_TYPES.contains(&w_type.as_str()) {
-                return Err(ConfigError::value_error(
-                    l.clone(),
-                    format!(
-                        "{}: quantized block scales apply only to weight types {}; quant_type is {:?}",
-                        loc_str(&l),
-                        SCALED_TYPES.join(", "),
-                        quant_type
-                    ),
-                ));
-            }
-            if block_quantize.is_none() {
-                return Err(ConfigError::value_error(
-                    l.clone(),
-                    format!(
-                        "{}: quantized block scales need block quantization (block_quantize and channel_quantize)",
-                        loc_str(&l)
-                    ),
-                ));
-            }
-        }
-
-        // `algorithm`, or diffusers' stored form `calib_cfg = {"method": ...}`.
-        let mut algorithm = match f.get("algorithm") {
-            None => None,
-            Some(v @ Value::Str(s)) => {
-                if !ALGORITHMS.contains(&s.as_str()) {
-                    return Err(not_allowed(f.loc("algorithm"), v, &ALGORITHMS.join(", ")));
-                }
-                Some(s.clone())
-            }
-            Some(v) => return Err(wrong_type(f.loc("algorithm"), "a str", v)),
-        };
-        if let Some(cc) = f.get_some("calib_cfg") {
-            let l = f.loc("calib_cfg");
-            let method = match cc {
-                Value::Dict(items) if items.len() == 1 && items[0].0 == "method" => &items[0].1,
-                v => return Err(wrong_type(l, "a dict {'method': <algorithm>}", v)),
-            };
-            let mut ml = l.clone();
-            ml.push("method".into());
-            let m = match method {
-                Value::Str(s) if ALGORITHMS.contains(&s.as_str()) => s.clone(),
-                v @ Value::Str(_) => return Err(not_allowed(ml, v, &ALGORITHMS.join(", "))),
-                v => return Err(wrong_type(ml, "a str", v)),
-            };
-            if let Some(a) = &algorithm {
-                if *a != m {
-                    return Err(ConfigError::value_error(
-                        l.clone(),
-                        format!("{}: method {:?} contradicts algorithm={:?}", loc_str(&l), m, a),
-                    ));
-                }
-            }
-            algorithm = Some(m);
-        }
-
-        let forward_loop = match f.get("forward_loop") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Opaque(o)) if o.callable => Some(v.clone()),
-            Some(v) => return Err(wrong_type(f.loc("forward_loop"), "a callable (forward_loop(model)) or None", v)),
-        };
-
+        let quant_type = parse_quant_type(f);
+        let blocks = parse_blocks(f);
+        check_blocks(f, &blocks, quant_type.as_deref());
+        let algorithm = parse_algorithm(f);
+        let forward_loop = parse_forward_loop(f);
+        let modelopt_config = parse_modelopt_config(f, modelopt_config);
         Ok(ModelOptConfig {
-            quant_type,
-            modules_to_not_convert: f.opt_str_list("modules_to_not_convert")?,
-            weight_only: f.bool("weight_only", true)?,
-            channel_quantize,
-            block_quantize,
-            scale_channel_quantize,
-            scale_block_quantize,
+            quant_type: quant_type.unwrap_or_default(),
+            modules_to_not_convert: f.opt_str_list("modules_to_not_convert"),
+            weight_only: f.bool("weight_only", true),
+            channel_quantize: blocks.channel_quantize,
+            block_quantize: blocks.block_quantize,
+            scale_channel_quantize: blocks.scale_channel_quantize,
+            scale_block_quantize: blocks.scale_block_quantize,
             algorithm: algorithm.unwrap_or_else(|| "max".into()),
             forward_loop,
-            modelopt_config: match modelopt_config {
-                None | Some(Value::Null) => None,
-                Some(v @ Value::Dict(_)) => Some(v),
-                // A dict the binding kept whole (non-str keys, e.g. block_sizes {-1: 16}).
-                Some(v @ Value::Opaque(_)) if v.type_name() == "dict" => Some(v),
-                Some(v) => return Err(wrong_type(f.loc("modelopt_config"), "a dict or None", &v)),
-            },
-            disable_conv_quantization: f.bool("disable_conv_quantization", false)?,
+            modelopt_config,
+            disable_conv_quantization: f.bool("disable_conv_quantization", false),
         })
     }
 
@@ -228,5 +114,180 @@ impl ModelOptConfig {
             ("modelopt_config", self.modelopt_config.clone().unwrap_or(Value::Null)),
             ("disable_conv_quantization", Value::Bool(self.disable_conv_quantization)),
         ]
+    }
+}
+
+/// `quant_type`: required, `W` or `W_A`, normalized to upper case. `None` when refused.
+fn parse_quant_type(f: &mut Fields<'_>) -> Option<String> {
+    let loc = f.loc("quant_type");
+    match f.get("quant_type") {
+        None | Some(Value::Null) => {
+            let message = format!("{}: missing required argument ({})", loc_str(&loc), allowed_quant_types());
+            f.report(ConfigError::type_error(loc, message).with_type("missing"));
+            None
+        }
+        Some(v @ Value::Str(s)) => {
+            let upper = s.to_ascii_uppercase();
+            let parts: Vec<&str> = upper.split('_').collect();
+            if parts.len() > 2 || parts.iter().any(|p| !NUM_TYPES.contains(p)) {
+                f.report(not_allowed(loc, v, &allowed_quant_types()));
+                return None;
+            }
+            Some(upper)
+        }
+        Some(v) => {
+            f.report(wrong_type(loc, &format!("a str ({})", allowed_quant_types()), v));
+            None
+        }
+    }
+}
+
+/// The four block options, each range-checked on its own (a refused one counts as unset).
+fn parse_blocks(f: &mut Fields<'_>) -> Blocks {
+    let mut b = Blocks {
+        channel_quantize: f.opt_int("channel_quantize"),
+        block_quantize: f.opt_int("block_quantize"),
+        scale_channel_quantize: f.opt_int("scale_channel_quantize"),
+        scale_block_quantize: f.opt_int("scale_block_quantize"),
+    };
+    for (key, slot) in
+        [("block_quantize", &mut b.block_quantize), ("scale_block_quantize", &mut b.scale_block_quantize)]
+    {
+        if let Some(n) = *slot {
+            if n <= 0 {
+                f.report(not_allowed(f.loc(key), &Value::Int(n), "a block size > 0"));
+                *slot = None;
+            }
+        }
+    }
+    for (key, slot) in
+        [("channel_quantize", &mut b.channel_quantize), ("scale_channel_quantize", &mut b.scale_channel_quantize)]
+    {
+        if let Some(n) = *slot {
+            if !(-4..=3).contains(&n) {
+                f.report(not_allowed(f.loc(key), &Value::Int(n), "a tensor axis in -4..3 (usually -1)"));
+                *slot = None;
+            }
+        }
+    }
+    b
+}
+
+/// How the block options fit together and with the weight type (skipped for a refused `quant_type`).
+fn check_blocks(f: &mut Fields<'_>, b: &Blocks, quant_type: Option<&str>) {
+    let problem = |f: &mut Fields<'_>, key: &str, what: String| {
+        let l = f.loc(key);
+        let message = format!("{}: {what}", loc_str(&l));
+        f.report(ConfigError::value_error(l, message));
+    };
+    if b.block_quantize.is_some() && b.channel_quantize.is_none() {
+        problem(
+            f,
+            "block_quantize",
+            "block quantization needs channel_quantize (the axis the blocks run along, e.g. -1)".into(),
+        );
+    }
+    if b.scale_channel_quantize.is_some() != b.scale_block_quantize.is_some() {
+        problem(
+            f,
+            "scale_block_quantize",
+            "scale_channel_quantize and scale_block_quantize go together; set both or neither".into(),
+        );
+    }
+    if b.scale_block_quantize.is_some() {
+        if let Some(qt) = quant_type {
+            let w_type = qt.split('_').next().unwrap_or_default();
+            if !SCALED_TYPES.contains(&w_type) {
+                problem(
+                    f,
+                    "scale_block_quantize",
+                    format!(
+                        "quantized block scales apply only to weight types {}; quant_type is {:?}",
+                        SCALED_TYPES.join(", "),
+                        qt
+                    ),
+                );
+            }
+        }
+        if b.block_quantize.is_none() {
+            problem(
+                f,
+                "scale_block_quantize",
+                "quantized block scales need block quantization (block_quantize and channel_quantize)".into(),
+            );
+        }
+    }
+}
+
+/// `algorithm`, or diffusers' stored form `calib_cfg = {"method": ...}` (both given must agree).
+fn parse_algorithm(f: &mut Fields<'_>) -> Option<String> {
+    let algorithm = match f.get("algorithm") {
+        None => None,
+        Some(v @ Value::Str(s)) if !ALGORITHMS.contains(&s.as_str()) => {
+            f.report(not_allowed(f.loc("algorithm"), v, &ALGORITHMS.join(", ")));
+            None
+        }
+        Some(Value::Str(s)) => Some(s.clone()),
+        Some(v) => {
+            f.report(wrong_type(f.loc("algorithm"), "a str", v));
+            None
+        }
+    };
+    let Some(cc) = f.get_some("calib_cfg") else {
+        return algorithm;
+    };
+    let l = f.loc("calib_cfg");
+    let method = match cc {
+        Value::Dict(items) if items.len() == 1 && items[0].0 == "method" => &items[0].1,
+        v => {
+            f.report(wrong_type(l, "a dict {'method': <algorithm>}", v));
+            return algorithm;
+        }
+    };
+    let mut ml = l.clone();
+    ml.push("method".into());
+    let m = match method {
+        Value::Str(s) if ALGORITHMS.contains(&s.as_str()) => s.clone(),
+        v @ Value::Str(_) => {
+            f.report(not_allowed(ml, v, &ALGORITHMS.join(", ")));
+            return algorithm;
+        }
+        v => {
+            f.report(wrong_type(ml, "a str", v));
+            return algorithm;
+        }
+    };
+    if let Some(a) = &algorithm {
+        if *a != m {
+            let message = format!("{}: method {:?} contradicts algorithm={:?}", loc_str(&l), m, a);
+            f.report(ConfigError::value_error(l, message).with_input(cc));
+        }
+    }
+    Some(m)
+}
+
+/// `forward_loop`: a calibration callable or None.
+fn parse_forward_loop(f: &mut Fields<'_>) -> Option<Value> {
+    match f.get("forward_loop") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Opaque(o)) if o.callable => Some(v.clone()),
+        Some(v) => {
+            f.report(wrong_type(f.loc("forward_loop"), "a callable (forward_loop(model)) or None", v));
+            None
+        }
+    }
+}
+
+/// `modelopt_config`: a dict (kept as given) or None.
+fn parse_modelopt_config(f: &mut Fields<'_>, modelopt_config: Option<Value>) -> Option<Value> {
+    match modelopt_config {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Dict(_)) => Some(v),
+        // A dict the binding kept whole (non-str keys, e.g. block_sizes {-1: 16}).
+        Some(v @ Value::Opaque(_)) if v.type_name() == "dict" => Some(v),
+        Some(v) => {
+            f.report(wrong_type(f.loc("modelopt_config"), "a dict or None", &v));
+            None
+        }
     }
 }

@@ -221,9 +221,15 @@ impl TorchAoConfig {
         let kwargs = match f.get_some("quant_type_kwargs") {
             None => None,
             Some(Value::Dict(items)) => Some(items.clone()),
-            Some(v) => return Err(wrong_type(f.loc("quant_type_kwargs"), "a dict of keyword arguments", v)),
+            Some(v) => {
+                f.report(wrong_type(f.loc("quant_type_kwargs"), "a dict of keyword arguments", v));
+                None
+            }
         };
-        let quant_type = match quant_type {
+        let fr: &Fields<'_> = f;
+        let quant_type = (|| -> Result<QuantType, ConfigError> {
+            let f = fr;
+            Ok(match quant_type {
             None | Some(Value::Null) => {
                 return Err(ConfigError::type_error(
                     loc.clone(),
@@ -277,8 +283,11 @@ impl TorchAoConfig {
                     &v,
                 ))
             }
-        };
-        Ok(TorchAoConfig { quant_type, modules_to_not_convert: f.opt_str_list("modules_to_not_convert")? })
+        })
+        })();
+        // A refused quant_type is reported; the placeholder never leaves `parse` (the errors do).
+        let quant_type = f.or(quant_type, QuantType::Shorthand { name: String::new(), kwargs: Vec::new() });
+        Ok(TorchAoConfig { quant_type, modules_to_not_convert: f.opt_str_list("modules_to_not_convert") })
     }
 
     /// The torchao class this config asks for (`"Int8WeightOnlyConfig"`).
