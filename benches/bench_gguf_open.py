@@ -127,7 +127,7 @@ def make_model_file(path, n_layers=32):
 def fastquant_open_and_list(path):
     with fg.open(path) as f:
         listed = [(t.name, t.ggml_type, t.shape, t.nbytes, t.offset) for t in f.tensors.values()]
-        scalars = {k: f.metadata[k] for k in f.keys() if f.array_info(k) is None}
+        scalars = {k: f.metadata[k] for k in f.metadata.keys() if f.array_info(k) is None}
     return len(listed), len(scalars)
 
 

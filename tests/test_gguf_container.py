@@ -390,11 +390,20 @@ def sample(tmp_path):
     return p, meta, tensors
 
 
+def test_keys_are_tensor_names_as_in_safetensors(sample):
+    p, meta, tensors = sample
+    with fg.open(p) as f:
+        assert f.keys() == list(f.tensors) == list(tensors)
+        assert not set(f.keys()) & set(meta)
+        for name in f.keys():  # the safetensors idiom
+            assert f.raw(name).nbytes == f.tensors[name].nbytes
+
+
 def test_metadata_mapping_is_lazy_and_read_only(sample):
     p, meta, _ = sample
     with fg.open(p) as f:
         m = f.metadata
-        assert len(m) == len(meta) and list(m) == list(meta) == f.keys()
+        assert len(m) == len(meta) and list(m) == list(meta) == list(f.metadata.keys())
         assert "t.u8" in m and "nope" not in m
         with pytest.raises(KeyError):
             m["nope"]

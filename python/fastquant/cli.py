@@ -93,7 +93,7 @@ def _summary(f):
         d["count"] += 1
         d["bytes"] += t.nbytes or 0
         total += t.nbytes or 0
-    meta = {k: _describe(f, k) for k in f.keys()}
+    meta = {k: _describe(f, k) for k in f.metadata.keys()}
     arch = f.metadata.get("general.architecture") if "general.architecture" in f.metadata else None
     return types, total, meta, arch
 

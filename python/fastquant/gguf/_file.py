@@ -171,8 +171,9 @@ class GGUFFile:
         return m
 
     def keys(self):
-        """Metadata keys, in file order."""
-        return list(self.metadata)
+        """Tensor names, in file order, as safetensors' ``safe_open(...).keys()`` lists them:
+        ``for name in f.keys(): f.get_tensor(name)``. Metadata keys are ``f.metadata.keys()``."""
+        return list(self.tensors)
 
     def value_type(self, key) -> str:
         """The stored type of a metadata value: ``"u32"``, ``"str"``, ``"array[str]"``, ..."""
