@@ -82,7 +82,8 @@ def _threads() -> int:
 # GPU (or any device) dequantization with torch ops, in ggml's f32 operation order
 # ---------------------------------------------------------------------------------------------------------
 
-_KVALUES_IQ4NL = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+# IQ4_NL / IQ4_XS codebook, from the Rust core's table (one definition).
+_KVALUES_IQ4NL = tuple(_core.KVALUES_IQ4NL)
 
 
 def _f16(b: torch.Tensor, off: int) -> torch.Tensor:

@@ -202,5 +202,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     m.add_function(wrap_pyfunction!(linear_fused, m)?)?;
+    // Tables the torch decoders need, from their one definition in the core.
+    m.add("KVALUES_IQ4NL", fastquant_core::quants::tables::KVALUES_IQ4NL.to_vec())?;
     Ok(())
 }

@@ -31,30 +31,30 @@ pub fn bf16_to_f32(h: u16) -> f32 {
 }
 
 macro_rules! passthrough {
-    ($name:ident, $ty:expr, $bytes:expr, |$b:ident| $conv:expr) => {
+    ($name:ident, $ty:expr, $elem:ty, |$b:ident| $conv:expr) => {
         pub struct $name;
+        // The element type's size is the block size of `types::block`.
+        const _: () = assert!(std::mem::size_of::<$elem>() == $ty.block_bytes() && $ty.block_elems() == 1);
         impl BlockFormat for $name {
             const TYPE: GgmlType = $ty;
-            const ELEMS: usize = 1;
-            const BYTES: usize = $bytes;
             #[inline(always)]
             fn dequant_block(block: &[u8], out: &mut [f32]) {
-                let $b: [u8; $bytes] = block[..$bytes].try_into().unwrap();
+                let $b: [u8; std::mem::size_of::<$elem>()] = block[..std::mem::size_of::<$elem>()].try_into().unwrap();
                 out[0] = $conv;
             }
         }
     };
 }
 
-passthrough!(F32, GgmlType::F32, 4, |b| f32::from_le_bytes(b));
-passthrough!(F16, GgmlType::F16, 2, |b| f16_to_f32(u16::from_le_bytes(b)));
-passthrough!(BF16, GgmlType::BF16, 2, |b| bf16_to_f32(u16::from_le_bytes(b)));
-passthrough!(I8, GgmlType::I8, 1, |b| b[0] as i8 as f32);
-passthrough!(I16, GgmlType::I16, 2, |b| i16::from_le_bytes(b) as f32);
+passthrough!(F32, GgmlType::F32, f32, |b| f32::from_le_bytes(b));
+passthrough!(F16, GgmlType::F16, u16, |b| f16_to_f32(u16::from_le_bytes(b)));
+passthrough!(BF16, GgmlType::BF16, u16, |b| bf16_to_f32(u16::from_le_bytes(b)));
+passthrough!(I8, GgmlType::I8, i8, |b| b[0] as i8 as f32);
+passthrough!(I16, GgmlType::I16, i16, |b| i16::from_le_bytes(b) as f32);
 // Integers beyond 2^24 and F64 values are rounded once to the nearest binary32 (ties to even).
-passthrough!(I32, GgmlType::I32, 4, |b| i32::from_le_bytes(b) as f32);
-passthrough!(I64, GgmlType::I64, 8, |b| i64::from_le_bytes(b) as f32);
-passthrough!(F64, GgmlType::F64, 8, |b| f64::from_le_bytes(b) as f32);
+passthrough!(I32, GgmlType::I32, i32, |b| i32::from_le_bytes(b) as f32);
+passthrough!(I64, GgmlType::I64, i64, |b| i64::from_le_bytes(b) as f32);
+passthrough!(F64, GgmlType::F64, f64, |b| f64::from_le_bytes(b) as f32);
 
 #[cfg(test)]
 mod tests {

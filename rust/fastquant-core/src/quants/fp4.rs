@@ -31,8 +31,6 @@ pub(crate) fn ue4m3_half(x: u8) -> f32 {
 pub struct MXFP4;
 impl BlockFormat for MXFP4 {
     const TYPE: GgmlType = GgmlType::MXFP4;
-    const ELEMS: usize = 32;
-    const BYTES: usize = 17;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = e8m0_half(b[0]);
@@ -48,8 +46,6 @@ impl BlockFormat for MXFP4 {
 pub struct NVFP4;
 impl BlockFormat for NVFP4 {
     const TYPE: GgmlType = GgmlType::NVFP4;
-    const ELEMS: usize = 64;
-    const BYTES: usize = 36;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[4..36];

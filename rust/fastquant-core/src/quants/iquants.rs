@@ -22,8 +22,6 @@ fn signed(v: f32, neg: bool) -> f32 {
 pub struct IQ2XXS;
 impl BlockFormat for IQ2XXS {
     const TYPE: GgmlType = GgmlType::IQ2XXS;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 66;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -45,8 +43,6 @@ impl BlockFormat for IQ2XXS {
 pub struct IQ2XS;
 impl BlockFormat for IQ2XS {
     const TYPE: GgmlType = GgmlType::IQ2XS;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 74;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -68,8 +64,6 @@ impl BlockFormat for IQ2XS {
 pub struct IQ2S;
 impl BlockFormat for IQ2S {
     const TYPE: GgmlType = GgmlType::IQ2S;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 82;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -94,8 +88,6 @@ impl BlockFormat for IQ2S {
 pub struct IQ3XXS;
 impl BlockFormat for IQ3XXS {
     const TYPE: GgmlType = GgmlType::IQ3XXS;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 98;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -120,8 +112,6 @@ impl BlockFormat for IQ3XXS {
 pub struct IQ3S;
 impl BlockFormat for IQ3S {
     const TYPE: GgmlType = GgmlType::IQ3S;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 110;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -146,8 +136,6 @@ impl BlockFormat for IQ3S {
 pub struct IQ1S;
 impl BlockFormat for IQ1S {
     const TYPE: GgmlType = GgmlType::IQ1S;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 50;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -171,8 +159,6 @@ impl BlockFormat for IQ1S {
 pub struct IQ1M;
 impl BlockFormat for IQ1M {
     const TYPE: GgmlType = GgmlType::IQ1M;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 56;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[0..32];
@@ -203,8 +189,6 @@ impl BlockFormat for IQ1M {
 pub struct IQ4NL;
 impl BlockFormat for IQ4NL {
     const TYPE: GgmlType = GgmlType::IQ4NL;
-    const ELEMS: usize = 32;
-    const BYTES: usize = 18;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -220,8 +204,6 @@ impl BlockFormat for IQ4NL {
 pub struct IQ4XS;
 impl BlockFormat for IQ4XS {
     const TYPE: GgmlType = GgmlType::IQ4XS;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 136;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);

@@ -16,8 +16,6 @@ pub(crate) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
 pub struct Q2K;
 impl BlockFormat for Q2K {
     const TYPE: GgmlType = GgmlType::Q2K;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 84;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let scales = &b[0..16];
@@ -56,8 +54,6 @@ pub(crate) fn q3k_scales(s: &[u8]) -> [i8; 16] {
 pub struct Q3K;
 impl BlockFormat for Q3K {
     const TYPE: GgmlType = GgmlType::Q3K;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 110;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let hmask = &b[0..32];
@@ -83,8 +79,6 @@ impl BlockFormat for Q3K {
 pub struct Q4K;
 impl BlockFormat for Q4K {
     const TYPE: GgmlType = GgmlType::Q4K;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 144;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -109,8 +103,6 @@ impl BlockFormat for Q4K {
 pub struct Q5K;
 impl BlockFormat for Q5K {
     const TYPE: GgmlType = GgmlType::Q5K;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 176;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -137,8 +129,6 @@ impl BlockFormat for Q5K {
 pub struct Q6K;
 impl BlockFormat for Q6K {
     const TYPE: GgmlType = GgmlType::Q6K;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 210;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let ql = &b[0..128];
@@ -163,8 +153,6 @@ impl BlockFormat for Q6K {
 pub struct Q8K;
 impl BlockFormat for Q8K {
     const TYPE: GgmlType = GgmlType::Q8K;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 292;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f32::from_le_bytes(b[0..4].try_into().unwrap());

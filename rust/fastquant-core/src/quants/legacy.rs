@@ -7,8 +7,6 @@ use super::{f16_at, u32_at, BlockFormat, GgmlType};
 pub struct Q4_0;
 impl BlockFormat for Q4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
-    const ELEMS: usize = 32;
-    const BYTES: usize = 18;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -25,8 +23,6 @@ impl BlockFormat for Q4_0 {
 pub struct Q4_1;
 impl BlockFormat for Q4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
-    const ELEMS: usize = 32;
-    const BYTES: usize = 20;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -43,8 +39,6 @@ impl BlockFormat for Q4_1 {
 pub struct Q5_0;
 impl BlockFormat for Q5_0 {
     const TYPE: GgmlType = GgmlType::Q5_0;
-    const ELEMS: usize = 32;
-    const BYTES: usize = 22;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -63,8 +57,6 @@ impl BlockFormat for Q5_0 {
 pub struct Q5_1;
 impl BlockFormat for Q5_1 {
     const TYPE: GgmlType = GgmlType::Q5_1;
-    const ELEMS: usize = 32;
-    const BYTES: usize = 24;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -84,8 +76,6 @@ impl BlockFormat for Q5_1 {
 pub struct Q8_0;
 impl BlockFormat for Q8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
-    const ELEMS: usize = 32;
-    const BYTES: usize = 34;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -99,8 +89,6 @@ impl BlockFormat for Q8_0 {
 pub struct Q1_0;
 impl BlockFormat for Q1_0 {
     const TYPE: GgmlType = GgmlType::Q1_0;
-    const ELEMS: usize = 128;
-    const BYTES: usize = 18;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -115,8 +103,6 @@ impl BlockFormat for Q1_0 {
 pub struct Q2_0;
 impl BlockFormat for Q2_0 {
     const TYPE: GgmlType = GgmlType::Q2_0;
-    const ELEMS: usize = 64;
-    const BYTES: usize = 18;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);

@@ -52,13 +52,15 @@ pub use quantize::{
     has_quantizer, quantize, quantize_into, quantize_into_with, quantize_with, quantized_len, QuantizeError,
     QUANTIZE_TYPES,
 };
-pub use types::{GgmlType, ALL_TYPES};
+pub use types::{block, BlockType, GgmlType, ALL_TYPES};
 
 /// One ggml block layout: `ELEMS` values stored in `BYTES` bytes.
 pub trait BlockFormat {
     const TYPE: GgmlType;
-    const ELEMS: usize;
-    const BYTES: usize;
+    /// Elements per block: the type's [`types::block`] definition.
+    const ELEMS: usize = Self::TYPE.block_elems();
+    /// Bytes per block: the type's [`types::block`] definition.
+    const BYTES: usize = Self::TYPE.block_bytes();
     /// Decode one block (`block.len() >= BYTES`) into `out[..ELEMS]`, in ggml's exact arithmetic.
     fn dequant_block(block: &[u8], out: &mut [f32]);
 

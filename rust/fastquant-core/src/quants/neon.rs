@@ -15,7 +15,7 @@
 
 use std::arch::aarch64::*;
 
-use super::{GgmlType, Kernel};
+use super::{block, GgmlType, Kernel};
 
 pub(crate) fn has_neon() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")
@@ -140,7 +140,7 @@ unsafe fn shr_var(v: uint8x16_t, n: usize) -> uint8x16_t {
 unsafe fn q4_0(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
     let k8 = vdupq_n_s8(8);
-    blocks!(data, out, 18, 32, |b, y| {
+    blocks!(data, out, block::Q4_0.bytes, block::Q4_0.elems, |b, y| {
         let d = vdupq_n_f32(h2f(b));
         let q = load16(b.add(2));
         emit_i8_mul(vsubq_s8(s8(vandq_u8(q, m4)), k8), d, y);
@@ -150,7 +150,7 @@ unsafe fn q4_0(data: &[u8], out: &mut [f32]) {
 
 unsafe fn q4_1(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
-    blocks!(data, out, 20, 32, |b, y| {
+    blocks!(data, out, block::Q4_1.bytes, block::Q4_1.elems, |b, y| {
         let d = vdupq_n_f32(h2f(b));
         let m = vdupq_n_f32(h2f(b.add(2)));
         let q = load16(b.add(4));
@@ -162,7 +162,7 @@ unsafe fn q4_1(data: &[u8], out: &mut [f32]) {
 unsafe fn q5_0(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
     let k16 = vdupq_n_s8(16);
-    blocks!(data, out, 22, 32, |b, y| {
+    blocks!(data, out, block::Q5_0.bytes, block::Q5_0.elems, |b, y| {
         let d = vdupq_n_f32(h2f(b));
         let qh = (b.add(2) as *const u32).read_unaligned().to_le();
         let q = load16(b.add(6));
@@ -175,7 +175,7 @@ unsafe fn q5_0(data: &[u8], out: &mut [f32]) {
 
 unsafe fn q5_1(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
-    blocks!(data, out, 24, 32, |b, y| {
+    blocks!(data, out, block::Q5_1.bytes, block::Q5_1.elems, |b, y| {
         let d = vdupq_n_f32(h2f(b));
         let m = vdupq_n_f32(h2f(b.add(2)));
         let qh = (b.add(4) as *const u32).read_unaligned().to_le();
@@ -188,7 +188,7 @@ unsafe fn q5_1(data: &[u8], out: &mut [f32]) {
 }
 
 unsafe fn q8_0(data: &[u8], out: &mut [f32]) {
-    blocks!(data, out, 34, 32, |b, y| {
+    blocks!(data, out, block::Q8_0.bytes, block::Q8_0.elems, |b, y| {
         let d = vdupq_n_f32(h2f(b));
         emit_i8_mul(s8(load16(b.add(2))), d, y);
         emit_i8_mul(s8(load16(b.add(18))), d, y.add(16));
@@ -205,21 +205,21 @@ unsafe fn emit_lut_pair(lut: int8x16_t, q: uint8x16_t, d: float32x4_t, y: *mut f
 
 unsafe fn iq4_nl(data: &[u8], out: &mut [f32]) {
     let lut = vld1q_s8(crate::quants::tables::KVALUES_IQ4NL.as_ptr());
-    blocks!(data, out, 18, 32, |b, y| {
+    blocks!(data, out, block::IQ4_NL.bytes, block::IQ4_NL.elems, |b, y| {
         emit_lut_pair(lut, load16(b.add(2)), vdupq_n_f32(h2f(b)), y);
     });
 }
 
 unsafe fn mxfp4(data: &[u8], out: &mut [f32]) {
     let lut = vld1q_s8(crate::quants::tables::KVALUES_FP4.as_ptr());
-    blocks!(data, out, 17, 32, |b, y| {
+    blocks!(data, out, block::MXFP4.bytes, block::MXFP4.elems, |b, y| {
         emit_lut_pair(lut, load16(b.add(1)), vdupq_n_f32(crate::quants::fp4::e8m0_half(*b)), y);
     });
 }
 
 unsafe fn iq4_xs(data: &[u8], out: &mut [f32]) {
     let lut = vld1q_s8(crate::quants::tables::KVALUES_IQ4NL.as_ptr());
-    blocks!(data, out, 136, 256, |b, y| {
+    blocks!(data, out, block::IQ4_XS.bytes, block::IQ4_XS.elems, |b, y| {
         let d = h2f(b);
         let sh = u16::from_le_bytes([*b.add(2), *b.add(3)]);
         for ib in 0..8 {
@@ -249,7 +249,7 @@ unsafe fn k4_factors(b: *const u8) -> ([f32; 8], [f32; 8]) {
 
 unsafe fn q4_k(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
-    blocks!(data, out, 144, 256, |b, y| {
+    blocks!(data, out, block::Q4_K.bytes, block::Q4_K.elems, |b, y| {
         let (dl, ml) = k4_factors(b);
         for j in 0..4 {
             let qa = load16(b.add(16 + 32 * j));
@@ -273,7 +273,7 @@ unsafe fn q4_k(data: &[u8], out: &mut [f32]) {
 unsafe fn q5_k(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
     let k16 = vdupq_n_u8(0x10);
-    blocks!(data, out, 176, 256, |b, y| {
+    blocks!(data, out, block::Q5_K.bytes, block::Q5_K.elems, |b, y| {
         let (dl, ml) = k4_factors(b);
         let qha = load16(b.add(16));
         let qhb = load16(b.add(32));
@@ -303,7 +303,7 @@ unsafe fn q6_k(data: &[u8], out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0F);
     let m2 = vdupq_n_u8(0x03);
     let k32 = vdupq_n_s8(32);
-    blocks!(data, out, 210, 256, |b, y| {
+    blocks!(data, out, block::Q6_K.bytes, block::Q6_K.elems, |b, y| {
         let d = h2f(b.add(208));
         for n in 0..2 {
             let ql = b.add(64 * n);
@@ -328,7 +328,7 @@ unsafe fn q6_k(data: &[u8], out: &mut [f32]) {
 
 unsafe fn q2_k(data: &[u8], out: &mut [f32]) {
     let m2 = vdupq_n_u8(3);
-    blocks!(data, out, 84, 256, |b, y| {
+    blocks!(data, out, block::Q2_K.bytes, block::Q2_K.elems, |b, y| {
         let d = h2f(b.add(80));
         let dmin = h2f(b.add(82));
         let mut dl = [0f32; 16];
@@ -354,7 +354,7 @@ unsafe fn q2_k(data: &[u8], out: &mut [f32]) {
 unsafe fn q3_k(data: &[u8], out: &mut [f32]) {
     let m2 = vdupq_n_u8(3);
     let k4 = vdupq_n_u8(4);
-    blocks!(data, out, 110, 256, |b, y| {
+    blocks!(data, out, block::Q3_K.bytes, block::Q3_K.elems, |b, y| {
         let d = h2f(b.add(108));
         let sc = crate::quants::kquants::q3k_scales(std::slice::from_raw_parts(b.add(96), 12));
         let hm = [load16(b), load16(b.add(16))];
@@ -387,7 +387,7 @@ unsafe fn trits(x: uint8x16_t, pow: uint8x16_t) -> int8x16_t {
 unsafe fn tq1_0(data: &[u8], out: &mut [f32]) {
     const P3: [u8; 5] = [1, 3, 9, 27, 81];
     const PQH: [u8; 16] = [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27];
-    blocks!(data, out, 54, 256, |b, y| {
+    blocks!(data, out, block::TQ1_0.bytes, block::TQ1_0.elems, |b, y| {
         let d = vdupq_n_f32(h2f(b.add(52)));
         let qa = load16(b);
         let qb = load16(b.add(16));
@@ -407,7 +407,7 @@ unsafe fn tq1_0(data: &[u8], out: &mut [f32]) {
 unsafe fn tq2_0(data: &[u8], out: &mut [f32]) {
     let m2 = vdupq_n_u8(3);
     let one = vdupq_n_s8(1);
-    blocks!(data, out, 66, 256, |b, y| {
+    blocks!(data, out, block::TQ2_0.bytes, block::TQ2_0.elems, |b, y| {
         let d = vdupq_n_f32(h2f(b.add(64)));
         for g in 0..2 {
             let qa = load16(b.add(32 * g));

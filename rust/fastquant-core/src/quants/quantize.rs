@@ -8,7 +8,7 @@
 
 use super::float::{f16_to_f32, f32_to_f16};
 use super::kquants::scale_min_k4;
-use super::{GgmlType, Path};
+use super::{block, GgmlType, Path};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantizeError {
@@ -66,8 +66,8 @@ const TASK_ELEMS: usize = 16 * 1024;
 /// to operand order, which the compiler may change between builds; with one NaN pattern in the input every
 /// surviving NaN has the same payload bits, so the bytes cannot depend on the path.
 #[inline(always)]
-fn canonical_nans(xb: &[f32]) -> [f32; 256] {
-    let mut c = [0f32; 256];
+fn canonical_nans(xb: &[f32]) -> [f32; block::QK_K] {
+    let mut c = [0f32; block::QK_K];
     for (ci, &v) in c.iter_mut().zip(xb) {
         *ci = if v.is_nan() { f32::NAN } else { v };
     }
@@ -248,11 +248,11 @@ fn to_u8_clip(v: f32, hi: u8) -> u8 {
 
 #[inline(always)]
 fn q8_0(x: &[f32], o: &mut [u8]) {
-    let amax = x[..32].iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = x[..block::QK].iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = inv(d);
     o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-    for j in 0..32 {
+    for j in 0..block::QK {
         // Round half away from zero (gguf-py's np_roundf, equal to f32::round for finite values).
         o[2 + j] = (x[j] * id).round() as i8 as u8;
     }
@@ -304,7 +304,7 @@ fn asym_nibbles(x: &[f32], o: &mut [u8], qmax: u8) {
     // Plain comparisons, not f32::max/min: NaNs are skipped and, on ties between +0 and -0, the first zero
     // in the block is kept, both guaranteed by the language (f32::max leaves the zero's sign unspecified).
     let (mut max, mut min) = (f32::NEG_INFINITY, f32::INFINITY);
-    for &v in &x[..32] {
+    for &v in &x[..block::QK] {
         if v > max {
             max = v;
         }
@@ -423,8 +423,8 @@ fn make_qkx2(x: &[f32], w: &[f32], nmax: i32, rmin: f32, rdelta: f32, nstep: i32
 
 /// Shared first half of Q4_K/Q5_K: per-32 scale/min search, 6-bit packing, f16 super-scales, final codes.
 #[inline(always)]
-fn kquant_asym(x: &[f32], o: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8; 256] {
-    let mut l = [0u8; 256];
+fn kquant_asym(x: &[f32], o: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8; block::QK_K] {
+    let mut l = [0u8; block::QK_K];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let (mut max_scale, mut max_min) = (0f32, 0f32);
@@ -488,7 +488,7 @@ fn kquant_asym(x: &[f32], o: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8
 #[inline(always)]
 fn q4_k(x: &[f32], o: &mut [u8]) {
     let l = kquant_asym(x, o, 15, -1.0, 20);
-    let qs = &mut o[16..144];
+    let qs = &mut o[16..block::Q4_K.bytes];
     for (k, j) in (0..256).step_by(64).enumerate() {
         for i in 0..32 {
             qs[32 * k + i] = l[j + i] | (l[j + i + 32] << 4);
@@ -499,7 +499,7 @@ fn q4_k(x: &[f32], o: &mut [u8]) {
 #[inline(always)]
 fn q5_k(x: &[f32], o: &mut [u8]) {
     let l = kquant_asym(x, o, 31, -0.5, 15);
-    let (qh, qs) = o[16..176].split_at_mut(32);
+    let (qh, qs) = o[16..block::Q5_K.bytes].split_at_mut(32);
     qh.fill(0);
     let (mut m1, mut m2) = (1u8, 2u8);
     for (k, n) in (0..256).step_by(64).enumerate() {
@@ -573,7 +573,7 @@ fn make_qx(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
 
 #[inline(always)]
 fn q6_k(x: &[f32], o: &mut [u8]) {
-    let mut l = [0i8; 256];
+    let mut l = [0i8; block::QK_K];
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs) = (0f32, 0f32);
     for ib in 0..16 {
@@ -584,13 +584,13 @@ fn q6_k(x: &[f32], o: &mut [u8]) {
             max_scale = s;
         }
     }
-    o[..210].fill(0);
+    o[..block::Q6_K.bytes].fill(0);
     if max_abs < GROUP_MAX_EPS {
         return; // all-zero block, d = +0
     }
     let iscale = -128.0 / max_scale;
     let dh = f32_to_f16(1.0 / iscale);
-    o[208..210].copy_from_slice(&dh.to_le_bytes());
+    o[block::Q6_K.bytes - 2..block::Q6_K.bytes].copy_from_slice(&dh.to_le_bytes());
     for ib in 0..16 {
         o[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
     }
@@ -636,7 +636,7 @@ mod simd {
     pub(super) unsafe fn legacy(ty: GgmlType, x: &[f32], o: &mut [u8]) {
         debug_assert!(matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1));
         let bb = ty.block_geometry().1;
-        for (xb, ob) in x.chunks_exact(32).zip(o.chunks_exact_mut(bb)) {
+        for (xb, ob) in x.chunks_exact(crate::quants::block::QK).zip(o.chunks_exact_mut(bb)) {
             // SAFETY: `xb` holds 32 values and `ob` one block (chunks_exact); AVX2/F16C by this fn's contract.
             let v = [
                 _mm256_loadu_ps(xb.as_ptr()),
@@ -783,7 +783,7 @@ mod simd {
             let c = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
             q[k] = _mm256_andnot_ps(nan, c);
         }
-        let dst = &mut o[2..34];
+        let dst = &mut o[2..crate::quants::block::Q8_0.bytes];
         // SAFETY: `dst` is 32 bytes; unaligned store.
         _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, pack32(&q));
     }

@@ -16,8 +16,6 @@ pub(crate) const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 pub struct TQ1_0;
 impl BlockFormat for TQ1_0 {
     const TYPE: GgmlType = GgmlType::TQ1_0;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 54;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[0..48];
@@ -44,8 +42,6 @@ impl BlockFormat for TQ1_0 {
 pub struct TQ2_0;
 impl BlockFormat for TQ2_0 {
     const TYPE: GgmlType = GgmlType::TQ2_0;
-    const ELEMS: usize = 256;
-    const BYTES: usize = 66;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[0..64];

@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{GgmlType, Kernel, Kernel16, Path};
+use super::{block, GgmlType, Kernel, Kernel16, Path};
 
 pub(crate) fn has_avx2() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
@@ -269,7 +269,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn q4_0(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k8 = _mm_set1_epi8(8);
-                blocks!(data, out, 18, 32, |b, y| {
+                blocks!(data, out, block::Q4_0.bytes, block::Q4_0.elems, |b, y| {
                     let d = splat(h2f(b));
                     let q = load16(b.add(2));
                     let lo = _mm_sub_epi8(_mm_and_si128(q, m4), k8);
@@ -282,7 +282,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q4_1(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
-                blocks!(data, out, 20, 32, |b, y| {
+                blocks!(data, out, block::Q4_1.bytes, block::Q4_1.elems, |b, y| {
                     let d = splat(h2f(b));
                     let m = splat(h2f(b.add(2)));
                     let q = load16(b.add(4));
@@ -295,7 +295,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn q5_0(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k16 = _mm_set1_epi8(16);
-                blocks!(data, out, 22, 32, |b, y| {
+                blocks!(data, out, block::Q5_0.bytes, block::Q5_0.elems, |b, y| {
                     let d = splat(h2f(b));
                     let qh = (b.add(2) as *const u32).read_unaligned().to_le();
                     let q = load16(b.add(6));
@@ -309,7 +309,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q5_1(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
-                blocks!(data, out, 24, 32, |b, y| {
+                blocks!(data, out, block::Q5_1.bytes, block::Q5_1.elems, |b, y| {
                     let d = splat(h2f(b));
                     let m = splat(h2f(b.add(2)));
                     let qh = (b.add(4) as *const u32).read_unaligned().to_le();
@@ -323,7 +323,7 @@ macro_rules! kernels {
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q8_0(data: &[u8], out: &mut [O]) {
-                blocks!(data, out, 34, 32, |b, y| {
+                blocks!(data, out, block::Q8_0.bytes, block::Q8_0.elems, |b, y| {
                     let d = splat(h2f(b));
                     emit_i8_mul(load16(b.add(2)), d, y);
                     emit_i8_mul(load16(b.add(18)), d, y.add(16));
@@ -334,7 +334,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn iq4_nl(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
-                blocks!(data, out, 18, 32, |b, y| {
+                blocks!(data, out, block::IQ4_NL.bytes, block::IQ4_NL.elems, |b, y| {
                     // Reference order d * k; multiplication commutes exactly, so k * d is the same bits.
                     let d = splat(h2f(b));
                     let q = load16(b.add(2));
@@ -347,7 +347,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn mxfp4(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
-                blocks!(data, out, 17, 32, |b, y| {
+                blocks!(data, out, block::MXFP4.bytes, block::MXFP4.elems, |b, y| {
                     let d = splat(crate::quants::fp4::e8m0_half(*b));
                     let q = load16(b.add(1));
                     emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(q, m4)), d, y);
@@ -359,7 +359,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn iq4_xs(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
-                blocks!(data, out, 136, 256, |b, y| {
+                blocks!(data, out, block::IQ4_XS.bytes, block::IQ4_XS.elems, |b, y| {
                     let d = h2f(b);
                     let sh = u16::from_le_bytes([*b.add(2), *b.add(3)]);
                     for ib in 0..8 {
@@ -380,7 +380,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q4_k(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
-                blocks!(data, out, 144, 256, |b, y| {
+                blocks!(data, out, block::Q4_K.bytes, block::Q4_K.elems, |b, y| {
                     let d = h2f(b);
                     let dmin = h2f(b.add(2));
                     let mut dm = [0f32; 16];
@@ -408,7 +408,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn q5_k(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k16 = _mm_set1_epi8(0x10);
-                blocks!(data, out, 176, 256, |b, y| {
+                blocks!(data, out, block::Q5_K.bytes, block::Q5_K.elems, |b, y| {
                     let d = h2f(b);
                     let dmin = h2f(b.add(2));
                     let mut dm = [0f32; 16];
@@ -442,7 +442,7 @@ macro_rules! kernels {
                 let m4 = _mm_set1_epi8(0x0F);
                 let m2 = _mm_set1_epi8(0x03);
                 let k32 = _mm_set1_epi8(32);
-                blocks!(data, out, 210, 256, |b, y| {
+                blocks!(data, out, block::Q6_K.bytes, block::Q6_K.elems, |b, y| {
                     let d = h2f(b.add(208));
                     // Output written in address order (streaming stores need whole lines filled in sequence).
                     for n in 0..2 {
@@ -475,7 +475,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn tq2_0(data: &[u8], out: &mut [O]) {
                 let m2 = _mm_set1_epi8(3);
                 let one = _mm_set1_epi8(1);
-                blocks!(data, out, 66, 256, |b, y| {
+                blocks!(data, out, block::TQ2_0.bytes, block::TQ2_0.elems, |b, y| {
                     let d = splat(h2f(b.add(64)));
                     for g in 0..2 {
                         let qa = load16(b.add(32 * g));
@@ -498,7 +498,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn tq1_0(data: &[u8], out: &mut [O]) {
                 const P3: [i32; 5] = [1, 3, 9, 27, 81];
-                blocks!(data, out, 54, 256, |b, y| {
+                blocks!(data, out, block::TQ1_0.bytes, block::TQ1_0.elems, |b, y| {
                     let d = splat(h2f(b.add(52)));
                     let wa = widen_u8(load16(b));
                     let wb = widen_u8(load16(b.add(16)));
@@ -521,7 +521,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn q2_k(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let m2 = _mm_set1_epi8(3);
-                blocks!(data, out, 84, 256, |b, y| {
+                blocks!(data, out, block::Q2_K.bytes, block::Q2_K.elems, |b, y| {
                     let d = h2f(b.add(80));
                     let dmin = h2f(b.add(82));
                     let sc = load16(b);
@@ -553,7 +553,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn q3_k(data: &[u8], out: &mut [O]) {
                 let m2 = _mm_set1_epi8(3);
                 let k4 = _mm_set1_epi8(4);
-                blocks!(data, out, 110, 256, |b, y| {
+                blocks!(data, out, block::Q3_K.bytes, block::Q3_K.elems, |b, y| {
                     let d = h2f(b.add(108));
                     // 16 six-bit scales: low nibbles from bytes 0..8 (then their high nibbles), 2 high bits
                     // from bytes 8..12 (scale i: byte 8 + i % 4, bits 2 * (i / 4)), minus 32.
@@ -600,7 +600,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq1_s(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
-                blocks!(data, out, 50, 256, |b, y| {
+                blocks!(data, out, block::IQ1_S.bytes, block::IQ1_S.elems, |b, y| {
                     let d = h2f(b);
                     for ib in 0..8 {
                         let h = u16::from_le_bytes([*b.add(34 + 2 * ib), *b.add(35 + 2 * ib)]);
@@ -621,7 +621,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq1_m(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
-                blocks!(data, out, 56, 256, |b, y| {
+                blocks!(data, out, block::IQ1_M.bytes, block::IQ1_M.elems, |b, y| {
                     let sc = [
                         u16::from_le_bytes([*b.add(48), *b.add(49)]),
                         u16::from_le_bytes([*b.add(50), *b.add(51)]),
@@ -652,7 +652,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn iq2_xxs(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ2XXS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
-                blocks!(data, out, 66, 256, |b, y| {
+                blocks!(data, out, block::IQ2_XXS.bytes, block::IQ2_XXS.elems, |b, y| {
                     let d = h2f(b);
                     for ib in 0..8 {
                         let a0 = (b.add(2 + 8 * ib) as *const u32).read_unaligned().to_le();
@@ -674,7 +674,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn iq2_xs(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ2XS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
-                blocks!(data, out, 74, 256, |b, y| {
+                blocks!(data, out, block::IQ2_XS.bytes, block::IQ2_XS.elems, |b, y| {
                     let d = h2f(b);
                     for ib in 0..8 {
                         let s = *b.add(66 + ib);
@@ -694,7 +694,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq2_s(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ2S_GRID.as_ptr();
-                blocks!(data, out, 82, 256, |b, y| {
+                blocks!(data, out, block::IQ2_S.bytes, block::IQ2_S.elems, |b, y| {
                     let d = h2f(b);
                     for ib in 0..8 {
                         let s = *b.add(74 + ib);
@@ -715,7 +715,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn iq3_xxs(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ3XXS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
-                blocks!(data, out, 98, 256, |b, y| {
+                blocks!(data, out, block::IQ3_XXS.bytes, block::IQ3_XXS.elems, |b, y| {
                     let d = h2f(b);
                     for ib in 0..8 {
                         let a = (b.add(66 + 4 * ib) as *const u32).read_unaligned().to_le();
@@ -740,7 +740,7 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq3_s(data: &[u8], out: &mut [O]) {
                 let grid = crate::quants::tables::IQ3S_GRID.as_ptr();
-                blocks!(data, out, 110, 256, |b, y| {
+                blocks!(data, out, block::IQ3_S.bytes, block::IQ3_S.elems, |b, y| {
                     let d = h2f(b);
                     for ib in 0..8 {
                         let db = splat(d * (1 + 2 * ((*b.add(106 + ib / 2) >> (4 * (ib % 2))) & 0xF) as i32) as f32);
@@ -761,7 +761,7 @@ macro_rules! kernels {
             pub(crate) unsafe fn nvfp4(data: &[u8], out: &mut [O]) {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
-                blocks!(data, out, 36, 64, |b, y| {
+                blocks!(data, out, block::NVFP4.bytes, block::NVFP4.elems, |b, y| {
                     for s in 0..4 {
                         let ds = splat(crate::quants::fp4::ue4m3_half(*b.add(s)));
                         let q = _mm_loadl_epi64(b.add(4 + 8 * s) as *const __m128i);
@@ -773,7 +773,7 @@ macro_rules! kernels {
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q1_0(data: &[u8], out: &mut [O]) {
-                blocks!(data, out, 18, 128, |b, y| {
+                blocks!(data, out, block::Q1_0.bytes, block::Q1_0.elems, |b, y| {
                     let d = h2f(b);
                     for g in 0..8 {
                         let bits = u16::from_le_bytes([*b.add(2 + 2 * g), *b.add(3 + 2 * g)]) as u32;
@@ -784,7 +784,7 @@ macro_rules! kernels {
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q2_0(data: &[u8], out: &mut [O]) {
-                blocks!(data, out, 18, 64, |b, y| {
+                blocks!(data, out, block::Q2_0.bytes, block::Q2_0.elems, |b, y| {
                     let d = splat(h2f(b));
                     for g in 0..4 {
                         let x = (b.add(2 + 4 * g) as *const u32).read_unaligned().to_le();
