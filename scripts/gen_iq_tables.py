@@ -3,7 +3,7 @@
 gguf-py stores each i-quant grid as hex with 2 or 4 bits per element plus a value map. This script expands
 them into the row-per-integer layout ggml uses (row byte j = element j, little-endian), which is what the
 Rust dequantizers index. The Rust test `tables::tests::grid_sha256` checks the result against the SHA-256
-sums of ggml's arrays listed in docs/gguf-spec.md section 3.5, so a wrong expansion cannot go unnoticed.
+sums of ggml's arrays listed in docs/gguf-format.md section 3.5, so a wrong expansion cannot go unnoticed.
 
 Usage: python scripts/gen_iq_tables.py > rust/fastquant-core/src/quants/tables.rs
 """

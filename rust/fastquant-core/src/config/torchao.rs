@@ -39,7 +39,7 @@ fn object(ty: &str, version: i64, data: Vec<(String, Value)>) -> Value {
     ])
 }
 
-/// The shorthands diffusers accepted before it dropped them (shared/docs/diffusers-quantizers.md §3.4),
+/// The shorthands diffusers accepted before it dropped them (docs/compatibility.md, `D-torchao-shorthand`),
 /// as (torchao class name, fixed keyword arguments).
 pub fn shorthand(name: &str) -> Option<(&'static str, Vec<(String, Value)>)> {
     let e4m3 = || dtype_obj("float8_e4m3fn");

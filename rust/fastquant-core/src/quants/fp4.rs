@@ -1,6 +1,6 @@
 //! 4-bit float formats: MXFP4 (E2M1 codes, one E8M0 power-of-two scale per 32) and NVFP4 (E2M1 codes, one
 //! unsigned E4M3 scale per 16, 64-element blocks). Codes index `KVALUES_FP4` (E2M1 values doubled), so the
-//! scales are halved (docs/gguf-spec.md §3.1).
+//! scales are halved (docs/gguf-format.md §3.1).
 
 use super::tables::KVALUES_FP4;
 use super::{BlockFormat, GgmlType};

@@ -1,4 +1,4 @@
-//! i-quants: lattice/codebook types (docs/gguf-spec.md §3.4). Scalar reference code in ggml's order:
+//! i-quants: lattice/codebook types (docs/gguf-format.md §3.4). Scalar reference code in ggml's order:
 //! `db * grid * (±1)`. A sign flip by negation is bit-identical to multiplying by -1 (including zeros).
 
 use super::tables::*;

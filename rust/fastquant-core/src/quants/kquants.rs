@@ -1,5 +1,5 @@
 //! K-quants: 256-element super-blocks with 6-bit (Q4_K/Q5_K), 4-bit (Q2_K) or 8-bit (Q6_K) sub-block scales.
-//! Scalar reference code following ggml's operation order (docs/gguf-spec.md §3.2).
+//! Scalar reference code following ggml's operation order (docs/gguf-format.md §3.2).
 
 use super::{f16_at, BlockFormat, GgmlType};
 

@@ -1,6 +1,6 @@
 //! The 32-element "legacy" block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL is in `iquants`) and the newer
 //! small-block types Q1_0 (128 elements) and Q2_0 (64 elements). Scalar reference code, written to follow
-//! ggml's `dequantize_row_*` operation order exactly (see docs/gguf-spec.md §3.1).
+//! ggml's `dequantize_row_*` operation order exactly (see docs/gguf-format.md §3.1).
 
 use super::{f16_at, u32_at, BlockFormat, GgmlType};
 

@@ -1,7 +1,7 @@
 //! ggml block formats: the type table, dequantization (scalar reference + SIMD) and quantization.
 //!
 //! Every block type implements [`BlockFormat`] with a scalar reference decoder that follows ggml's
-//! operation order exactly (docs/gguf-spec.md §3). SIMD kernels sit beside the scalar code and are tested
+//! operation order exactly (docs/gguf-format.md §3). SIMD kernels sit beside the scalar code and are tested
 //! bit-for-bit against it: AVX2 and AVX-512 on x86-64 for all block types but Q8_K, NEON on aarch64 for the
 //! legacy, k-quant (but Q8_K), ternary, IQ4, MXFP4 and F16/BF16 types. [`dequantize`] picks the
 //! best kernel for this CPU; [`dequantize_with`] forces one (for tests and benchmarks);

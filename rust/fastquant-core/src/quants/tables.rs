@@ -1160,7 +1160,7 @@ mod tests {
 
     #[test]
     fn grid_sha256() {
-        // Sums from docs/gguf-spec.md §3.5 (raw little-endian bytes of ggml's arrays).
+        // Sums from docs/gguf-format.md §3.5 (raw little-endian bytes of ggml's arrays).
         let kmask: Vec<u8> = (0..8).map(|i| 1u8 << i).collect();
         assert_eq!(sha256(&kmask), "5ac9831b2e30eb285ef34f8501620f878432d5c04331ad1ae47f977a83ba41a5");
         assert_eq!(sha256(&KSIGNS_IQ2XS), "a76742a603f8beca5212ecce0f1f02f11a4887fd2f7c8b15aca0ea3eb3380c31");

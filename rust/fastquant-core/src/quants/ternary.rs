@@ -1,5 +1,5 @@
 //! Ternary types TQ1_0 (base-3 packed, 1.69 bpw) and TQ2_0 (2-bit packed). Values are (t - 1) * d with
-//! t in {0, 1, 2} (docs/gguf-spec.md §3.3).
+//! t in {0, 1, 2} (docs/gguf-format.md §3.3).
 
 use super::{f16_at, BlockFormat, GgmlType};
 
