@@ -16,15 +16,31 @@ from fastquant import _core
 METHOD = "json-test-not-built-in"
 
 
+class _Echo(fq.QuantizationConfigMixin):
+    """A registered config class whose from_dict hands back the dict it was given: through it the core's
+    parse of a JSON text comes back to Python unchanged."""
+
+    @classmethod
+    def from_dict(cls, config_dict, return_unused_kwargs=False, **kwargs):
+        return config_dict
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _echo_method():
+    fq.register_quantization_config(METHOD)(_Echo)
+    yield
+    del fq.AUTO_QUANTIZATION_CONFIG_MAPPING[METHOD]
+
+
 def ours(doc_text: str):
-    """Parse `doc_text` with the core (through the dispatch of a method that is not built in, which hands the
-    parsed dict back): returns the value, or the exception."""
+    """Parse `doc_text` with the core (as the value of a config dict of the echo method): returns the value,
+    or the exception."""
     try:
         result = _core.config_from_json('{"quant_method": "%s", "v": %s}' % (METHOD, doc_text))
     except ValueError as e:
         return e
-    assert isinstance(result, tuple) and result[0] == METHOD
-    return result[1]["v"]
+    assert isinstance(result, dict) and result["quant_method"] == METHOD
+    return result["v"]
 
 
 def theirs(doc_text: str):
@@ -202,10 +218,12 @@ def test_nesting_cap_and_error_location():
         fq.QuantoConfig.from_json_string('{"weights_dtype": "int8", "x": 01}')
 
 
-def test_json_is_parsed_once_for_registered_methods():
-    # from_json_string of a method that is not built in hands the parsed dict over (no second parse).
-    name, d = _core.config_from_json('{"quant_method": "sdnq", "a": [1, 2.0]}')
-    assert name == "sdnq" and d == {"quant_method": "sdnq", "a": [1, 2.0]}
+def test_registered_methods_get_the_parsed_dict():
+    # from_json_string of a registered method hands the dict parsed once to its config class's from_dict.
+    d = fq.DiffusersAutoQuantizer.from_json_string('{"quant_method": "%s", "a": [1, 2.0]}' % METHOD)
+    assert d == {"quant_method": METHOD, "a": [1, 2.0]}
+    with pytest.raises(fq.ConfigError, match="unknown quant_method 'sdnq'"):
+        fq.DiffusersAutoQuantizer.from_json_string('{"quant_method": "sdnq"}')
 
 
 @settings(max_examples=300, deadline=None)

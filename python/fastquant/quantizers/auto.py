@@ -1,7 +1,9 @@
 """Dispatch: from a config dict or object to the backend's quantizer.
 
-The parsing, validation and the method rule run in Rust (`fastquant._core`); this module holds the run-time
-registry (built-in and user-registered backends) and builds the quantizer object.
+The dispatcher lives in the Rust core (`fastquant_core::registry`, reached through `fastquant._core`): the rule
+that picks the method, the built-in method table, the run-time registry of user methods and the "unknown
+method" errors. This module gives it the diffusers-compatible Python face: `DiffusersAutoQuantizer`, the two
+mappings (live views of the core's registry) and the registration decorators.
 """
 
 from __future__ import annotations
@@ -9,16 +11,10 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Dict, Optional
+from collections.abc import MutableMapping
+from typing import Iterator, Optional
 
 from .. import _core
-from .._core import (
-    BitsAndBytesConfig,
-    GGUFQuantizationConfig,
-    NVIDIAModelOptConfig,
-    QuantoConfig,
-    TorchAoConfig,
-)
 from ..quantization_config import QuantizationConfigMixin, _is_config_class
 from .base import DiffusersQuantizer
 from .bnb import BnB4BitDiffusersQuantizer, BnB8BitDiffusersQuantizer
@@ -36,60 +32,63 @@ __all__ = [
     "register_quantizer",
 ]
 
-#: method key -> quantizer class
-AUTO_QUANTIZER_MAPPING: Dict[str, type] = {
-    "bitsandbytes_4bit": BnB4BitDiffusersQuantizer,
-    "bitsandbytes_8bit": BnB8BitDiffusersQuantizer,
-    "gguf": GGUFQuantizer,
-    "quanto": QuantoQuantizer,
-    "torchao": TorchAoHfQuantizer,
-    "modelopt": NVIDIAModelOptQuantizer,
-}
-
-#: method key -> config class
-AUTO_QUANTIZATION_CONFIG_MAPPING: Dict[str, type] = {
-    "bitsandbytes_4bit": BitsAndBytesConfig,
-    "bitsandbytes_8bit": BitsAndBytesConfig,
-    "gguf": GGUFQuantizationConfig,
-    "quanto": QuantoConfig,
-    "torchao": TorchAoConfig,
-    "modelopt": NVIDIAModelOptConfig,
-}
-
-# Keep the Python table and the Rust registry in step (a wrong edit fails at import, not at dispatch).
-assert [(k, c, q) for k, c, q in _core.builtin_methods()] == [
-    (k, AUTO_QUANTIZATION_CONFIG_MAPPING[k].__name__, AUTO_QUANTIZER_MAPPING[k].__name__)
-    for k in AUTO_QUANTIZER_MAPPING
-]
-
-# User-registered config classes -> their method key.
-_REGISTERED_CONFIG_KEYS: Dict[type, str] = {}
-
-_config_from_dict = _core.config_from_dict
-_config_from_json = _core.config_from_json
+# The built-in quantizer classes; the core matches them to its built-in method table by class name.
+_core._set_registry(
+    [
+        BnB4BitDiffusersQuantizer,
+        BnB8BitDiffusersQuantizer,
+        GGUFQuantizer,
+        QuantoQuantizer,
+        TorchAoHfQuantizer,
+        NVIDIAModelOptQuantizer,
+    ],
+    QuantizationConfigMixin,
+)
 
 
-def _available() -> list:
-    return sorted(set(AUTO_QUANTIZER_MAPPING) & set(AUTO_QUANTIZATION_CONFIG_MAPPING))
+class _RegistryView(MutableMapping):
+    """A live view of one side of the core's method registry (method key -> class). Assigning registers or
+    replaces a class, deleting removes it; the built-in config classes cannot be removed."""
+
+    __slots__ = ("_kind",)
+
+    def __init__(self, kind: str):
+        self._kind = kind
+
+    def _items(self):
+        return _core.registry_items(self._kind)
+
+    def __getitem__(self, key):
+        for k, cls in self._items():
+            if k == key:
+                return cls
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for k, _ in self._items()])
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __contains__(self, key) -> bool:
+        return any(k == key for k, _ in self._items())
+
+    def __setitem__(self, key, cls) -> None:
+        _core.registry_add(self._kind, key, cls, replace=True)
+
+    def __delitem__(self, key) -> None:
+        if _core.registry_remove(self._kind, key) is None:
+            raise KeyError(key)
+
+    def __repr__(self) -> str:
+        return repr(dict(self._items()))
 
 
-def _method_key(config: Any) -> str:
-    try:
-        return config._method_key
-    except AttributeError:
-        pass
-    key = _REGISTERED_CONFIG_KEYS.get(type(config))
-    if key is not None:
-        return key
-    if isinstance(config, QuantizationConfigMixin):
-        qm = getattr(config, "quant_method", None)
-        if qm is not None:
-            return str(getattr(qm, "value", qm))
-        raise ValueError(f"{type(config).__name__} has no quant_method; cannot tell which quantizer it is for")
-    raise TypeError(
-        "quantization_config: expected a dict or a quantization config object "
-        f"(BitsAndBytesConfig, GGUFQuantizationConfig, ...), got {type(config).__name__}"
-    )
+#: method key -> quantizer class (a live view of the core's registry)
+AUTO_QUANTIZER_MAPPING = _RegistryView("quantizer")
+
+#: method key -> config class (a live view of the core's registry)
+AUTO_QUANTIZATION_CONFIG_MAPPING = _RegistryView("config")
 
 
 class DiffusersAutoQuantizer:
@@ -97,30 +96,20 @@ class DiffusersAutoQuantizer:
 
     @classmethod
     def from_dict(cls, quantization_config_dict: dict):
-        """Validate a config dict and return the config object of its method.
+        """Validate a config dict and return the config object of its method (built-in or registered).
 
         `load_in_4bit` / `load_in_8bit` pick bitsandbytes 4-/8-bit and win over `quant_method`."""
-        result = _config_from_dict(quantization_config_dict)
-        if result.__class__ is not str:
-            return result
-        target = AUTO_QUANTIZATION_CONFIG_MAPPING.get(result)
-        if target is None:
-            raise _core.unknown_method_error(result, _available())
-        return target.from_dict(quantization_config_dict)
+        return _core.config_from_dict(quantization_config_dict)
 
     @classmethod
     def from_json_string(cls, text: str):
-        """Like `from_dict`, from the JSON text of a config."""
-        result = _config_from_json(text)
-        if result.__class__ is not tuple:
-            return result
-        # A method that is not built in: the text was parsed once, into this dict.
-        return cls.from_dict(result[1])
+        """Like `from_dict`, from the JSON text of a config (parsed once)."""
+        return _core.config_from_json(text)
 
     #: `from_config(quantization_config, **kwargs)`: return the quantizer for a config dict or object.
     #: Keyword arguments: `pre_quantized` (bool, default True) and `modules_to_not_convert` (list of module
-    #: names, put before the config's own skip list). Anything else is a TypeError. Runs in Rust; configs of
-    #: user-registered methods go through `_slow_from_config`.
+    #: names, put before the config's own skip list). Anything else is a TypeError. Runs in Rust, registered
+    #: methods included.
     from_config = classmethod(_core.auto_from_config)
 
     @classmethod
@@ -148,7 +137,7 @@ class DiffusersAutoQuantizer:
         if args_cfg is not None:
             if isinstance(args_cfg, dict):
                 args_cfg = cls.from_dict(args_cfg)
-            _core.check_mergeable(_method_key(model_cfg), _method_key(args_cfg))
+            _core.check_mergeable(_core.method_key(model_cfg), _core.method_key(args_cfg))
             if args_cfg != model_cfg:
                 warnings.warn(
                     "The quantization_config passed in differs from the one stored with the model; the model's "
@@ -162,34 +151,17 @@ class DiffusersAutoQuantizer:
 AutoQuantizer = DiffusersAutoQuantizer
 
 
-def _slow_from_config(quantization_config, kwargs):
-    """from_config for configs the Rust core does not know (user-registered methods)."""
-    if isinstance(quantization_config, dict):
-        quantization_config = DiffusersAutoQuantizer.from_dict(quantization_config)
-    key = _method_key(quantization_config)
-    target = AUTO_QUANTIZER_MAPPING.get(key)
-    if target is None:
-        raise _core.unknown_method_error(key, _available())
-    return target(quantization_config, **kwargs)
-
-
-_core._set_registry(AUTO_QUANTIZER_MAPPING, list(AUTO_QUANTIZER_MAPPING.values()), _slow_from_config)
-
-
 def register_quantization_config(method: str):
     """Class decorator: register a config class (a `QuantizationConfigMixin` subclass) under `method`."""
     if not isinstance(method, str) or not method:
         raise TypeError(f"register_quantization_config: method must be a non-empty str, got {method!r}")
 
     def register(config_cls):
-        if method in AUTO_QUANTIZATION_CONFIG_MAPPING:
-            raise ValueError(f"a config is already registered for quant_method {method!r}")
         if not _is_config_class(config_cls):
             raise TypeError(
                 f"register_quantization_config({method!r}): {config_cls!r} must be a subclass of QuantizationConfigMixin"
             )
-        AUTO_QUANTIZATION_CONFIG_MAPPING[method] = config_cls
-        _REGISTERED_CONFIG_KEYS[config_cls] = method
+        _core.registry_add("config", method, config_cls)  # a key that has a config already: ValueError
         return config_cls
 
     return register
@@ -201,13 +173,11 @@ def register_quantizer(method: str):
         raise TypeError(f"register_quantizer: method must be a non-empty str, got {method!r}")
 
     def register(quantizer_cls):
-        if method in AUTO_QUANTIZER_MAPPING:
-            raise ValueError(f"a quantizer is already registered for quant_method {method!r}")
         if not (isinstance(quantizer_cls, type) and issubclass(quantizer_cls, DiffusersQuantizer)):
             raise TypeError(
                 f"register_quantizer({method!r}): {quantizer_cls!r} must be a subclass of DiffusersQuantizer"
             )
-        AUTO_QUANTIZER_MAPPING[method] = quantizer_cls
+        _core.registry_add("quantizer", method, quantizer_cls)  # a key that has a quantizer already: ValueError
         return quantizer_cls
 
     return register

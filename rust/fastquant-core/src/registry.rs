@@ -102,6 +102,159 @@ pub fn parse_dict(items: Vec<(String, Value)>) -> Result<DictOutcome, ConfigErro
     }
 }
 
+/// The run-time method registry: which config class and which quantizer serve each method key, for the
+/// built-in methods and for those a host registers at run time (`register_quantization_config` /
+/// `register_quantizer` in Python). Generic over the host's handle `H` (the Python binding stores class
+/// objects); built-in config classes are [`ConfigKind`]s and need no handle. The host supplies the built-in
+/// quantizers' handles with [`Registry::set_quantizer`].
+#[derive(Debug, Clone)]
+pub struct Registry<H> {
+    /// Config classes registered at run time, in registration order.
+    configs: Vec<(String, H)>,
+    /// Quantizers by method key (built-in keys included once the host has supplied them).
+    quantizers: Vec<(String, H)>,
+}
+
+impl<H> Default for Registry<H> {
+    fn default() -> Self {
+        Registry { configs: Vec::new(), quantizers: Vec::new() }
+    }
+}
+
+/// Which config class a method key names.
+#[derive(Debug, PartialEq)]
+pub enum ConfigTarget<'r, H> {
+    Builtin(ConfigKind),
+    Registered(&'r H),
+}
+
+/// What [`Registry::dispatch_dict`] found for a config dict.
+#[derive(Debug, PartialEq)]
+pub enum Dispatch<'r, H> {
+    /// A built-in method: its registry key and the validated config.
+    Parsed(&'static str, Parsed),
+    /// A method registered at run time: its key and the config class that builds it.
+    Registered(String, &'r H),
+}
+
+fn already_registered(what: &str, key: &str) -> ConfigError {
+    ConfigError::value_error(
+        vec!["quantization_config".into(), "quant_method".into()],
+        format!("a {what} is already registered for quant_method {}", Value::Str(key.into()).short_repr()),
+    )
+    .with_type("already_registered")
+    .with_input(&Value::Str(key.into()))
+}
+
+impl<H> Registry<H> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a config class for a new method key (built-in keys and registered ones are refused).
+    pub fn register_config(&mut self, key: &str, handle: H) -> Result<(), ConfigError> {
+        if builtin(key).is_some() || self.configs.iter().any(|(k, _)| k == key) {
+            return Err(already_registered("config", key));
+        }
+        self.configs.push((key.to_string(), handle));
+        Ok(())
+    }
+
+    /// Register a quantizer for a method key that has none yet.
+    pub fn register_quantizer(&mut self, key: &str, handle: H) -> Result<(), ConfigError> {
+        if self.quantizers.iter().any(|(k, _)| k == key) {
+            return Err(already_registered("quantizer", key));
+        }
+        self.quantizers.push((key.to_string(), handle));
+        Ok(())
+    }
+
+    /// Set (or replace) the quantizer of a key, e.g. a built-in one. Returns the one it replaced.
+    pub fn set_quantizer(&mut self, key: &str, handle: H) -> Option<H> {
+        match self.quantizers.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => Some(std::mem::replace(&mut slot.1, handle)),
+            None => {
+                self.quantizers.push((key.to_string(), handle));
+                None
+            }
+        }
+    }
+
+    /// Remove a registered config class (built-in ones cannot be removed: `None`).
+    pub fn unregister_config(&mut self, key: &str) -> Option<H> {
+        let i = self.configs.iter().position(|(k, _)| k == key)?;
+        Some(self.configs.remove(i).1)
+    }
+
+    pub fn unregister_quantizer(&mut self, key: &str) -> Option<H> {
+        let i = self.quantizers.iter().position(|(k, _)| k == key)?;
+        Some(self.quantizers.remove(i).1)
+    }
+
+    /// The keys that have a config class: built-in ones first, then registered ones in order.
+    pub fn config_keys(&self) -> Vec<&str> {
+        let registered = self.configs.iter().map(|(k, _)| k.as_str());
+        builtin_keys().map(|k| -> &str { k }).chain(registered).collect()
+    }
+
+    /// The registered config classes (built-in ones are [`ConfigKind`]s, see [`BUILTIN`]).
+    pub fn registered_configs(&self) -> impl Iterator<Item = (&str, &H)> {
+        self.configs.iter().map(|(k, h)| (k.as_str(), h))
+    }
+
+    pub fn quantizers(&self) -> impl Iterator<Item = (&str, &H)> {
+        self.quantizers.iter().map(|(k, h)| (k.as_str(), h))
+    }
+
+    /// Method keys that have both a config class and a quantizer, sorted (what "available" lists).
+    pub fn available(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .config_keys()
+            .into_iter()
+            .filter(|k| self.quantizers.iter().any(|(q, _)| q == k))
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The config class of a key, or the unknown-method error.
+    pub fn config_target(&self, key: &str) -> Result<ConfigTarget<'_, H>, ConfigError> {
+        if let Some((_, kind)) = builtin(key) {
+            return Ok(ConfigTarget::Builtin(kind));
+        }
+        match self.configs.iter().find(|(k, _)| k == key) {
+            Some((_, h)) => Ok(ConfigTarget::Registered(h)),
+            None => Err(unknown_method(key, &self.available())),
+        }
+    }
+
+    /// The quantizer of a key, or the unknown-method error.
+    pub fn quantizer(&self, key: &str) -> Result<&H, ConfigError> {
+        match self.quantizers.iter().find(|(k, _)| k == key) {
+            Some((_, h)) => Ok(h),
+            None => Err(unknown_method(key, &self.available())),
+        }
+    }
+
+    /// The key a registered config class was registered under (`is_it` tells the handles apart).
+    pub fn key_of_config(&self, is_it: impl Fn(&H) -> bool) -> Option<&str> {
+        self.configs.iter().find(|(_, h)| is_it(h)).map(|(k, _)| k.as_str())
+    }
+
+    /// The whole dict dispatch: the method rule (module docs), then a built-in method's validated config,
+    /// or the registered config class of another method, or the unknown-method error.
+    pub fn dispatch_dict(&self, items: Vec<(String, Value)>) -> Result<Dispatch<'_, H>, ConfigError> {
+        match parse_dict(items)? {
+            DictOutcome::Parsed(key, parsed) => Ok(Dispatch::Parsed(key, parsed)),
+            DictOutcome::External(name) => match self.config_target(&name)? {
+                ConfigTarget::Registered(h) => Ok(Dispatch::Registered(name, h)),
+                ConfigTarget::Builtin(_) => unreachable!("parse_dict handles every built-in key"),
+            },
+        }
+    }
+}
+
 /// The "unknown method" error, listing what is available.
 pub fn unknown_method(name: &str, available: &[String]) -> ConfigError {
     ConfigError::value_error(
@@ -149,6 +302,36 @@ mod tests {
         let items = d(&[("quant_method", Value::Str("bitsandbytes_8bit".into()))]);
         let DictOutcome::Parsed(key, _) = parse_dict(items).unwrap() else { panic!("built in") };
         assert_eq!(key, "bitsandbytes_8bit");
+    }
+
+    #[test]
+    fn run_time_registry_dispatches_and_refuses_duplicates() {
+        let mut r: Registry<&'static str> = Registry::new();
+        for (k, _, q) in BUILTIN {
+            r.set_quantizer(k, q);
+        }
+        assert_eq!(r.available(), ["bitsandbytes_4bit", "bitsandbytes_8bit", "gguf", "modelopt", "quanto", "torchao"]);
+        r.register_config("sdnq", "SdnqConfig").unwrap();
+        assert_eq!(r.register_config("gguf", "X").unwrap_err().type_, "already_registered");
+        assert!(r.register_config("sdnq", "Y").is_err());
+        // A config class without a quantizer is not available yet, but dicts of it still build configs.
+        assert!(!r.available().contains(&"sdnq".to_string()));
+        let items = d(&[("quant_method", Value::Str("sdnq".into()))]);
+        assert_eq!(r.dispatch_dict(items).unwrap(), Dispatch::Registered("sdnq".into(), &"SdnqConfig"));
+        r.register_quantizer("sdnq", "SdnqQuantizer").unwrap();
+        assert!(r.register_quantizer("sdnq", "Z").is_err());
+        assert_eq!(r.quantizer("sdnq"), Ok(&"SdnqQuantizer"));
+        assert_eq!(r.key_of_config(|h| *h == "SdnqConfig"), Some("sdnq"));
+        let e = r.dispatch_dict(d(&[("quant_method", Value::Str("nope".into()))])).unwrap_err();
+        assert_eq!(e.type_, "unknown_method");
+        assert!(e.message.contains("sdnq") && e.message.contains("gguf"), "{}", e.message);
+        assert!(matches!(
+            r.dispatch_dict(d(&[("load_in_8bit", Value::Bool(true))])).unwrap(),
+            Dispatch::Parsed("bitsandbytes_8bit", _)
+        ));
+        assert_eq!(r.unregister_config("sdnq"), Some("SdnqConfig"));
+        assert_eq!(r.unregister_config("gguf"), None, "built-in configs stay");
+        assert!(r.quantizer("nope").is_err());
     }
 
     #[test]

@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use fastquant_core::config::{self, ConfigError, ConfigKind, ErrorKind, QuantConfig};
 use fastquant_core::json::JsonErrorKind;
-use fastquant_core::registry;
 use fastquant_core::value::{Opaque, Value};
 use pyo3::exceptions::{PyTypeError, PyUserWarning, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
@@ -71,7 +69,7 @@ fn build_config_err(py: Python<'_>, e: &ConfigError) -> PyResult<PyErr> {
     Ok(PyErr::from_value(cls.bind(py).call1((message, details))?))
 }
 
-fn warn_unknown(py: Python<'_>, class: &str, keys: &[String]) -> PyResult<()> {
+pub(crate) fn warn_unknown(py: Python<'_>, class: &str, keys: &[String]) -> PyResult<()> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -198,7 +196,7 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize, saw_tuple: &mut bool) -> PyResu
     opaque(obj)
 }
 
-fn py_deepcopy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn py_deepcopy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     obj.py().import("copy")?.getattr("deepcopy")?.call1((obj,))
 }
 
@@ -266,7 +264,7 @@ fn _set_method_enum(py: Python<'_>, enum_type: Py<PyAny>) -> PyResult<()> {
 // ---------------------------------------------------------------------------------------------------------
 // Arguments -> dict items
 
-fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, Value)>> {
+pub(crate) fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, Value)>> {
     if !d.is_instance_of::<PyDict>() {
         return Err(PyTypeError::new_err(format!("{what}: expected a dict, got {}", d.get_type().qualname()?)));
     }
@@ -626,48 +624,20 @@ config_class!(
     "NVIDIA ModelOpt quantization: `quant_type` 'W' or 'W_A' with W, A in FP8, INT8, INT4, NF4, NVFP4."
 );
 
-// ---------------------------------------------------------------------------------------------------------
-// Dispatch helpers
-
-/// Parse a config dict of any built-in method. Returns the config object, or the method name (a `str`)
-/// when `quant_method` is not built in (the Python registry looks it up).
-#[pyfunction]
-fn config_from_dict(py: Python<'_>, config_dict: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    config_from_items(py, dict_items(config_dict, "quantization_config")?)
-}
-
-fn config_from_items(py: Python<'_>, items: Vec<(String, Value)>) -> PyResult<Py<PyAny>> {
-    match registry::parse_dict(items).map_err(config_err)? {
-        registry::DictOutcome::Parsed(_, parsed) => {
-            warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
-            make_config(py, parsed.config)
-        }
-        registry::DictOutcome::External(name) => name.into_py_any(py),
-    }
-}
-
-/// Parse JSON text as a config of any built-in method. Returns the config object, or, when `quant_method`
-/// is not built in, `(method name, the parsed dict)` so that the text is never parsed twice.
-#[pyfunction]
-fn config_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
-    let items = json_object(py, text, "quantization_config")?;
-    let external = match registry::resolve_method(&items).map_err(config_err)? {
-        registry::Method::External(name) => Some(name.to_string()),
-        registry::Method::Builtin { .. } => None,
-    };
-    match external {
-        Some(name) => {
-            let dict = value_to_py(py, &Value::Dict(items), false)?;
-            Ok(PyTuple::new(py, [name.into_py_any(py)?, dict])?.into_any().unbind())
-        }
-        None => config_from_items(py, items),
-    }
+pub fn make_config_arc(py: Python<'_>, inner: Arc<QuantConfig>) -> PyResult<Py<PyAny>> {
+    Ok(match inner.kind() {
+        ConfigKind::BitsAndBytes => Py::new(py, BitsAndBytesConfig::wrap(inner))?.into_any(),
+        ConfigKind::Gguf => Py::new(py, GGUFQuantizationConfig::wrap(inner))?.into_any(),
+        ConfigKind::Quanto => Py::new(py, QuantoConfig::wrap(inner))?.into_any(),
+        ConfigKind::TorchAo => Py::new(py, TorchAoConfig::wrap(inner))?.into_any(),
+        ConfigKind::ModelOpt => Py::new(py, NVIDIAModelOptConfig::wrap(inner))?.into_any(),
+    })
 }
 
 /// JSON text → the items of its top-level object, read as Python's `json.loads` reads it. The core's parser
 /// does the work; the rare text it cannot represent exactly (integers beyond 64 bits, lone surrogate escapes)
 /// is read by Python's `json` instead, so nothing changes on the way.
-fn json_object(py: Python<'_>, text: &str, what: &str) -> PyResult<Vec<(String, Value)>> {
+pub(crate) fn json_object(py: Python<'_>, text: &str, what: &str) -> PyResult<Vec<(String, Value)>> {
     let v = match fastquant_core::json::parse_json(text) {
         Ok(v) => v,
         Err(e) if e.kind == JsonErrorKind::Unrepresentable => {
@@ -686,197 +656,23 @@ fn json_object(py: Python<'_>, text: &str, what: &str) -> PyResult<Vec<(String, 
     }
 }
 
-/// The "unknown method" error (a `ValueError`) listing the available methods.
-#[pyfunction]
-fn unknown_method_error(name: &Bound<'_, PyAny>, available: Vec<String>) -> PyResult<PyErr> {
-    Ok(config_err(registry::unknown_method(&name.str()?.to_string(), &available)))
-}
-
-/// Raise `ValueError` when two registry keys differ (merging configs of different methods).
-#[pyfunction]
-fn check_mergeable(model_key: &str, args_key: &str) -> PyResult<()> {
-    registry::check_mergeable(model_key, args_key).map_err(config_err)
-}
-
-/// The built-in methods: `[(key, config class name, quantizer class name)]`.
-#[pyfunction]
-fn builtin_methods() -> Vec<(&'static str, &'static str, &'static str)> {
-    registry::BUILTIN.iter().map(|(k, kind, q)| (*k, kind.class_name(), *q)).collect()
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Quantizer construction
-
-struct Registry {
-    /// `AUTO_QUANTIZER_MAPPING` (the live dict: run-time registrations are seen).
-    quantizers: Py<PyDict>,
-    /// The built-in quantizer classes, whose `__init__` is `DiffusersQuantizer.__init__` (= `quantizer_init`),
-    /// with whether each loads pre-quantized weights only.
-    builtin: Vec<(Py<PyAny>, bool)>,
-    /// The built-in method keys as Python strings (looked up in `quantizers` on every call).
-    keys: Vec<(&'static str, Py<PyString>)>,
-    /// Python fallback for configs the core does not know (user-registered methods).
-    slow_from_config: Py<PyAny>,
-}
-
-static REGISTRY: PyOnceLock<Registry> = PyOnceLock::new();
-
-#[pyfunction]
-fn _set_registry(
-    py: Python<'_>,
-    quantizers: Bound<'_, PyDict>,
-    builtin: Vec<Bound<'_, PyAny>>,
-    slow_from_config: Py<PyAny>,
-) -> PyResult<()> {
-    let builtin =
-        builtin.into_iter().map(|c| Ok((c.clone().unbind(), pre_quantized_only(&c)?))).collect::<PyResult<Vec<_>>>()?;
-    let keys = registry::builtin_keys().map(|k| (k, PyString::intern(py, k).unbind())).collect();
-    let _ = REGISTRY.set(py, Registry { quantizers: quantizers.unbind(), builtin, keys, slow_from_config });
-    Ok(())
-}
-
-fn pre_quantized_only(qclass: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let py = qclass.py();
-    Ok(qclass.getattr(intern!(py, "requires_pre_quantized"))?.is_truthy()?
-        || qclass.getattr(intern!(py, "requires_calibration"))?.is_truthy()?)
-}
-
-fn class_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.getattr("__name__").and_then(|n| n.extract::<String>()).unwrap_or_else(|_| "quantizer".into())
-}
-
-/// Validate the keyword arguments and set `quantization_config`, `pre_quantized` and
-/// `modules_to_not_convert` on a new quantizer object.
-fn init_quantizer(
-    obj: &Bound<'_, PyAny>,
-    qclass: &Bound<'_, PyAny>,
-    pre_only: bool,
-    config: &Bound<'_, PyAny>,
-    config_skip: Option<&Vec<String>>,
-    kwargs: Option<&Bound<'_, PyDict>>,
-) -> PyResult<()> {
-    let py = obj.py();
-    let items = match kwargs {
-        Some(kw) => dict_items(kw.as_any(), "quantizer keyword arguments")?,
-        None => Vec::new(),
-    };
-    let args = match registry::quantizer_args("", &items, config_skip, pre_only) {
-        Ok(a) => a,
-        // Re-run with the class name only when there is an error to report.
-        Err(_) => registry::quantizer_args(&class_name(qclass), &items, config_skip, pre_only).map_err(config_err)?,
-    };
-    obj.setattr(intern!(py, "quantization_config"), config)?;
-    obj.setattr(intern!(py, "pre_quantized"), args.pre_quantized)?;
-    obj.setattr(intern!(py, "modules_to_not_convert"), PyList::new(py, args.modules_to_not_convert)?)?;
-    Ok(())
-}
-
-/// The body of `DiffusersQuantizer.__init__`.
-#[pyfunction]
-#[pyo3(signature = (quantizer, quantization_config, kwargs=None))]
-fn quantizer_init(
-    quantizer: &Bound<'_, PyAny>,
-    quantization_config: &Bound<'_, PyAny>,
-    kwargs: Option<&Bound<'_, PyDict>>,
-) -> PyResult<()> {
-    let qclass = quantizer.get_type();
-    let expected = qclass.getattr("config_class")?;
-    if !expected.is_none() && !quantization_config.is_instance(&expected)? {
-        return Err(PyTypeError::new_err(format!(
-            "{} needs a {}, got {}",
-            class_name(qclass.as_any()),
-            class_name(&expected),
-            quantization_config.get_type().qualname()?
-        )));
+/// The class object of a built-in config kind.
+pub fn config_class(py: Python<'_>, kind: ConfigKind) -> Bound<'_, PyType> {
+    match kind {
+        ConfigKind::BitsAndBytes => py.get_type::<BitsAndBytesConfig>(),
+        ConfigKind::Gguf => py.get_type::<GGUFQuantizationConfig>(),
+        ConfigKind::Quanto => py.get_type::<QuantoConfig>(),
+        ConfigKind::TorchAo => py.get_type::<TorchAoConfig>(),
+        ConfigKind::ModelOpt => py.get_type::<NVIDIAModelOptConfig>(),
     }
-    let own = config_of(quantization_config);
-    let skip = match &own {
-        Some(c) => c.skip_modules().cloned(),
-        None => match quantization_config.getattr("modules_to_not_convert") {
-            Ok(v) if !v.is_none() => match py_to_value(&v, 1)? {
-                Value::List(items) => Some(items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()),
-                _ => None,
-            },
-            _ => None,
-        },
-    };
-    let pre_only = pre_quantized_only(qclass.as_any())?;
-    init_quantizer(quantizer, qclass.as_any(), pre_only, quantization_config, skip.as_ref(), kwargs)
-}
-
-/// `DiffusersAutoQuantizer.from_config`: the quantizer for a config dict or object.
-#[pyfunction]
-#[pyo3(signature = (_cls, quantization_config, **kwargs))]
-fn auto_from_config(
-    py: Python<'_>,
-    _cls: &Bound<'_, PyAny>,
-    quantization_config: &Bound<'_, PyAny>,
-    kwargs: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Py<PyAny>> {
-    let reg = REGISTRY.get(py).ok_or_else(|| PyTypeError::new_err("fastquant registry is not initialised"))?;
-    let slow = || -> PyResult<Py<PyAny>> {
-        let kw = kwargs.cloned().unwrap_or_else(|| PyDict::new(py));
-        Ok(reg.slow_from_config.bind(py).call1((quantization_config, kw))?.unbind())
-    };
-    let (config_obj, config) = if quantization_config.is_instance_of::<PyDict>() {
-        let items = dict_items(quantization_config, "quantization_config")?;
-        match registry::parse_dict(items).map_err(config_err)? {
-            registry::DictOutcome::Parsed(_, parsed) => {
-                warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
-                let arc = Arc::new(parsed.config);
-                (make_config_arc(py, arc.clone())?, arc)
-            }
-            registry::DictOutcome::External(_) => return slow(),
-        }
-    } else if let Some(arc) = config_of(quantization_config) {
-        (quantization_config.clone().unbind(), arc)
-    } else {
-        return slow();
-    };
-    let quantizers = reg.quantizers.bind(py);
-    let key = config.method_key();
-    let found = match reg.keys.iter().find(|(k, _)| *k == key) {
-        Some((_, pykey)) => quantizers.get_item(pykey.bind(py))?,
-        None => quantizers.get_item(key)?,
-    };
-    let Some(target) = found else {
-        let mut keys: Vec<String> = quantizers.keys().iter().filter_map(|k| k.extract().ok()).collect();
-        keys.sort();
-        return Err(config_err(registry::unknown_method(config.method_key(), &keys)));
-    };
-    if let Some((_, pre_only)) = reg.builtin.iter().find(|(b, _)| b.bind(py).is(&target)) {
-        let obj = target.call_method1(intern!(py, "__new__"), (&target,))?;
-        init_quantizer(&obj, &target, *pre_only, config_obj.bind(py), config.skip_modules(), kwargs)?;
-        Ok(obj.unbind())
-    } else {
-        Ok(target.call((config_obj,), kwargs)?.unbind())
-    }
-}
-
-fn make_config_arc(py: Python<'_>, inner: Arc<QuantConfig>) -> PyResult<Py<PyAny>> {
-    Ok(match inner.kind() {
-        ConfigKind::BitsAndBytes => Py::new(py, BitsAndBytesConfig::wrap(inner))?.into_any(),
-        ConfigKind::Gguf => Py::new(py, GGUFQuantizationConfig::wrap(inner))?.into_any(),
-        ConfigKind::Quanto => Py::new(py, QuantoConfig::wrap(inner))?.into_any(),
-        ConfigKind::TorchAo => Py::new(py, TorchAoConfig::wrap(inner))?.into_any(),
-        ConfigKind::ModelOpt => Py::new(py, NVIDIAModelOptConfig::wrap(inner))?.into_any(),
-    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(_set_registry, m)?)?;
-    m.add_function(wrap_pyfunction!(quantizer_init, m)?)?;
-    m.add_function(wrap_pyfunction!(auto_from_config, m)?)?;
     m.add_class::<BitsAndBytesConfig>()?;
     m.add_class::<GGUFQuantizationConfig>()?;
     m.add_class::<QuantoConfig>()?;
     m.add_class::<TorchAoConfig>()?;
     m.add_class::<NVIDIAModelOptConfig>()?;
-    m.add_function(wrap_pyfunction!(config_from_dict, m)?)?;
-    m.add_function(wrap_pyfunction!(config_from_json, m)?)?;
-    m.add_function(wrap_pyfunction!(unknown_method_error, m)?)?;
-    m.add_function(wrap_pyfunction!(check_mergeable, m)?)?;
-    m.add_function(wrap_pyfunction!(builtin_methods, m)?)?;
     m.add_function(wrap_pyfunction!(_set_method_enum, m)?)?;
     Ok(())
 }

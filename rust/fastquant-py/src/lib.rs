@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod config;
+mod dispatch;
 mod gguf;
 mod quants;
 
@@ -11,6 +12,7 @@ mod quants;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     config::register(m)?;
+    dispatch::register(m)?;
     gguf::register(m)?;
     quants::register(m)?;
     Ok(())
