@@ -283,39 +283,20 @@ pub(crate) fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(Stri
     Ok(items)
 }
 
+/// `Class(*args, **kwargs)` as dict items: the values converted here, bound by the core.
 fn call_items(
     kind: ConfigKind,
     args: &Bound<'_, PyTuple>,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Vec<(String, Value)>> {
-    let names = kind.positional();
-    if args.len() > names.len() {
-        return Err(PyTypeError::new_err(format!(
-            "{}() takes at most {} positional argument{} ({}) but {} were given",
-            kind.class_name(),
-            names.len(),
-            if names.len() == 1 { "" } else { "s" },
-            names.join(", "),
-            args.len()
-        )));
-    }
-    let mut items: Vec<(String, Value)> = Vec::with_capacity(args.len() + kwargs.map_or(0, |k| k.len()));
-    for (name, a) in names.iter().zip(args.iter()) {
-        items.push((name.to_string(), py_to_value(&a, 1)?));
-    }
-    if let Some(kw) = kwargs {
-        for (k, v) in kw.iter() {
-            let k: String = k.extract()?;
-            if items.iter().any(|(n, _)| *n == k) {
-                return Err(PyTypeError::new_err(format!(
-                    "{}() got multiple values for argument '{k}'",
-                    kind.class_name()
-                )));
-            }
-            items.push((k, py_to_value(&v, 1)?));
+    let args = args.iter().map(|a| py_to_value(&a, 1)).collect::<PyResult<Vec<_>>>()?;
+    let kwargs = match kwargs {
+        Some(kw) => {
+            kw.iter().map(|(k, v)| Ok((k.extract::<String>()?, py_to_value(&v, 1)?))).collect::<PyResult<_>>()?
         }
-    }
-    Ok(items)
+        None => Vec::new(),
+    };
+    config::bind_arguments(kind, args, kwargs).map_err(config_err)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -420,12 +401,7 @@ macro_rules! config_class {
                 let py = cls.py();
                 let mut items = dict_items(config_dict, concat!(stringify!($name), ".from_dict"))?;
                 if let Some(kw) = kwargs {
-                    for (k, v) in dict_items(kw.as_any(), concat!(stringify!($name), ".from_dict"))? {
-                        match items.iter_mut().find(|(ik, _)| *ik == k) {
-                            Some(slot) => slot.1 = v,
-                            None => items.push((k, v)),
-                        }
-                    }
+                    config::merge_overrides(&mut items, dict_items(kw.as_any(), concat!(stringify!($name), ".from_dict"))?);
                 }
                 let (cfg, unknown) = parse_items(py, Self::KIND, &items, !return_unused_kwargs)?;
                 let obj = if cls.is(&py.get_type::<$name>()) {

@@ -7,8 +7,10 @@
 //! core's [`Registry`] of Python class objects, converts arguments, calls the chosen Python classes and maps
 //! errors.
 
-use std::sync::{Mutex, MutexGuard};
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use fastquant_core::config::QuantConfig;
 use fastquant_core::registry::{self, Dispatch, Registry};
 use fastquant_core::value::Value;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -18,7 +20,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList};
 
 use crate::config::{
-    config_class, config_err, config_of, dict_items, json_object, make_config, py_to_value, value_to_py, warn_unknown,
+    config_class, config_err, config_of, dict_items, json_object, make_config_arc, py_to_value, value_to_py,
+    warn_unknown,
 };
 
 struct State {
@@ -140,7 +143,7 @@ fn registry_items(py: Python<'_>, kind: &str) -> PyResult<Vec<(String, Py<PyAny>
 /// What a dict asks for, resolved by the core: a built-in config object, or a registered config class
 /// with its key.
 enum Found {
-    Builtin(Py<PyAny>),
+    Builtin(Py<PyAny>, Arc<QuantConfig>),
     Registered(String, Py<PyAny>),
 }
 
@@ -157,7 +160,8 @@ fn dispatch_items(py: Python<'_>, items: Vec<(String, Value)>) -> PyResult<Found
         Ok((key, cls)) => Ok(Found::Registered(key, cls)),
         Err(parsed) => {
             warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
-            Ok(Found::Builtin(make_config(py, parsed.config)?))
+            let own = Arc::new(parsed.config);
+            Ok(Found::Builtin(make_config_arc(py, own.clone())?, own))
         }
     }
 }
@@ -167,7 +171,7 @@ fn dispatch_items(py: Python<'_>, items: Vec<(String, Value)>) -> PyResult<Found
 #[pyfunction]
 fn config_from_dict(py: Python<'_>, config_dict: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     match dispatch_items(py, dict_items(config_dict, "quantization_config")?)? {
-        Found::Builtin(obj) => Ok(obj),
+        Found::Builtin(obj, _) => Ok(obj),
         Found::Registered(_, cls) => Ok(cls.bind(py).call_method1(intern!(py, "from_dict"), (config_dict,))?.unbind()),
     }
 }
@@ -182,7 +186,7 @@ fn config_from_json(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
         None
     };
     match dispatch_items(py, items)? {
-        Found::Builtin(obj) => Ok(obj),
+        Found::Builtin(obj, _) => Ok(obj),
         Found::Registered(_, cls) => {
             let dict = dict.expect("a registered method is an external one");
             Ok(cls.bind(py).call_method1(intern!(py, "from_dict"), (dict,))?.unbind())
@@ -305,23 +309,21 @@ fn auto_from_config(
 ) -> PyResult<Py<PyAny>> {
     let st = state(py)?;
     // The config object, its method key, and (for built-in configs) the core's config.
-    let (config_obj, key, own) = if quantization_config.is_instance_of::<PyDict>() {
-        match dispatch_items(py, dict_items(quantization_config, "quantization_config")?)? {
-            Found::Builtin(obj) => {
-                let own = config_of(obj.bind(py)).expect("a built-in config object");
-                (obj, own.method_key().to_string(), Some(own))
+    let (config_obj, key, own): (Py<PyAny>, Cow<'static, str>, Option<Arc<QuantConfig>>) =
+        if quantization_config.is_instance_of::<PyDict>() {
+            match dispatch_items(py, dict_items(quantization_config, "quantization_config")?)? {
+                Found::Builtin(obj, own) => (obj, Cow::Borrowed(own.method_key()), Some(own)),
+                Found::Registered(key, cls) => {
+                    let obj = cls.bind(py).call_method1(intern!(py, "from_dict"), (quantization_config,))?;
+                    (obj.unbind(), Cow::Owned(key), None)
+                }
             }
-            Found::Registered(key, cls) => {
-                let obj = cls.bind(py).call_method1(intern!(py, "from_dict"), (quantization_config,))?;
-                (obj.unbind(), key, None)
-            }
-        }
-    } else if let Some(own) = config_of(quantization_config) {
-        (quantization_config.clone().unbind(), own.method_key().to_string(), Some(own))
-    } else {
-        let key = method_key_of(py, st, quantization_config)?;
-        (quantization_config.clone().unbind(), key, None)
-    };
+        } else if let Some(own) = config_of(quantization_config) {
+            (quantization_config.clone().unbind(), Cow::Borrowed(own.method_key()), Some(own))
+        } else {
+            let key = method_key_of(py, st, quantization_config)?;
+            (quantization_config.clone().unbind(), Cow::Owned(key), None)
+        };
     let target = lock(st).quantizer(&key).map(|h| h.clone_ref(py)).map_err(config_err)?;
     let target = target.bind(py);
     match (&own, st.builtin.iter().find(|(b, _)| b.bind(py).is(target))) {
