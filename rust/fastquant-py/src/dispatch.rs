@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fastquant_core::config::QuantConfig;
-use fastquant_core::registry::{self, Dispatch, Registry};
+use fastquant_core::registry::{self, Registry};
 use fastquant_core::value::Value;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
@@ -148,20 +148,21 @@ enum Found {
 }
 
 fn dispatch_items(py: Python<'_>, items: Vec<(String, Value)>) -> PyResult<Found> {
-    let st = state(py)?;
-    let found = {
-        let reg = lock(st);
-        match reg.dispatch_dict(items).map_err(config_err)? {
-            Dispatch::Parsed(_, parsed) => Err(parsed),
-            Dispatch::Registered(key, h) => Ok((key, h.clone_ref(py))),
-        }
-    };
-    match found {
-        Ok((key, cls)) => Ok(Found::Registered(key, cls)),
-        Err(parsed) => {
+    // The method rule and the built-in schemas need no registry state: only a method that is not built in
+    // is looked up (under the lock) among the registered ones.
+    match registry::parse_dict(items).map_err(config_err)? {
+        registry::DictOutcome::Parsed(_, parsed) => {
             warn_unknown(py, parsed.config.class_name(), &parsed.unknown_keys)?;
             let own = Arc::new(parsed.config);
             Ok(Found::Builtin(make_config_arc(py, own.clone())?, own))
+        }
+        registry::DictOutcome::External(name) => {
+            let st = state(py)?;
+            let reg = lock(st);
+            match reg.config_target(&name).map_err(config_err)? {
+                registry::ConfigTarget::Registered(h) => Ok(Found::Registered(name, h.clone_ref(py))),
+                registry::ConfigTarget::Builtin(_) => unreachable!("parse_dict handles every built-in key"),
+            }
         }
     }
 }

@@ -137,8 +137,13 @@ impl<'a> Fields<'a> {
     }
 
     pub fn string(&mut self, key: &str, default: &str) -> String {
-        let r = self.try_string(key, default);
-        self.or(r, default.to_string())
+        match self.try_string(key, default) {
+            Ok(v) => v,
+            Err(e) => {
+                self.report(e);
+                default.to_string()
+            }
+        }
     }
 
     fn try_string(&mut self, key: &str, default: &str) -> Result<String, ConfigError> {
