@@ -18,15 +18,22 @@ __all__ = [
     "GGUFError",
     "GGUFFile",
     "GGUFLinear",
+    "GGUFLoraLinear",
     "LoadResult",
+    "MergeReport",
     "QuantizeResult",
     "TensorInfo",
     "Value",
     "dequantize",
     "dequantize_model",
+    "disable_peft",
+    "enable_peft",
     "load_into",
     "load_state_dict",
+    "merge_lora",
+    "merge_report",
     "open",
+    "peft_mapping",
     "quantize",
     "quantize_model",
     "save",
@@ -51,6 +58,10 @@ _LAYER_NAMES = frozenset(
 )
 
 
+# LoRA (peft) on packed layers: torch on first use; peft only for GGUFLoraLinear / enable_peft / peft_mapping
+_LORA_NAMES = frozenset({"MergeReport", "disable_peft", "enable_peft", "merge_lora", "merge_report", "peft_mapping"})
+
+
 def __getattr__(name):
     # dequantize/quantize need numpy; load them on first use so `import fastquant.gguf` stays light.
     if name in ("dequantize", "quantize"):
@@ -62,4 +73,12 @@ def __getattr__(name):
         from . import _layers
 
         return getattr(_layers, name)
+    if name in _LORA_NAMES:
+        from . import _layers, _lora  # noqa: F401  (the layers register the ops the LoRA code calls)
+
+        return getattr(_lora, name)
+    if name == "GGUFLoraLinear":
+        from . import _layers, _peft_layer  # noqa: F401
+
+        return _peft_layer.GGUFLoraLinear
     raise AttributeError(f"module 'fastquant.gguf' has no attribute {name!r}")

@@ -37,6 +37,7 @@ from torch import nn
 
 from .. import _core
 from ..quantizers._utils import matches_skip
+from . import _lora
 from ._dequant import _type_info, dequantize as _dequantize_blocks
 
 __all__ = [
@@ -445,6 +446,9 @@ class GGUFLinear(_GGUFPacked):
         :data:`FUSED_MAX_ROWS` rows on the CPU."""
         if x.dtype not in _ACT_DTYPES:
             raise TypeError(f"GGUFLinear computes in float32, float16 or bfloat16; got input of dtype {x.dtype}")
+        if torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad)):
+            # training (e.g. LoRA): gradients w.r.t. x and the bias; the blocks stay frozen (see _lora.py)
+            return _lora.packed_linear_with_grad(self, x, fused)
         k, n = self.in_features, self.out_features
         if fused is None:
             fused = x.device.type == "cpu" and x.numel() <= FUSED_MAX_ROWS * k
@@ -838,3 +842,7 @@ def dequantize_model(model: nn.Module, dtype=torch.float32) -> nn.Module:
         else:
             raise ValueError("dequantize_model needs a container module, not a bare GGUF layer")
     return model
+
+
+# peft: GGUFLinear becomes a LoRA target as soon as peft is imported (_lora.py; peft is not imported here)
+_lora.autoregister_peft()
