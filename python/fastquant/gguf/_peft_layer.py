@@ -50,7 +50,7 @@ def check_merge_type(base, ggml_type, where: str = "") -> str:
 
 class GGUFLoraLinear(_LoraLinear):
     """peft LoRA layer over a :class:`fastquant.gguf.GGUFLinear`. ``merge_ggml_type``: the ggml type merged
-    weights are written in (``None``: the layer's own type)."""
+    weights are written in (``None``: the layer's own type, as it was before any merge)."""
 
     def __init__(self, base_layer, adapter_name: str, config, **kwargs: Any) -> None:
         if config.fan_in_fan_out:
@@ -84,7 +84,8 @@ class GGUFLoraLinear(_LoraLinear):
         if not adapter_names:
             return
         base = self.get_base_layer()
-        out_type = check_merge_type(base, self.merge_ggml_type or base.ggml_type)
+        own_type = base.ggml_type if self._fq_original is None else self._fq_original[1]
+        out_type = check_merge_type(base, self.merge_ggml_type or own_type)
         if self._fq_original is None:
             # the buffer and the bias Parameter themselves: merging only ever replaces them, never writes
             self._fq_original = (base.weight, base.ggml_type, base.bias)
