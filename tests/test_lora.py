@@ -21,6 +21,9 @@ from fastquant import _core
 peft = pytest.importorskip("peft")  # a pinned dev dependency (requirements-dev.txt): present in CI
 from peft import LoraConfig, get_peft_model, inject_adapter_in_model  # noqa: E402
 
+CUDA = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not CUDA, reason="requires CUDA")
+
 TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 # requantization error bound (relative L2 of the merged blocks against W + ΔW), per type: a few times the
 # error each type has on Gaussian weights
@@ -253,6 +256,31 @@ def test_unmerge_restores_blocks_bit_for_bit(ggml_type):
             if n in bias_before:
                 assert torch.equal(p, bias_before[n]), n
         assert torch.equal(pq(x), y)
+
+
+@requires_cuda
+@pytest.mark.parametrize("ggml_type", ["Q4_K", "Q8_0"])
+def test_cuda_forward_backward_merge(ggml_type):
+    pq, pr = peft_pair(ggml_type, targets=("0",))
+    pq.cuda()
+    pr.cuda()
+    x = torch.randn(8, 256, device="cuda", generator=torch.Generator("cuda").manual_seed(14))
+    xq, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yq, yr = pq(xq), pr(xr)
+    assert rel(yq, yr) <= 1e-5
+    yq.square().sum().backward()
+    yr.square().sum().backward()
+    assert rel(xq.grad, xr.grad) <= 1e-5
+    lq, lr = pq.base_model.model[0], pr.base_model.model[0]
+    assert rel(lq.lora_A["a0"].weight.grad, lr.lora_A["a0"].weight.grad) <= 1e-5
+    before = lq.base_layer.weight.clone()
+    with torch.no_grad():
+        pq.merge_adapter()
+        assert lq.base_layer.weight.device.type == "cuda" and lq.base_layer.ggml_type == ggml_type
+        assert fg.merge_report(pq)["base_model.model.0"].rel_l2 <= MERGE_BOUND[ggml_type]
+        assert rel(pq(x), pr(x)) <= 2 * MERGE_BOUND[ggml_type]
+        pq.unmerge_adapter()
+    assert torch.equal(lq.base_layer.weight, before)
 
 
 def test_inject_adapter_in_model_and_state_dict_round_trip():
