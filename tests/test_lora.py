@@ -436,7 +436,7 @@ def test_diffusers_flux_load_lora_weights(tmp_path, ggml_type):
     replaced = fg.load_into(tr, tmp_path / "flux.gguf").replaced
     assert "transformer_blocks.0.attn.to_q" in replaced
     ref = fg.dequantize_model(copy.deepcopy(tr))
-    sd = _flux_lora(ref)
+    sd, sd2 = _flux_lora(ref), _flux_lora(ref, rank=2, seed=3)
     pq, pr = _pipe(tr), _pipe(ref)
     pq.load_lora_weights(dict(sd), adapter_name="style")
     pr.load_lora_weights(dict(sd), adapter_name="style")
@@ -456,6 +456,13 @@ def test_diffusers_flux_load_lora_weights(tmp_path, ggml_type):
     with torch.no_grad():
         y, yr = tr(**inp)[0], ref(**inp)[0]
         assert rel(y, yr) <= 1e-5
+        # a second LoRA, both active with weights
+        pq.load_lora_weights(dict(sd2), adapter_name="detail")
+        pr.load_lora_weights(dict(sd2), adapter_name="detail")
+        for p in (pq, pr):
+            p.set_adapters(["style", "detail"], adapter_weights=[0.5, 1.5])
+        y2 = tr(**inp)[0]
+        assert rel(y2, ref(**inp)[0]) <= 1e-5 and rel(y2, y) > 1e-3
         pq.fuse_lora(lora_scale=0.7)
         pr.fuse_lora(lora_scale=0.7)
         rep = fg.merge_report(tr)
