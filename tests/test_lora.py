@@ -258,6 +258,40 @@ def test_unmerge_restores_blocks_bit_for_bit(ggml_type):
         assert torch.equal(pq(x), y)
 
 
+def test_merged_model_is_a_gguf_file_again(tmp_path):
+    import gguf
+
+    pq, _ = peft_pair("Q4_K")
+    x = torch.randn(4, 256, generator=torch.Generator().manual_seed(15))
+    with torch.no_grad():
+        merged = pq.merge_and_unload()
+        y = merged(x)
+    fg.save(merged, tmp_path / "merged.gguf", metadata={"general.architecture": "test"})
+    tensors = {t.name: t for t in gguf.GGUFReader(tmp_path / "merged.gguf").tensors}
+    assert tensors["0.weight"].tensor_type.name == "Q4_K"
+    assert bytes(tensors["0.weight"].data.reshape(-1)) == merged[0].weight.numpy().tobytes()
+    fresh = mlp(99)
+    fg.load_into(fresh, tmp_path / "merged.gguf")
+    with torch.no_grad():
+        assert torch.equal(fresh(x), y)
+
+
+def test_peft_save_pretrained_round_trip(tmp_path):
+    from peft import PeftModel
+
+    pq, _ = peft_pair("Q5_K")
+    x = torch.randn(4, 256, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        y = pq(x)
+    pq.save_pretrained(tmp_path / "adapter")  # peft's own adapter folder (safetensors + adapter_config.json)
+    q, _ = packed_and_ref("Q5_K")
+    # a non-default adapter name is saved in a subfolder of that name
+    loaded = PeftModel.from_pretrained(q, tmp_path / "adapter" / "a0", adapter_name="a0")
+    assert type(loaded.base_model.model[0]).__name__ == "GGUFLoraLinear"
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)
+
+
 @requires_cuda
 @pytest.mark.parametrize("ggml_type", ["Q4_K", "Q8_0"])
 def test_cuda_forward_backward_merge(ggml_type):
