@@ -160,6 +160,58 @@ def test_backward_reaches_only_the_adapters():
             assert torch.equal(b, blocks[n]), n  # the packed weights are frozen
 
 
+def test_qlora_style_training_on_a_gguf_llama():
+    # a transformers causal LM with Q4_K layers (embeddings packed too), peft's CAUSAL_LM task, gradient
+    # checkpointing: the first step's loss and adapter gradients equal the dequantized float model's, and a
+    # few steps of AdamW lower the loss while the packed blocks stay as they are
+    import transformers
+
+    cfg = transformers.LlamaConfig(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=300,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    q = transformers.LlamaForCausalLM(cfg)
+    fg.quantize_model(q, "Q4_K", modules_to_not_convert=["lm_head"], embeddings=True)
+    ref = fg.dequantize_model(copy.deepcopy(q))
+    lc = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], task_type="CAUSAL_LM")
+    torch.manual_seed(1)
+    pq = get_peft_model(q, LoraConfig(**lc, init_lora_weights=False))
+    pr = get_peft_model(ref, LoraConfig(**lc, init_lora_weights=False))
+    copy_adapters(pq, pr)
+    for m in (pq, pr):
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        m.enable_input_require_grads()
+        m.train()
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(2))
+    blocks = {n: b.clone() for n, b in pq.named_buffers() if b.dtype == torch.uint8}
+    lq, lr = pq(input_ids=ids, labels=ids).loss, pr(input_ids=ids, labels=ids).loss
+    assert abs(lq.item() - lr.item()) <= 1e-5 * abs(lr.item())
+    lq.backward()
+    lr.backward()
+    gq = {n: p.grad for n, p in pq.named_parameters() if p.grad is not None}
+    gr = {n: p.grad for n, p in pr.named_parameters() if p.grad is not None}
+    assert set(gq) == set(gr) and len(gq) == 2 * 3 * 2 and all(".lora_" in n for n in gq)
+    for n in gq:
+        assert rel(gq[n], gr[n]) <= 1e-4, n
+    opt = torch.optim.AdamW([p for p in pq.parameters() if p.requires_grad], lr=1e-2)
+    first = lq.item()
+    for _ in range(4):
+        opt.step()
+        opt.zero_grad()
+        loss = pq(input_ids=ids, labels=ids).loss
+        loss.backward()
+    assert loss.item() < first
+    for n, b in pq.named_buffers():
+        if b.dtype == torch.uint8:
+            assert torch.equal(b, blocks[n]), n
+
+
 def test_trainable_bias_and_bf16_gradient():
     q, ref = packed_and_ref("Q8_0")
     for m in (q[2], ref[2]):
