@@ -37,8 +37,8 @@ from torch import nn
 
 from .. import _core
 from ..quantizers._utils import matches_skip
-from . import _lora
 from ._dequant import _type_info, dequantize as _dequantize_blocks
+from . import _lora  # LoRA/peft: the autograd path in GGUFLinear.forward; registers with peft lazily
 
 __all__ = [
     "FUSED_MAX_ROWS",
@@ -842,7 +842,3 @@ def dequantize_model(model: nn.Module, dtype=torch.float32) -> nn.Module:
         else:
             raise ValueError("dequantize_model needs a container module, not a bare GGUF layer")
     return model
-
-
-# peft: GGUFLinear becomes a LoRA target as soon as peft is imported (_lora.py; peft is not imported here)
-_lora.autoregister_peft()

@@ -316,3 +316,7 @@ def _rel_l2(a: torch.Tensor, ref: torch.Tensor) -> float:
     den = float(torch.linalg.vector_norm(ref.double()))
     num = float(torch.linalg.vector_norm((a.double() - ref.double())))
     return num / den if den > 0 else (0.0 if num == 0 else math.inf)
+
+
+# Imported by the GGUF layers: hook peft / diffusers now (never importing them).
+autoregister_peft()
