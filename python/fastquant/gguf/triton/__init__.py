@@ -28,7 +28,17 @@ SMALL_BATCH_ROWS = 16
 _OUT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
+_BY_ID = {v[0]: k for k, v in TYPES.items()}
+
+
 def _name(ggml_type) -> str:
+    # covered types are resolved in plain Python (traceable by torch.compile); others by the Rust table,
+    # which also raises the errors for unknown names and ids
+    if isinstance(ggml_type, str) and ggml_type.upper() in TYPES:
+        return ggml_type.upper()
+    value = getattr(ggml_type, "value", ggml_type)
+    if isinstance(value, int) and not isinstance(value, bool) and value in _BY_ID:
+        return _BY_ID[value]
     from .._dequant import _type_info
 
     return _type_info(ggml_type)[1]
@@ -75,16 +85,6 @@ def _geometry(blocks: torch.Tensor, ggml_type, shape: Sequence[int]) -> Tuple[st
     if blocks.numel() != want:
         raise ValueError(f"{name}: blocks hold {blocks.numel()} bytes, expected {want} for shape {shape}")
     return name, rows, cols, be, bb
-
-
-def _tables(name: str, device: torch.device):
-    from ._tables import table
-
-    tabs = TYPES[name][3]
-    if tabs is None:
-        t = table("fp4", device)  # any valid pointer; these types read no table
-        return t, t
-    return table(tabs[0], device), table(tabs[1], device)
 
 
 def dequantize(blocks: torch.Tensor, ggml_type, shape: Sequence[int], dtype: torch.dtype = torch.float32):
