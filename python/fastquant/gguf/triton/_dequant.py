@@ -271,8 +271,9 @@ def dequant_kernel(
     pid = tl.program_id(0)
     blk = (pid * BLOCKS + tl.arange(0, BLOCKS)).to(tl.int64)[:, None]
     e = tl.arange(0, ELEMS)[None, :]
-    mask = (blk < n_blocks) & (e < ELEMS)
-    v = decode(wp, blk, e, mask, tab, tab2, T)
+    bmask = blk < n_blocks  # (BLOCKS, 1): per-block fields are loaded once per block
+    v = decode(wp, blk, e, bmask, tab, tab2, T)
+    mask = bmask & (e < ELEMS)
     o = out + blk * ELEMS + e
     if OUT == 0:
         tl.store(o, v, mask=mask)

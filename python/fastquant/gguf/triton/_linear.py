@@ -18,6 +18,7 @@ interpreter one fixed configuration runs (autotuning would time numpy).
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -38,6 +39,26 @@ def _store(out, offs, acc, mask, OUT: tl.constexpr):
         tl.store(out + offs, acc.to(tl.float16), mask=mask)
     else:
         tl.store(out + offs, to_bf16_bits(acc).to(tl.int16), mask=mask)
+
+
+@jit
+def _weight_tile(
+    wp, rn, n_ok, k0, K, tab, tab2, T: tl.constexpr, ELEMS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr
+):
+    """The exact f32 weight tile W[rn, k0:k0+BK] (zeros outside the matrix), decoded as (BN, blocks, elements):
+    per-block fields (the f16 scales) are loaded once per block, per-element ones per element. Either BK is a
+    multiple of ELEMS (whole blocks) or ELEMS a multiple of BK (a slice of one block per row); K is a multiple
+    of ELEMS, so blocks are wholly in or out."""
+    if BK >= ELEMS:
+        kb = k0 // ELEMS + tl.arange(0, BK // ELEMS)
+        e = tl.arange(0, ELEMS)[None, None, :]
+    else:
+        kb = k0 // ELEMS + tl.arange(0, 1)
+        e = (k0 % ELEMS + tl.arange(0, BK))[None, None, :]
+    blk = (rn.to(tl.int64)[:, None] * (K // ELEMS) + kb[None, :])[:, :, None]
+    bmask = (n_ok[:, None] & (kb < K // ELEMS)[None, :])[:, :, None]
+    w = tl.where(bmask, decode(wp, blk, e, bmask, tab, tab2, T), 0.0)
+    return tl.reshape(w, (BN, BK))
 
 
 @jit
@@ -65,14 +86,11 @@ def _linear_small(
     rn = pid * BN + tl.arange(0, BN)
     rm = tl.arange(0, BM)
     n_ok = rn < N
-    row_blk = rn.to(tl.int64)[:, None] * (K // ELEMS)
     acc = tl.full((BM, BN), 0.0, tl.float32)
     for k0 in range(0, K, BK):
         rk = k0 + tl.arange(0, BK)
         k_ok = rk < K
-        wmask = n_ok[:, None] & k_ok[None, :]
-        w = decode(wp, row_blk + (rk // ELEMS)[None, :], (rk % ELEMS)[None, :], wmask, tab, tab2, T)
-        w = tl.where(wmask, w, 0.0)
+        w = _weight_tile(wp, rn, n_ok, k0, K, tab, tab2, T, ELEMS, BN, BK)
         xm = (rm[:, None] < M) & k_ok[None, :]
         xt = tl.load(x + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0.0).to(tl.float32)
         acc += tl.reduce(xt[:, None, :] * w[None, :, :], 2, tl.standard._sum_combine)
@@ -118,14 +136,11 @@ def _linear_mma(
     rn = pid_n * BN + tl.arange(0, BN)
     m_ok = rm < M
     n_ok = rn < N
-    row_blk = rn.to(tl.int64)[:, None] * (K // ELEMS)
     acc = tl.full((BM, BN), 0.0, tl.float32)
     for k0 in range(0, K, BK):
         rk = k0 + tl.arange(0, BK)
         k_ok = rk < K
-        wmask = n_ok[:, None] & k_ok[None, :]
-        w = decode(wp, row_blk + (rk // ELEMS)[None, :], (rk % ELEMS)[None, :], wmask, tab, tab2, T)
-        w = tl.where(wmask, w, 0.0)
+        w = _weight_tile(wp, rn, n_ok, k0, K, tab, tab2, T, ELEMS, BN, BK)
         xt = tl.load(
             x + rm.to(tl.int64)[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0
         )
@@ -149,33 +164,40 @@ def _linear_mma(
 
 def _prune_small(configs, named_args, **kwargs):
     bm = kwargs.get("BM", named_args.get("BM", 16))
-    # keep the register tile BM*BN*BK within 16 Ki f32 values (128 per thread at 4 warps)
-    keep = [c for c in configs if bm * c.kwargs["BN"] * c.kwargs["BK"] <= 16384 * c.num_warps // 4]
-    return keep or configs[:1]
+    # keep the register tile BM*BN*BK within 4 Ki f32 values per warp (32 per thread)
+    keep = [c for c in configs if bm * c.kwargs["BN"] * c.kwargs["BK"] <= 4096 * c.num_warps]
+    return keep or configs[-1:]
 
 
+# Few configurations on purpose: each costs a compile (seconds) the first time a shape is seen.
 _SMALL_CONFIGS = [
-    triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=s)
-    for bn in (4, 8, 16, 32)
-    for bk in (64, 128, 256, 512)
-    for w in (2, 4)
-    for s in (2, 3)
+    triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=2)
+    for bn, bk, w in ((16, 256, 4), (8, 256, 4), (32, 128, 4), (16, 128, 4), (8, 128, 4), (4, 256, 4))
 ]
 _MMA_CONFIGS = [
     triton.Config({"BM": bm, "BN": bn, "BK": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in (
-        (64, 64, 64, 4, 3),
-        (64, 128, 64, 4, 3),
-        (128, 64, 64, 4, 3),
+        (128, 64, 64, 8, 3),
+        (64, 128, 32, 4, 3),
         (128, 128, 32, 8, 3),
-        (128, 128, 64, 8, 3),
-        (128, 256, 32, 8, 3),
-        (64, 256, 64, 8, 3),
-        (32, 128, 64, 4, 4),
+        (64, 64, 64, 4, 3),
+        (128, 32, 64, 4, 3),
     )
 ]
 
-if INTERPRET:
+#: ``FASTQUANT_TRITON_AUTOTUNE=0``: no tuning, the fixed configurations below (one compile per shape family)
+AUTOTUNE = os.environ.get("FASTQUANT_TRITON_AUTOTUNE", "1") != "0"
+
+
+def _fixed_small(bm: int, elems: int) -> dict:
+    return {"BN": 16, "BK": 256, "num_warps": 4} if bm <= 4 else {"BN": 8, "BK": 64, "num_warps": 8}
+
+
+def _fixed_mma(m: int, elems: int) -> dict:
+    return {"BM": 128 if m >= 128 else 64, "BN": 64, "BK": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
+
+
+if INTERPRET or not AUTOTUNE:
     _small_tuned = _mma_tuned = None
 else:
     _small_tuned = triton.autotune(
@@ -184,11 +206,15 @@ else:
         prune_configs_by={"early_config_prune": _prune_small},
         cache_results=True,
     )(_linear_small)
-    _mma_tuned = triton.autotune(_MMA_CONFIGS, key=["N", "K", "M_KEY", "T", "OUT"], cache_results=True)(_linear_mma)
+    _mma_tuned = triton.autotune(
+        _MMA_CONFIGS,
+        key=["N", "K", "M_KEY", "T", "OUT"],
+        cache_results=True,
+    )(_linear_mma)
 
 #: the configuration used under the interpreter (tests may override it to exercise the masks)
 INTERP_SMALL = {"BN": 32, "BK": 256}
-INTERP_MMA = {"BM": 32, "BN": 32, "BK": 128, "GROUP_M": 2}
+INTERP_MMA = {"BM": 32, "BN": 32, "BK": 64, "GROUP_M": 2}
 _OUT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
@@ -228,6 +254,9 @@ def linear_impl(
         if INTERPRET:
             cfg = INTERP_SMALL
             _linear_small[(triton.cdiv(n, cfg["BN"]),)](*args, **flags, BM=bm, **cfg)
+        elif _small_tuned is None:
+            cfg = _fixed_small(bm, be)
+            _linear_small[(triton.cdiv(n, cfg["BN"]),)](*args, **flags, BM=bm, **cfg, **opts)
         else:
             grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
             _small_tuned[grid](*args, **flags, BM=bm, **opts)
@@ -236,6 +265,10 @@ def linear_impl(
             cfg = INTERP_MMA
             grid = (triton.cdiv(m, cfg["BM"]) * triton.cdiv(n, cfg["BN"]),)
             _linear_mma[grid](*args, **flags, **cfg, UPCAST=True)
+        elif _mma_tuned is None:
+            cfg = _fixed_mma(m, be)
+            grid = (triton.cdiv(m, cfg["BM"]) * triton.cdiv(n, cfg["BN"]),)
+            _linear_mma[grid](*args, **flags, **cfg, UPCAST=False, **opts)
         else:
             grid = lambda meta: (triton.cdiv(m, meta["BM"]) * triton.cdiv(n, meta["BN"]),)  # noqa: E731
             _mma_tuned[grid](*args, **flags, UPCAST=False, **opts)
