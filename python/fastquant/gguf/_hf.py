@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..quantizers._utils import matches_skip
 from ._layers import _PLAIN, GGUFLinear, _GGUFPacked
 from ._model import _MAX_LISTED, _listed, _packed_for, _set_module, _split, _subclass_problem
 
@@ -206,7 +207,7 @@ def _tie_output(model, modules, tied_names) -> None:
     tied_names.add(f"{out_name}.weight")
 
 
-def fill_model(model, f, config_dict: dict, *, dtype=torch.float32, dequantize=False) -> dict:
+def fill_model(model, f, config_dict: dict, *, dtype=torch.float32, dequantize=False, skip=()) -> dict:
     """Load the llama.cpp-named tensors of ``f`` into the meta-device transformers ``model``.
 
     Returns ``{"packed": [...], "dequantized": [...], "unused": [...]}`` (module / file tensor names)."""
@@ -239,6 +240,7 @@ def fill_model(model, f, config_dict: dict, *, dtype=torch.float32, dequantize=F
                 and isinstance(mod, (nn.Linear, nn.Embedding))
                 and tuple(mod.weight.shape) == tuple(info.shape)
                 and _subclass_problem(mod) is None
+                and not (skip and matches_skip(owner, list(skip)))
             ):
                 perm = _row_permutation(processor, fname, info.shape, mapping, perm_cache)
                 if perm is not False:
@@ -280,6 +282,16 @@ def _check_complete(model, path) -> None:
             f"{path}: the file does not provide {len(left)} tensor(s) the model needs: {_listed(left)}"
             + ("" if len(left) <= _MAX_LISTED else "")
         )
+
+
+def load_llama_cpp_into(model, f, *, dtype=None, modules_to_not_convert=()):
+    """:func:`fastquant.gguf.load_into` for a transformers model and a llama.cpp-named file."""
+    from ._model import LoadResult
+
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
+    res = fill_model(model, f, gguf_config(f), dtype=dtype, skip=list(modules_to_not_convert))
+    return LoadResult([], res["unused"], [], res["packed"])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -333,6 +333,12 @@ def load_into(
 
     skip = list(modules_to_not_convert or [])
     with open_gguf(path) as f:
+        if name_map is None and _is_transformers_model(model) and _looks_like_llama_cpp(f.tensors):
+            # a llama.cpp file into a transformers model: the names, row orders and value transforms are
+            # llama.cpp's (see fastquant.gguf.from_pretrained)
+            from ._hf import load_llama_cpp_into
+
+            return load_llama_cpp_into(model, f, dtype=dtype, modules_to_not_convert=skip)
         plan = _plan(model, f, name_map, skip)
         _raise_if_bad(plan, f.path, strict)
         expected = _expected_names(model)
