@@ -399,6 +399,18 @@ def test_keys_are_tensor_names_as_in_safetensors(sample):
             assert f.raw(name).nbytes == f.tensors[name].nbytes
 
 
+def test_keys_of_a_split_set_are_all_its_tensor_names(tmp_path):
+    rng = np.random.default_rng(3)
+    for i, names in enumerate([["a", "b"], ["c"]]):
+        tensors = {n: rng.standard_normal((2, 32)).astype(np.float32) for n in names}
+        meta = {"split.no": fg.Value(i, "u16"), "split.count": fg.Value(2, "u16")}
+        fg.write(tmp_path / f"m-{i + 1:05d}-of-00002.gguf", tensors, meta)
+    with fg.open(tmp_path / "m-00001-of-00002.gguf") as f:
+        assert isinstance(f, fg.GGUFSplitFile)
+        assert f.keys() == ["a", "b", "c"]
+        assert "split.no" in f.metadata.keys()
+
+
 def test_metadata_mapping_is_lazy_and_read_only(sample):
     p, meta, _ = sample
     with fg.open(p) as f:

@@ -99,7 +99,9 @@ class GGUFSplitFile:
         return self._shards[0].metadata
 
     def keys(self):
-        return self._shards[0].keys()
+        """Tensor names of the whole set, in shard order (as ``GGUFFile.keys()``); metadata keys are
+        ``metadata.keys()``."""
+        return list(self._tensors)
 
     def value_type(self, key):
         return self._shards[0].value_type(key)
