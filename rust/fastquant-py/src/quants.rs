@@ -204,5 +204,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(linear_fused, m)?)?;
     // Tables the torch decoders need, from their one definition in the core.
     m.add("KVALUES_IQ4NL", fastquant_core::quants::tables::KVALUES_IQ4NL.to_vec())?;
+    m.add("KVALUES_FP4", fastquant_core::quants::tables::KVALUES_FP4.to_vec())?;
     Ok(())
 }

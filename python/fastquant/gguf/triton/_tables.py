@@ -12,9 +12,12 @@ import functools
 import numpy as np
 import torch
 
-KVALUES_IQ4NL = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+from ... import _core
+
+# The codebooks come from their one definition in the Rust core.
+KVALUES_IQ4NL = tuple(_core.KVALUES_IQ4NL)
 # E2M1 values doubled (the MXFP4 scale is halved to match), as ggml stores them
-KVALUES_FP4 = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
+KVALUES_FP4 = tuple(_core.KVALUES_FP4)
 
 
 def _rust_dequant(blocks: np.ndarray, name: str) -> np.ndarray:
