@@ -129,6 +129,8 @@ pub enum ConfigTarget<'r, H> {
 }
 
 /// What [`Registry::dispatch_dict`] found for a config dict.
+// The parsed config moves out at once; boxing it would cost an allocation on every dispatch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Dispatch<'r, H> {
     /// A built-in method: its registry key and the validated config.

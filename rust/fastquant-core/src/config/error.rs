@@ -28,8 +28,8 @@ pub struct ConfigError {
     pub type_: &'static str,
     /// The full message, starting with the location.
     pub message: String,
-    /// The value that was refused, when there is one.
-    pub input: Option<Value>,
+    /// The value that was refused, when there is one (boxed: errors stay small, and so every `Result`).
+    pub input: Option<Box<Value>>,
     /// The other problems found in the same input, in the order they were found.
     pub also: Vec<ConfigError>,
 }
@@ -48,7 +48,7 @@ impl ConfigError {
     }
     /// The same error with the refused value attached.
     pub fn with_input(mut self, input: &Value) -> Self {
-        self.input = Some(input.clone());
+        self.input = Some(Box::new(input.clone()));
         self
     }
 

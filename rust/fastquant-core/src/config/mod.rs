@@ -321,7 +321,7 @@ mod tests {
             ]),
         )
         .unwrap_err();
-        let all: Vec<_> = e.errors().map(|e| (e.loc.join("/"), e.type_, e.input.clone())).collect();
+        let all: Vec<_> = e.errors().map(|e| (e.loc.join("/"), e.type_, e.input.as_deref().cloned())).collect();
         assert_eq!(
             all,
             vec![
