@@ -209,6 +209,11 @@ def test_lone_surrogates_and_huge_integers_are_kept_exactly():
     assert v == {"s": "\ud800", "n": 123456789012345678901234567890, "ok": [1.5]}
 
 
+def test_a_lone_surrogate_in_a_config_key_is_a_clear_error():
+    with pytest.raises(ValueError, match="top-level key holds a lone UTF-16 surrogate"):
+        fq.DiffusersAutoQuantizer.from_json_string('{"quant_method": "quanto", "\\ud800": 1}')
+
+
 def test_nesting_cap_and_error_location():
     # The wrapper object adds one level: 63 more arrays are the most accepted.
     assert ours("[" * 63 + "]" * 63) == json.loads("[" * 63 + "]" * 63)

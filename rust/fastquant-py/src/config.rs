@@ -628,6 +628,10 @@ pub(crate) fn json_object(py: Python<'_>, text: &str, what: &str) -> PyResult<Ve
     };
     match v {
         Value::Dict(items) => Ok(items),
+        // Python's json read it, but a key holds a lone surrogate (`"\ud800"`), which no config key can be.
+        Value::Opaque(o) if o.type_name == "dict" => Err(PyValueError::new_err(format!(
+            "{what}: a top-level key holds a lone UTF-16 surrogate escape; config keys must be valid Unicode text"
+        ))),
         v => Err(PyTypeError::new_err(format!("{what}: expected a JSON object, got {}", v.type_name()))),
     }
 }
