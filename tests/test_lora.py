@@ -131,6 +131,15 @@ def test_several_adapters_weights_enable_disable_unload():
         assert rel(plain(x), y0r) <= 1e-5
 
 
+def test_torch_compile_with_adapters():
+    pq, pr = peft_pair("Q4_K", n_adapters=2)
+    for m in (pq, pr):
+        m.base_model.set_adapter(["a0", "a1"])
+    x = torch.randn(4, 256, generator=torch.Generator().manual_seed(17))
+    with torch.no_grad():
+        assert rel(torch.compile(pq, fullgraph=True)(x), pr(x)) <= 1e-5
+
+
 def test_backward_reaches_only_the_adapters():
     # LoRA on the first layer only: the gradient must also flow back through the second, plain GGUFLinear
     pq, pr = peft_pair("Q4_K", targets=("0",))

@@ -15,8 +15,10 @@ layer and on its base layer (``lora_merge_report``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from peft.tuners.lora.layer import Linear as _LoraLinear
 from peft.tuners.tuners_utils import check_adapters_to_merge
@@ -27,21 +29,29 @@ from ._lora import MergeReport, _rel_l2
 __all__ = ["GGUFLoraLinear", "check_merge_type"]
 
 
-# fastquant.gguf.quantize's types (docs/gguf.md)
-_QUANTIZABLE = frozenset({"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"})
+@functools.lru_cache(maxsize=None)
+def _quantizer_check(tid: int, block_elems: int) -> Optional[str]:
+    """``None`` if fastquant can quantize to the type, else the quantizer's own message (which lists the types
+    it can write): one block of zeros is tried, so the answer follows the Rust core."""
+    try:
+        _core.quantize(np.zeros((1, block_elems), dtype=np.float32), tid, 1)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def check_merge_type(base, ggml_type, where: str = "") -> str:
     """The name of ``ggml_type`` if merged weights of ``base`` can be written in it, else ``ValueError``."""
     from ._dequant import _type_info
 
-    _, name, be, _, _ = _type_info(ggml_type)
-    label = f"GGUF layer {where!r}" if where else "GGUF layer"
-    if name not in _QUANTIZABLE:
+    tid, name, be, _, _ = _type_info(ggml_type)
+    label = f"GGUF layer {where!r}" if where else f"GGUF layer ({base.out_features}x{base.in_features})"
+    missing = _quantizer_check(tid, be)
+    if missing is not None:
         raise ValueError(
-            f"{label}: merged LoRA weights must be requantized, and fastquant has no quantizer for {name}; "
-            f"choose one of {sorted(_QUANTIZABLE)} (fastquant.gguf.merge_lora(model, ggml_type=...) or the "
-            "layer's merge_ggml_type)"
+            f"{label}: merged LoRA weights must be requantized, and fastquant has no quantizer for {name} "
+            f"({missing}); choose a type with fastquant.gguf.merge_lora(model, ggml_type=...) or the layer's "
+            "merge_ggml_type"
         )
     if base.in_features % be:
         raise ValueError(f"{label}: {base.in_features} input features are not whole {be}-element {name} blocks")
