@@ -59,6 +59,14 @@ F16_SCALE_OFFSETS = {
     "Q2_K": [80, 82],
     "Q3_K": [108],
     "Q6_K": [208],
+    "IQ2_XS": [0],
+    "IQ2_S": [0],
+    "IQ3_XXS": [0],
+    "IQ1_S": [0],
+    "Q1_0": [0],
+    "Q2_0": [0],
+    "TQ1_0": [52],
+    "TQ2_0": [64],
 }
 FINITE_F16 = np.array([0x0000, 0x8000, 0x0001, 0x03FF, 0x2C00, 0xAC00, 0x2400], dtype=np.uint16)
 
@@ -84,6 +92,22 @@ def special_blocks(name: str, n_blocks: int, seed: int, finite: bool = False) ->
     if name == "MXFP4":
         choices = [118, 120, 125, 127] if finite else [0, 1, 2, 3, 100, 126, 127, 128, 200, 253, 254, 255]
         blocks[:, 0] = np.array(choices, np.uint8)[rng.integers(0, len(choices), n_blocks)]
+    if name == "NVFP4":
+        choices = [0x20, 0x2C, 0x38, 0x31] if finite else [0x00, 0x7F, 0x80, 0xFF, 0x01, 0x08, 0x77]
+        blocks[:, :4] = np.array(choices, np.uint8)[rng.integers(0, len(choices), (n_blocks, 4))]
+    if name == "Q8_K":
+        d = rng.uniform(1e-4, 1e-2, n_blocks).astype("<f4")
+        if not finite:
+            d[:4] = [np.inf, np.nan, -0.0, 1e-45]
+        blocks[:, 0:4] = d.view(np.uint8).reshape(n_blocks, 4)
+    if name == "IQ1_M":  # the f16 scale is spread over the top nibbles of four u16 words
+        words = blocks[:, 48:56].copy().view("<u2")
+        d = pool[rng.integers(0, len(pool), n_blocks)]
+        if not finite:
+            d[:4] = [0x7C00, 0x7E00, 0x8000, 0x0001]
+        for w in range(4):
+            words[:, w] = (words[:, w] & 0x0FFF) | (((d >> (4 * w)) & 0xF) << 12)
+        blocks[:, 48:56] = words.view(np.uint8)
     if finite and name in ("F16", "BF16", "F32"):
         vals = rng.standard_normal(n_blocks).astype(np.float32) * 0.05
         if name == "F32":
@@ -122,7 +146,9 @@ def golden_rows():
 def test_covers_the_required_types():
     required = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}
     assert required | {"IQ2_XXS", "IQ3_S", "MXFP4", "F16", "BF16"} <= set(gt.TYPES)
-    assert {r["type"] for r in golden_rows()} == set(QUANT_TYPES)
+    # every type ggml has golden vectors for (all 26 with a dequantizer) has a Triton decoder
+    with open(GOLDEN / "manifest.tsv") as f:
+        assert {r["type"] for r in csv.DictReader(f, delimiter="\t")} == set(QUANT_TYPES)
     for name, (tid, be, bb, _) in gt.TYPES.items():
         assert _core.ggml_type_info(name)[:4] == (tid, name, be, bb)
 
@@ -151,7 +177,7 @@ def test_dequantize_special_scales_all_dtypes(name):
         got = gt.dequantize(dev, name, (n_blocks * be,), dtype)
         assert got.dtype == dtype
         assert_same(got, want, f"{name} {kind}")
-    if name in F16_SCALE_OFFSETS:  # the specials reach the output
+    if name in F16_SCALE_OFFSETS or name in ("Q8_K", "IQ1_M"):  # the specials reach the output
         w = fg.dequantize(blocks.reshape(-1), name)
         assert np.isnan(w).any() and np.isinf(w).any()
     assert np.array_equal(dev.cpu().numpy(), blocks)  # input untouched
@@ -221,8 +247,8 @@ def test_errors():
         gt.dequantize(p.reshape(-1)[:-1], "Q4_0", (4, 64))
     with pytest.raises(ValueError, match="32-element"):
         gt.dequantize(p, "Q4_0", (4, 60))
-    with pytest.raises(ValueError, match="no Triton decoder for IQ1_S"):
-        gt.dequantize(p, "IQ1_S", (4, 64))
+    with pytest.raises(ValueError, match="no Triton decoder for I8"):
+        gt.dequantize(p, "I8", (4, 64))
     with pytest.raises(TypeError, match="uint8"):
         gt.dequantize(p.to(torch.int16), "Q4_0", (4, 64))
     with pytest.raises(ValueError, match="dtype"):
@@ -233,7 +259,7 @@ def test_errors():
         gt.linear(torch.ones(2, 64, dtype=torch.int32, device=DEVICE), p, "Q4_0", (4, 64))
     with pytest.raises(ValueError, match="bias"):
         gt.linear(torch.randn(2, 64, device=DEVICE), p, "Q4_0", (4, 64), torch.zeros(5, device=DEVICE))
-    assert gt.supports("Q4_K") and gt.supports(12) and not gt.supports("IQ1_S") and not gt.supports("nope")
+    assert gt.supports("Q4_K") and gt.supports(12) and not gt.supports("I8") and not gt.supports("nope")
 
 
 def test_torch_compile_fullgraph():
