@@ -309,7 +309,8 @@ def _iq_more(wp, blk, e, mask, tab, tab2, T: tl.constexpr):
 @jit
 def _e8m0_half(x):
     """2^(x-128) exactly (the two binary32 subnormals for x = 0 and 1)."""
-    bits = tl.where(x < 2, 0x00200000 << x, (x - 1) << 23)
+    # the shift amount is clamped so that the unselected lanes never shift by 32 or more (undefined in LLVM)
+    bits = tl.where(x < 2, 0x00200000 << tl.minimum(x, 1), (x - 1) << 23)
     return bits.to(tl.float32, bitcast=True)
 
 
