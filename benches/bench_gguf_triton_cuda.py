@@ -142,9 +142,28 @@ def diffusers_path() -> str:
     return "native torch path (dequantize_gguf_tensor + F.linear; the Hub CUDA kernels are not loaded)"
 
 
+def compile_check(log):
+    """Build each benchmarked kernel (fixed configurations) for sm_90 and report what ptxas says."""
+    os.environ["FASTQUANT_TRITON_COMPILE_ONLY"] = "1"
+    from fastquant.gguf.triton import _aot
+
+    log("ahead-of-time compile for sm_90 (fixed configurations; bf16 activations)")
+    for name in TYPES:
+        for rows in BATCHES:
+            r = _aot.compile_linear(name, rows)
+            log(
+                f"  {name:<7} rows={rows:<4} registers {r['regs']}, spill stores {r['spills']} B, shared {r['shared']} B"
+            )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="only the exactness checks, on tiny shapes")
+    ap.add_argument(
+        "--compile-check",
+        action="store_true",
+        help="compile the benchmarked kernels for sm_90 without a GPU and print registers/spills (ptxas -v)",
+    )
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument(
         "--out", default=None, help="results file (default benches/results/bench_gguf_triton_cuda_<gpu>.txt)"
@@ -158,6 +177,10 @@ def main():
     def log(s=""):
         print(s, flush=True)
         lines.append(s)
+
+    if args.compile_check:
+        compile_check(log)
+        return
 
     from fastquant.gguf import triton as gt
 

@@ -278,6 +278,41 @@ def test_torch_compile_fullgraph():
     torch._dynamo.reset()
 
 
+# ---- ahead-of-time compile for sm_90 (no GPU needed) ----------------------------------------------------
+
+AOT = """
+import json
+from fastquant.gguf.triton import TYPES, _aot
+res = {name: _aot.compile_dequant(name, 2, report=False) for name in TYPES}
+res["Q4_K with fusion"] = _aot.compile_dequant("Q4_K", 0, fp_fusion=True, report=False)
+res["Q4_1 with fusion"] = _aot.compile_dequant("Q4_1", 0, fp_fusion=True, report=False)
+for rows in (1, 16, 256):
+    res[f"linear Q4_K {rows}"] = _aot.compile_linear("Q4_K", rows, report=False)
+res["linear IQ2_XXS f32"] = _aot.compile_linear("IQ2_XXS", 40, out=0, report=False)
+print(json.dumps(res))
+"""
+
+
+def test_kernels_compile_for_sm90_without_fma_contraction():
+    """The compiled (not interpreted) kernels build for an H100/H200-class target with Triton's own compiler,
+    and the decoders contain no FMA: the reference rounds d*q and the following +/- m separately, which only
+    holds because the kernels are built with enable_fp_fusion=False (with fusion the compiler does fuse)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTQUANT_TRITON_COMPILE_ONLY="1")
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for name in gt.TYPES:
+        assert res[name]["fma"] == 0, name
+    assert res["Q4_K with fusion"]["fma"] > 0 and res["Q4_1 with fusion"]["fma"] > 0
+    assert res["linear Q4_K 256"]["shared"] > 0  # the tiled kernel stages its dot operands in shared memory
+
+
 # ---- the layers on CUDA ------------------------------------------------------------------------------------
 
 
