@@ -259,6 +259,10 @@ def test_errors():
         gt.linear(torch.ones(2, 64, dtype=torch.int32, device=DEVICE), p, "Q4_0", (4, 64))
     with pytest.raises(ValueError, match="bias"):
         gt.linear(torch.randn(2, 64, device=DEVICE), p, "Q4_0", (4, 64), torch.zeros(5, device=DEVICE))
+    with pytest.raises(ValueError, match="out_features"):
+        gt.linear(torch.randn(2, 64, device=DEVICE), p, "Q4_0", 256)
+    with pytest.raises(TypeError, match="bias"):
+        gt.linear(torch.randn(2, 64, device=DEVICE), p, "Q4_0", (4, 64), torch.zeros(4, dtype=torch.int32))
     assert gt.supports("Q4_K") and gt.supports(12) and not gt.supports("I8") and not gt.supports("nope")
 
 
@@ -326,6 +330,8 @@ def test_layers_use_triton_on_cuda(name):
     for rows in (1, 16, 40):
         x = torch.randn(rows, 256, device="cuda")
         assert torch.equal(layer(x), gt.linear(x, layer.weight, name, (48, 256), layer.bias))
+    with pytest.raises(ValueError, match="bias is on"):
+        gt.linear(x, layer.weight, name, (48, 256), torch.zeros(48))
     # fused=False and dequantize_weight: exact Triton dequantization
     assert torch.equal(layer.dequantize_weight().cpu(), W)
     assert name in _layers._triton_types()
