@@ -174,9 +174,13 @@ def main():
     # the interpreter's numpy ops warn on the Inf/NaN that random blocks decode to; the hardware does not
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton")
 
+    out_file = []  # set once the GPU is known; every line is written as it comes (a cut-off run keeps its rows)
+
     def log(s=""):
         print(s, flush=True)
         lines.append(s)
+        if out_file:
+            out_file[0].write_text("\n".join(lines) + "\n")
 
     if args.compile_check:
         compile_check(log)
@@ -198,6 +202,10 @@ def main():
 
     import fastquant.gguf as fg
     from fastquant.gguf import _layers
+
+    gpu = torch.cuda.get_device_name().split()[-1].lower()
+    out_file.append(Path(args.out or Path(__file__).parent / "results" / f"bench_gguf_triton_cuda_{gpu}.txt"))
+    log()  # writes what was logged so far
 
     autotune = os.environ.get("FASTQUANT_TRITON_AUTOTUNE", "1") != "0"
     log(f"autotune: {'on (first call per shape tunes; cached on disk)' if autotune else 'off (fixed configs)'}")
@@ -242,10 +250,7 @@ def main():
         f"targets missed: {misses}; wall {time.time() - t_start:.0f}s; Triton path used: "
         f"{sorted(_layers._triton_types()) == sorted(gt.TYPES)}"
     )
-    gpu = torch.cuda.get_device_name().split()[-1].lower()
-    out = Path(args.out or Path(__file__).parent / "results" / f"bench_gguf_triton_cuda_{gpu}.txt")
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out_file[0]}")
 
 
 if __name__ == "__main__":
