@@ -22,7 +22,7 @@ from torch import nn
 
 import fastquant.gguf as fg
 from fastquant import _core
-from fastquant.gguf import _layers
+from fastquant.gguf import _layers, _model
 
 CUDA = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not CUDA, reason="requires CUDA")
@@ -444,7 +444,7 @@ def test_load_into_name_map_dict_and_dtype(tmp_path):
     tensors = {}
     for k, v in sd.items():
         fname = "blk." + k
-        mod = m.get_submodule(_layers._split(k)[0])
+        mod = m.get_submodule(_model._split(k)[0])
         if isinstance(mod, fg.GGUFLinear) and k.endswith("weight"):
             tensors[fname] = (v.numpy(), mod.ggml_type, (mod.out_features, mod.in_features))
         else:
