@@ -282,6 +282,28 @@ def test_torch_compile_fullgraph():
     torch._dynamo.reset()
 
 
+def test_layer_switch_is_a_constant_under_compile():
+    """GGUFLinear.forward asks _layers._use_triton(type) on CUDA; the first answer imports triton, which
+    torch.compile(fullgraph=True) cannot trace, so the switch is evaluated as a constant. Checked in a fresh
+    process (nothing imported yet), where the import happens during tracing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from fastquant.gguf import _layers\n"
+        "assert _layers._triton_mod is None and 'fastquant.gguf.triton' not in sys.modules\n"
+        "f = torch.compile(lambda x: x + 1 if _layers._use_triton('Q4_K') else x - 1, fullgraph=True, backend='eager')\n"
+        "y = f(torch.zeros(2))\n"
+        "want = 1.0 if torch.cuda.is_available() else -1.0\n"
+        "assert torch.equal(y, torch.full((2,), want)), y\n"
+        "print('ok', 'fastquant.gguf.triton' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["ok", "True"]
+
+
 # ---- ahead-of-time compile for sm_90 (no GPU needed) ----------------------------------------------------
 
 AOT = """
