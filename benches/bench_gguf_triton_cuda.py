@@ -142,9 +142,28 @@ def diffusers_path() -> str:
     return "native torch path (dequantize_gguf_tensor + F.linear; the Hub CUDA kernels are not loaded)"
 
 
+def compile_check(log):
+    """Build each benchmarked kernel (fixed configurations) for sm_90 and report what ptxas says."""
+    os.environ["FASTQUANT_TRITON_COMPILE_ONLY"] = "1"
+    from fastquant.gguf.triton import _aot
+
+    log("ahead-of-time compile for sm_90 (fixed configurations; bf16 activations)")
+    for name in TYPES:
+        for rows in BATCHES:
+            r = _aot.compile_linear(name, rows)
+            log(
+                f"  {name:<7} rows={rows:<4} registers {r['regs']}, spill stores {r['spills']} B, shared {r['shared']} B"
+            )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="only the exactness checks, on tiny shapes")
+    ap.add_argument(
+        "--compile-check",
+        action="store_true",
+        help="compile the benchmarked kernels for sm_90 without a GPU and print registers/spills (ptxas -v)",
+    )
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument(
         "--out", default=None, help="results file (default benches/results/bench_gguf_triton_cuda_<gpu>.txt)"
@@ -155,9 +174,17 @@ def main():
     # the interpreter's numpy ops warn on the Inf/NaN that random blocks decode to; the hardware does not
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton")
 
+    out_file = []  # set once the GPU is known; every line is written as it comes (a cut-off run keeps its rows)
+
     def log(s=""):
         print(s, flush=True)
         lines.append(s)
+        if out_file:
+            out_file[0].write_text("\n".join(lines) + "\n")
+
+    if args.compile_check:
+        compile_check(log)
+        return
 
     from fastquant.gguf import triton as gt
 
@@ -175,6 +202,10 @@ def main():
 
     import fastquant.gguf as fg
     from fastquant.gguf import _layers
+
+    gpu = torch.cuda.get_device_name().split()[-1].lower()
+    out_file.append(Path(args.out or Path(__file__).parent / "results" / f"bench_gguf_triton_cuda_{gpu}.txt"))
+    log()  # writes what was logged so far
 
     autotune = os.environ.get("FASTQUANT_TRITON_AUTOTUNE", "1") != "0"
     log(f"autotune: {'on (first call per shape tunes; cached on disk)' if autotune else 'off (fixed configs)'}")
@@ -219,10 +250,7 @@ def main():
         f"targets missed: {misses}; wall {time.time() - t_start:.0f}s; Triton path used: "
         f"{sorted(_layers._triton_types()) == sorted(gt.TYPES)}"
     )
-    gpu = torch.cuda.get_device_name().split()[-1].lower()
-    out = Path(args.out or Path(__file__).parent / "results" / f"bench_gguf_triton_cuda_{gpu}.txt")
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out_file[0]}")
 
 
 if __name__ == "__main__":

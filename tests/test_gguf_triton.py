@@ -59,6 +59,14 @@ F16_SCALE_OFFSETS = {
     "Q2_K": [80, 82],
     "Q3_K": [108],
     "Q6_K": [208],
+    "IQ2_XS": [0],
+    "IQ2_S": [0],
+    "IQ3_XXS": [0],
+    "IQ1_S": [0],
+    "Q1_0": [0],
+    "Q2_0": [0],
+    "TQ1_0": [52],
+    "TQ2_0": [64],
 }
 FINITE_F16 = np.array([0x0000, 0x8000, 0x0001, 0x03FF, 0x2C00, 0xAC00, 0x2400], dtype=np.uint16)
 
@@ -84,6 +92,22 @@ def special_blocks(name: str, n_blocks: int, seed: int, finite: bool = False) ->
     if name == "MXFP4":
         choices = [118, 120, 125, 127] if finite else [0, 1, 2, 3, 100, 126, 127, 128, 200, 253, 254, 255]
         blocks[:, 0] = np.array(choices, np.uint8)[rng.integers(0, len(choices), n_blocks)]
+    if name == "NVFP4":
+        choices = [0x20, 0x2C, 0x38, 0x31] if finite else [0x00, 0x7F, 0x80, 0xFF, 0x01, 0x08, 0x77]
+        blocks[:, :4] = np.array(choices, np.uint8)[rng.integers(0, len(choices), (n_blocks, 4))]
+    if name == "Q8_K":
+        d = rng.uniform(1e-4, 1e-2, n_blocks).astype("<f4")
+        if not finite:
+            d[:4] = [np.inf, np.nan, -0.0, 1e-45]
+        blocks[:, 0:4] = d.view(np.uint8).reshape(n_blocks, 4)
+    if name == "IQ1_M":  # the f16 scale is spread over the top nibbles of four u16 words
+        words = blocks[:, 48:56].copy().view("<u2")
+        d = pool[rng.integers(0, len(pool), n_blocks)]
+        if not finite:
+            d[:4] = [0x7C00, 0x7E00, 0x8000, 0x0001]
+        for w in range(4):
+            words[:, w] = (words[:, w] & 0x0FFF) | (((d >> (4 * w)) & 0xF) << 12)
+        blocks[:, 48:56] = words.view(np.uint8)
     if finite and name in ("F16", "BF16", "F32"):
         vals = rng.standard_normal(n_blocks).astype(np.float32) * 0.05
         if name == "F32":
@@ -122,7 +146,9 @@ def golden_rows():
 def test_covers_the_required_types():
     required = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}
     assert required | {"IQ2_XXS", "IQ3_S", "MXFP4", "F16", "BF16"} <= set(gt.TYPES)
-    assert {r["type"] for r in golden_rows()} == set(QUANT_TYPES)
+    # every type ggml has golden vectors for (all 26 with a dequantizer) has a Triton decoder
+    with open(GOLDEN / "manifest.tsv") as f:
+        assert {r["type"] for r in csv.DictReader(f, delimiter="\t")} == set(QUANT_TYPES)
     for name, (tid, be, bb, _) in gt.TYPES.items():
         assert _core.ggml_type_info(name)[:4] == (tid, name, be, bb)
 
@@ -151,7 +177,7 @@ def test_dequantize_special_scales_all_dtypes(name):
         got = gt.dequantize(dev, name, (n_blocks * be,), dtype)
         assert got.dtype == dtype
         assert_same(got, want, f"{name} {kind}")
-    if name in F16_SCALE_OFFSETS:  # the specials reach the output
+    if name in F16_SCALE_OFFSETS or name in ("Q8_K", "IQ1_M"):  # the specials reach the output
         w = fg.dequantize(blocks.reshape(-1), name)
         assert np.isnan(w).any() and np.isinf(w).any()
     assert np.array_equal(dev.cpu().numpy(), blocks)  # input untouched
@@ -221,8 +247,8 @@ def test_errors():
         gt.dequantize(p.reshape(-1)[:-1], "Q4_0", (4, 64))
     with pytest.raises(ValueError, match="32-element"):
         gt.dequantize(p, "Q4_0", (4, 60))
-    with pytest.raises(ValueError, match="no Triton decoder for IQ1_S"):
-        gt.dequantize(p, "IQ1_S", (4, 64))
+    with pytest.raises(ValueError, match="no Triton decoder for I8"):
+        gt.dequantize(p, "I8", (4, 64))
     with pytest.raises(TypeError, match="uint8"):
         gt.dequantize(p.to(torch.int16), "Q4_0", (4, 64))
     with pytest.raises(ValueError, match="dtype"):
@@ -233,7 +259,11 @@ def test_errors():
         gt.linear(torch.ones(2, 64, dtype=torch.int32, device=DEVICE), p, "Q4_0", (4, 64))
     with pytest.raises(ValueError, match="bias"):
         gt.linear(torch.randn(2, 64, device=DEVICE), p, "Q4_0", (4, 64), torch.zeros(5, device=DEVICE))
-    assert gt.supports("Q4_K") and gt.supports(12) and not gt.supports("IQ1_S") and not gt.supports("nope")
+    with pytest.raises(ValueError, match="out_features"):
+        gt.linear(torch.randn(2, 64, device=DEVICE), p, "Q4_0", 256)
+    with pytest.raises(TypeError, match="bias"):
+        gt.linear(torch.randn(2, 64, device=DEVICE), p, "Q4_0", (4, 64), torch.zeros(4, dtype=torch.int32))
+    assert gt.supports("Q4_K") and gt.supports(12) and not gt.supports("I8") and not gt.supports("nope")
 
 
 def test_torch_compile_fullgraph():
@@ -252,6 +282,63 @@ def test_torch_compile_fullgraph():
     torch._dynamo.reset()
 
 
+def test_layer_switch_is_a_constant_under_compile():
+    """GGUFLinear.forward asks _layers._use_triton(type) on CUDA; the first answer imports triton, which
+    torch.compile(fullgraph=True) cannot trace, so the switch is evaluated as a constant. Checked in a fresh
+    process (nothing imported yet), where the import happens during tracing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from fastquant.gguf import _layers\n"
+        "assert _layers._triton_mod is None and 'fastquant.gguf.triton' not in sys.modules\n"
+        "f = torch.compile(lambda x: x + 1 if _layers._use_triton('Q4_K') else x - 1, fullgraph=True, backend='eager')\n"
+        "y = f(torch.zeros(2))\n"
+        "want = 1.0 if torch.cuda.is_available() else -1.0\n"
+        "assert torch.equal(y, torch.full((2,), want)), y\n"
+        "print('ok', 'fastquant.gguf.triton' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["ok", "True"]
+
+
+# ---- ahead-of-time compile for sm_90 (no GPU needed) ----------------------------------------------------
+
+AOT = """
+import json
+from fastquant.gguf.triton import TYPES, _aot
+res = {name: _aot.compile_dequant(name, 2, report=False) for name in TYPES}
+res["Q4_K with fusion"] = _aot.compile_dequant("Q4_K", 0, fp_fusion=True, report=False)
+res["Q4_1 with fusion"] = _aot.compile_dequant("Q4_1", 0, fp_fusion=True, report=False)
+for rows in (1, 16, 256):
+    res[f"linear Q4_K {rows}"] = _aot.compile_linear("Q4_K", rows, report=False)
+res["linear IQ2_XXS f32"] = _aot.compile_linear("IQ2_XXS", 40, out=0, report=False)
+print(json.dumps(res))
+"""
+
+
+def test_kernels_compile_for_sm90_without_fma_contraction():
+    """The compiled (not interpreted) kernels build for an H100/H200-class target with Triton's own compiler,
+    and the decoders contain no FMA: the reference rounds d*q and the following +/- m separately, which only
+    holds because the kernels are built with enable_fp_fusion=False (with fusion the compiler does fuse)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTQUANT_TRITON_COMPILE_ONLY="1")
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for name in gt.TYPES:
+        assert res[name]["fma"] == 0, name
+    assert res["Q4_K with fusion"]["fma"] > 0 and res["Q4_1 with fusion"]["fma"] > 0
+    assert res["linear Q4_K 256"]["shared"] > 0  # the tiled kernel stages its dot operands in shared memory
+
+
 # ---- the layers on CUDA ------------------------------------------------------------------------------------
 
 
@@ -265,6 +352,8 @@ def test_layers_use_triton_on_cuda(name):
     for rows in (1, 16, 40):
         x = torch.randn(rows, 256, device="cuda")
         assert torch.equal(layer(x), gt.linear(x, layer.weight, name, (48, 256), layer.bias))
+    with pytest.raises(ValueError, match="bias is on"):
+        gt.linear(x, layer.weight, name, (48, 256), torch.zeros(48))
     # fused=False and dequantize_weight: exact Triton dequantization
     assert torch.equal(layer.dequantize_weight().cpu(), W)
     assert name in _layers._triton_types()

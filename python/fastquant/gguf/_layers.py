@@ -194,6 +194,13 @@ def _triton_types() -> frozenset:
     return _triton_mod if USE_TRITON else frozenset()
 
 
+@torch.compiler.assume_constant_result
+def _use_triton(name: str) -> bool:
+    """Whether CUDA forwards of ``name`` take the Triton path. A constant for torch.compile: it is evaluated
+    while tracing (which may import triton the first time) instead of being traced."""
+    return name in _triton_types()
+
+
 def _dequant_impl(packed: torch.Tensor, tid: int, n: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     """Dequantize ``n`` packed rows of ``k`` values to ``dtype`` on ``packed``'s device."""
     _, name, be, bb = _info(tid)
@@ -201,7 +208,7 @@ def _dequant_impl(packed: torch.Tensor, tid: int, n: int, k: int, dtype: torch.d
         out = torch.empty((n, k), dtype=dtype)
         _dequantize_blocks(packed, tid, out=out, threads=_threads())
         return out
-    if packed.device.type == "cuda" and name in _triton_types():
+    if packed.device.type == "cuda" and _use_triton(name):
         return torch.ops.fastquant.gguf_triton_dequantize(packed, tid, n, k, dtype)
     if name in GPU_TYPES:
         blocks = packed.reshape(-1, bb)
@@ -468,7 +475,7 @@ class GGUFLinear(_GGUFPacked):
             # training (e.g. LoRA): gradients w.r.t. x and the bias; the blocks stay frozen (see _lora.py)
             return _lora.packed_linear_with_grad(self, x, fused)
         k, n = self.in_features, self.out_features
-        if x.device.type == "cuda" and fused is not False and self.ggml_type in _triton_types():
+        if x.device.type == "cuda" and fused is not False and _use_triton(self.ggml_type):
             return torch.ops.fastquant.gguf_triton_linear(x, self.weight, self._type_id, n, k, self.bias)
         if fused is None:
             fused = x.device.type == "cpu" and x.numel() <= FUSED_MAX_ROWS * k

@@ -112,14 +112,22 @@ def linear(x: torch.Tensor, blocks: torch.Tensor, ggml_type, shape: Sequence[int
     """
     from . import _ops  # noqa: F401
 
+    if isinstance(shape, int) or len(tuple(shape)) != 2:
+        raise ValueError(f"shape must be (out_features, in_features), got {shape!r}")
     name, rows, cols, be, bb = _geometry(blocks, ggml_type, shape)
-    if len(tuple(shape)) != 2:
-        raise ValueError(f"shape must be (out_features, in_features), got {tuple(shape)}")
     if not isinstance(x, torch.Tensor) or x.dtype not in _OUT_CODES:
         raise TypeError("x must be a float32, float16 or bfloat16 tensor")
     _check_device(x, "x")
+    # the kernels take raw pointers: every operand must be on the same device
+    if x.device != blocks.device:
+        raise ValueError(f"x is on {x.device} but the blocks are on {blocks.device}")
     if x.shape[-1] != cols:
         raise ValueError(f"x has {x.shape[-1]} features, the weight expects {cols}")
-    if bias is not None and (bias.shape != (rows,)):
-        raise ValueError(f"bias must have shape ({rows},), got {tuple(bias.shape)}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or not bias.dtype.is_floating_point or bias.dtype == torch.float64:
+            raise TypeError("bias must be a float32, float16 or bfloat16 tensor")
+        if tuple(bias.shape) != (rows,):
+            raise ValueError(f"bias must have shape ({rows},), got {tuple(bias.shape)}")
+        if bias.device != x.device:
+            raise ValueError(f"bias is on {bias.device} but x is on {x.device}")
     return torch.ops.fastquant.gguf_triton_linear(x, blocks, TYPES[name][0], rows, cols, bias)

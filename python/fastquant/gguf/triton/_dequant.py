@@ -22,6 +22,8 @@ from ._jit import jit
 F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
 IQ2_XXS, IQ4_NL, IQ3_S, IQ4_XS, BF16, MXFP4 = 16, 20, 21, 23, 30, 39
+Q8_K, IQ2_XS, IQ3_XXS, IQ1_S, IQ2_S, IQ1_M = 15, 17, 18, 19, 22, 29
+TQ1_0, TQ2_0, NVFP4, Q1_0, Q2_0 = 34, 35, 40, 41, 42
 
 #: name -> (id, elements per block, bytes per block, tables (tab, tab2) or None)
 TYPES = {
@@ -43,6 +45,17 @@ TYPES = {
     "IQ2_XXS": (IQ2_XXS, 256, 66, ("iq2xxs_grid", "ksigns")),
     "IQ3_S": (IQ3_S, 256, 110, ("iq3s_grid", "iq3s_grid")),
     "MXFP4": (MXFP4, 32, 17, ("fp4", "fp4")),
+    "Q8_K": (Q8_K, 256, 292, None),
+    "Q1_0": (Q1_0, 128, 18, None),
+    "Q2_0": (Q2_0, 64, 18, None),
+    "TQ1_0": (TQ1_0, 256, 54, None),
+    "TQ2_0": (TQ2_0, 256, 66, None),
+    "IQ2_XS": (IQ2_XS, 256, 74, ("iq2xs_grid", "ksigns")),
+    "IQ2_S": (IQ2_S, 256, 82, ("iq2s_grid", "iq2s_grid")),
+    "IQ3_XXS": (IQ3_XXS, 256, 98, ("iq3xxs_grid", "ksigns")),
+    "IQ1_S": (IQ1_S, 256, 50, ("iq1s_grid", "iq1s_grid")),
+    "IQ1_M": (IQ1_M, 256, 56, ("iq1s_grid", "iq1s_grid")),
+    "NVFP4": (NVFP4, 64, 36, ("fp4", "fp4")),
 }
 
 
@@ -103,11 +116,19 @@ def _legacy(wp, blk, e, mask, T: tl.constexpr):
         hb = (_b(wp, base, 4 + e // 8, mask) >> (e % 8)) & 1
         x = _nib(wp, base, 8, e, mask) | (hb << 4)
         return x.to(tl.float32) * _f16(wp, base, 0, mask) + _f16(wp, base, 2, mask)
-    else:
+    elif T == 8:
         base = blk * 34
         q = _b(wp, base, 2 + e, mask)
         q = q - ((q & 128) << 1)  # int8
         return q.to(tl.float32) * _f16(wp, base, 0, mask)
+    elif T == 41:
+        base = blk * 18
+        d = _f16(wp, base, 0, mask)
+        return tl.where(((_b(wp, base, 2 + e // 8, mask) >> (e % 8)) & 1) == 1, d, -d)
+    else:
+        base = blk * 18
+        q = (_b(wp, base, 2 + e // 4, mask) >> (2 * (e % 4))) & 3
+        return (q - 1).to(tl.float32) * _f16(wp, base, 0, mask)
 
 
 @jit
@@ -168,6 +189,12 @@ def _kquant(wp, blk, e, mask, T: tl.constexpr):
                 (_b(wp, base, 16 + li, mask) >> (2 * j + h)) & 1
             )
         return d1 * v.to(tl.float32) - m1
+    elif T == 15:
+        base = blk * 292
+        bits = _b(wp, base, 0, mask) | (_b(wp, base, 1, mask) << 8) | (_b(wp, base, 2, mask) << 16)
+        d = (bits | (_b(wp, base, 3, mask) << 24)).to(tl.float32, bitcast=True)
+        q = _b(wp, base, 4 + e, mask)
+        return d * (q - ((q & 128) << 1)).to(tl.float32)
     else:
         base = blk * 210
         n = e // 128
@@ -183,15 +210,113 @@ def _kquant(wp, blk, e, mask, T: tl.constexpr):
 
 
 @jit
+def _ternary(wp, blk, e, mask, T: tl.constexpr):
+    """TQ1_0 (base-3 digits packed five to a byte) and TQ2_0 (2-bit codes): (t - 1) * d."""
+    if T == 34:
+        base = blk * 54
+        first = e < 160
+        mid = (e >= 160) & (e < 240)
+        r = tl.where(first, e, tl.where(mid, e - 160, e - 240))
+        n = tl.where(first, r // 32, tl.where(mid, r // 16, r // 4))
+        off = tl.where(first, r % 32, tl.where(mid, 32 + r % 16, 48 + r % 4))
+        pow3 = tl.where(n == 0, 1, tl.where(n == 1, 3, tl.where(n == 2, 9, tl.where(n == 3, 27, 81))))
+        t = (((_b(wp, base, off, mask) * pow3) & 255) * 3) >> 8
+        return (t - 1).to(tl.float32) * _f16(wp, base, 52, mask)
+    else:
+        base = blk * 66
+        g = e // 128
+        li = (e % 128) // 32
+        t = (_b(wp, base, 32 * g + e % 32, mask) >> (2 * li)) & 3
+        return (t - 1).to(tl.float32) * _f16(wp, base, 64, mask)
+
+
+@jit
+def _ue4m3_half(x):
+    """Unsigned E4M3 (bias 7, sign bit ignored, 0x7F read as 0) times one half; every step exact in f32."""
+    ex = (x >> 3) & 0xF
+    man = (x & 7).to(tl.float32)
+    pw = ((ex - 7 + 127) << 23).to(tl.float32, bitcast=True)
+    raw = tl.where(ex == 0, man * (1.0 / 512.0), (1.0 + man * 0.125) * pw)
+    return tl.where((x == 0) | (x == 0x7F), 0.0, raw * 0.5)
+
+
+@jit
+def _iq_more(wp, blk, e, mask, tab, tab2, T: tl.constexpr):
+    """IQ2_XS, IQ2_S, IQ3_XXS, IQ1_S, IQ1_M."""
+    ib = e // 32
+    li = (e % 32) // 8
+    j = e % 8
+    if T == 17:
+        base = blk * 74
+        q = _b(wp, base, 2 + 2 * (4 * ib + li), mask) | (_b(wp, base, 3 + 2 * (4 * ib + li), mask) << 8)
+        sc = _b(wp, base, 66 + ib, mask)
+        nib = tl.where(li < 2, sc & 0xF, sc >> 4)
+        db = _f16(wp, base, 0, mask) * (0.5 + nib.to(tl.float32)) * 0.25
+        signs = tl.load(tab2 + (q >> 9), mask=mask, other=0).to(tl.int32)
+        v = db * tl.load(tab + (q & 511) * 8 + j, mask=mask, other=0).to(tl.float32)
+        return tl.where(((signs >> j) & 1) == 1, -v, v)
+    elif T == 22:
+        base = blk * 82
+        idx = _b(wp, base, 2 + 4 * ib + li, mask) | (((_b(wp, base, 66 + ib, mask) >> (2 * li)) & 3) << 8)
+        signs = _b(wp, base, 34 + 4 * ib + li, mask)
+        sc = _b(wp, base, 74 + ib, mask)
+        nib = tl.where(li < 2, sc & 0xF, sc >> 4)
+        db = _f16(wp, base, 0, mask) * (0.5 + nib.to(tl.float32)) * 0.25
+        v = db * tl.load(tab + idx * 8 + j, mask=mask, other=0).to(tl.float32)
+        return tl.where(((signs >> j) & 1) == 1, -v, v)
+    elif T == 18:
+        base = blk * 98
+        a3 = _b(wp, base, 69 + 4 * ib, mask)
+        a = (
+            _b(wp, base, 66 + 4 * ib, mask)
+            | (_b(wp, base, 67 + 4 * ib, mask) << 8)
+            | (_b(wp, base, 68 + 4 * ib, mask) << 16)
+            | ((a3 & 0xF) << 24)
+        )
+        db = _f16(wp, base, 0, mask) * (0.5 + (a3 >> 4).to(tl.float32)) * 0.5
+        signs = tl.load(tab2 + ((a >> (7 * li)) & 127), mask=mask, other=0).to(tl.int32)
+        g = _b(wp, base, 2 + 8 * ib + 2 * li + j // 4, mask)
+        v = db * tl.load(tab + g * 4 + j % 4, mask=mask, other=0).to(tl.float32)
+        return tl.where(((signs >> j) & 1) == 1, -v, v)
+    elif T == 19:
+        base = blk * 50
+        h = _b(wp, base, 34 + 2 * ib, mask) | (_b(wp, base, 35 + 2 * ib, mask) << 8)
+        dl = _f16(wp, base, 0, mask) * (2 * ((h >> 12) & 7) + 1).to(tl.float32)
+        delta = tl.where((h & 0x8000) != 0, -0.125, 0.125)
+        idx = _b(wp, base, 2 + 4 * ib + li, mask) | (((h >> (3 * li)) & 7) << 8)
+        g = tl.load(tab + idx * 8 + j, mask=mask, other=0).to(tl.int32)
+        return dl * ((g - ((g & 128) << 1)).to(tl.float32) + delta)
+    else:
+        base = blk * 56
+        # the f16 super-block scale is spread over the top nibbles of the four u16 scale words at 48..55
+        bits = (
+            (_b(wp, base, 49, mask) >> 4)
+            | (_b(wp, base, 51, mask) & 0xF0)
+            | ((_b(wp, base, 53, mask) & 0xF0) << 4)
+            | ((_b(wp, base, 55, mask) & 0xF0) << 8)
+        )
+        d = bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        w = _b(wp, base, 48 + 2 * (ib // 2), mask) | (_b(wp, base, 49 + 2 * (ib // 2), mask) << 8)
+        sh = 6 * (ib % 2) + 3 * (li // 2)  # dl1 for k < 2, dl2 (3 bits higher) for k >= 2
+        dl = d * (2 * ((w >> sh) & 7) + 1).to(tl.float32)
+        hb = _b(wp, base, 32 + 2 * ib + li // 2, mask) >> (4 * (li % 2))
+        idx = _b(wp, base, 4 * ib + li, mask) | ((hb & 7) << 8)
+        delta = tl.where((hb & 8) != 0, -0.125, 0.125)
+        g = tl.load(tab + idx * 8 + j, mask=mask, other=0).to(tl.int32)
+        return dl * ((g - ((g & 128) << 1)).to(tl.float32) + delta)
+
+
+@jit
 def _e8m0_half(x):
     """2^(x-128) exactly (the two binary32 subnormals for x = 0 and 1)."""
-    bits = tl.where(x < 2, 0x00200000 << x, (x - 1) << 23)
+    # the shift amount is clamped so that the unselected lanes never shift by 32 or more (undefined in LLVM)
+    bits = tl.where(x < 2, 0x00200000 << tl.minimum(x, 1), (x - 1) << 23)
     return bits.to(tl.float32, bitcast=True)
 
 
 @jit
 def _codebook(wp, blk, e, mask, tab, tab2, T: tl.constexpr):
-    """IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_S, MXFP4."""
+    """IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_S, MXFP4, NVFP4."""
     if T == 20:
         base = blk * 18
         return _f16(wp, base, 0, mask) * tl.load(tab + _nib(wp, base, 2, e, mask), mask=mask, other=0.0)
@@ -232,10 +357,17 @@ def _codebook(wp, blk, e, mask, tab, tab2, T: tl.constexpr):
         s = _b(wp, base, 74 + 4 * ib + i // 2, mask) >> (4 * (i % 2))
         v = db * tl.load(tab + idx * 4 + j, mask=mask, other=0).to(tl.float32)
         return tl.where(((s >> j) & 1) == 1, -v, v)
-    else:
+    elif T == 39:
         base = blk * 17
         d = _e8m0_half(_b(wp, base, 0, mask))
         return tl.load(tab + _nib(wp, base, 1, e, mask), mask=mask, other=0.0) * d
+    else:
+        base = blk * 36
+        s = e // 16
+        ds = _ue4m3_half(_b(wp, base, s, mask))
+        q = _b(wp, base, 4 + 8 * s + e % 8, mask)
+        q = tl.where((e % 16) < 8, q & 0xF, q >> 4)
+        return tl.load(tab + q, mask=mask, other=0.0) * ds
 
 
 @jit
@@ -243,10 +375,14 @@ def decode(wp, blk, e, mask, tab, tab2, T: tl.constexpr):
     """Element ``e`` of block ``blk`` of type ``T`` (a ggml type id), exactly as the Rust reference."""
     if T == 0 or T == 1 or T == 30:
         return _float(wp, blk, e, mask, T)
-    elif T == 2 or T == 3 or T == 6 or T == 7 or T == 8:
+    elif T == 2 or T == 3 or T == 6 or T == 7 or T == 8 or T == 41 or T == 42:
         return _legacy(wp, blk, e, mask, T)
-    elif T == 10 or T == 11 or T == 12 or T == 13 or T == 14:
+    elif T == 10 or T == 11 or T == 12 or T == 13 or T == 14 or T == 15:
         return _kquant(wp, blk, e, mask, T)
+    elif T == 34 or T == 35:
+        return _ternary(wp, blk, e, mask, T)
+    elif T == 17 or T == 18 or T == 19 or T == 22 or T == 29:
+        return _iq_more(wp, blk, e, mask, tab, tab2, T)
     else:
         return _codebook(wp, blk, e, mask, tab, tab2, T)
 

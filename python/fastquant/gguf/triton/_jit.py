@@ -14,7 +14,10 @@ import os
 import torch
 import triton
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1" or not torch.cuda.is_available()
+#: ``FASTQUANT_TRITON_COMPILE_ONLY=1``: build compiled kernels even without a CUDA device, for ahead-of-time
+#: compile checks (``_aot.py``); launching them still needs a GPU.
+COMPILE_ONLY = os.environ.get("FASTQUANT_TRITON_COMPILE_ONLY", "0") == "1"
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1" or (not COMPILE_ONLY and not torch.cuda.is_available())
 
 
 def jit(fn):

@@ -45,6 +45,32 @@ def _host_tables():
     b[:, 2:66] = (all_idx & 255).astype(np.uint8).reshape(8, 64)
     b[:, 66:74] = np.bitwise_or.reduce((all_idx >> 8) << np.arange(8), axis=2).astype(np.uint8)
     iq3s = _rust_dequant(b, "IQ3_S").round().astype(np.uint8)  # 512 entries x 4 bytes, in order
+    # IQ2_XS: 74-byte blocks = d, 32 u16 (9-bit grid index | sign index << 9), 8 scale bytes (0: db = 0.125).
+    b = np.zeros((16, 74), np.uint8)
+    b[:, 0:2] = one
+    b[:, 2:66] = np.arange(512, dtype="<u2").reshape(16, 32).view(np.uint8)
+    iq2xs = (_rust_dequant(b, "IQ2_XS") * 8.0).round().astype(np.uint8)
+    # IQ2_S: 82-byte blocks = d, qs[32] (low 8 index bits), signs[32], qh[8] (2 high bits per index), scales[8].
+    b = np.zeros((32, 82), np.uint8)
+    b[:, 0:2] = one
+    all_idx = np.arange(1024).reshape(32, 8, 4)  # (block, group ib, l)
+    b[:, 2:34] = (all_idx & 255).astype(np.uint8).reshape(32, 32)
+    b[:, 66:74] = np.bitwise_or.reduce((all_idx >> 8) << (2 * np.arange(4)), axis=2).astype(np.uint8)
+    iq2s = (_rust_dequant(b, "IQ2_S") * 8.0).round().astype(np.uint8)
+    # IQ3_XXS: 98-byte blocks = d, qs[64] (one 4-value grid index each), 8 u32 of signs and scale (0: db = 0.25).
+    b = np.zeros((4, 98), np.uint8)
+    b[:, 0:2] = one
+    b[:, 2:66] = np.arange(256, dtype=np.uint8).reshape(4, 64)
+    iq3xxs = (_rust_dequant(b, "IQ3_XXS") * 4.0).round().astype(np.uint8)
+    # IQ1_S: 50-byte blocks = d, qs[32] (low 8 index bits), 8 u16 (3 high bits per index, scale, delta sign).
+    # With scale 0 and delta +0.125 every value is grid + 0.125; the grid holds int8 -1/0/1, kept as bytes.
+    b = np.zeros((64, 50), np.uint8)
+    b[:, 0:2] = one
+    all_idx = np.arange(2048).reshape(64, 8, 4)
+    b[:, 2:34] = (all_idx & 255).astype(np.uint8).reshape(64, 32)
+    h = np.bitwise_or.reduce((all_idx >> 8) << (3 * np.arange(4)), axis=2).astype("<u2")
+    b[:, 34:50] = h.view(np.uint8).reshape(64, 16)
+    iq1s = (_rust_dequant(b, "IQ1_S") - 0.125).round().astype(np.int8).view(np.uint8)
     # ggml's sign table: the 7 stored sign bits plus an 8th that makes the count of set bits even.
     i = np.arange(128)
     parity = np.array([bin(v).count("1") & 1 for v in i])
@@ -52,6 +78,10 @@ def _host_tables():
     return {
         "iq2xxs_grid": iq2xxs,
         "iq3s_grid": iq3s,
+        "iq2xs_grid": iq2xs,
+        "iq2s_grid": iq2s,
+        "iq3xxs_grid": iq3xxs,
+        "iq1s_grid": iq1s,
         "ksigns": ksigns,
         "iq4nl": np.array(KVALUES_IQ4NL, np.float32),
         "fp4": np.array(KVALUES_FP4, np.float32),
