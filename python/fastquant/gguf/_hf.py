@@ -176,6 +176,10 @@ def _assign(model, modules, name: str, value: torch.Tensor, dtype) -> None:
     owner, leaf = _split(name)
     holder = modules[owner] if owner else model
     cur = getattr(holder, leaf)
+    if tuple(value.shape) == (1,) + tuple(cur.shape):
+        # transformers' Qwen2-MoE processor adds a leading 1 to ffn_gate_inp_shexp even when llama.cpp's
+        # converter already wrote it 2-D (its own loader then fails on the shape): drop the extra dimension
+        value = value[0]
     if tuple(cur.shape) != tuple(value.shape):
         raise ValueError(f"{name}: the file gives shape {tuple(value.shape)}, the model has {tuple(cur.shape)}")
     dt = dtype if cur.dtype.is_floating_point else cur.dtype
