@@ -57,9 +57,7 @@ MODELS = {
     "qwen3_moe": (
         "Qwen3MoeConfig",
         "qwen2",
-        dict(
-            _SMALL, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64
-        ),
+        dict(_SMALL, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2),
     ),
     "gemma3": (
         "Gemma3TextConfig",
@@ -69,6 +67,9 @@ MODELS = {
     "starcoder2": ("Starcoder2Config", "starcoder", dict(_SMALL, num_key_value_heads=2)),
 }
 OUTTYPES = ("f16", "q8_0")
+# transformers' own GGUF loader fails on these files (for qwen2_moe: the shape it gives ffn_gate_inp_shexp), so
+# there is no transformers reference for them; tests compare with the original float model instead
+NO_REFERENCE = {"qwen2_moe"}
 
 
 def _log(msg: str) -> None:
@@ -219,7 +220,8 @@ def main(argv) -> int:
     for n in names:
         convert(n)
         for t in OUTTYPES:
-            reference(n, t)
+            if n not in NO_REFERENCE:
+                reference(n, t)
     if "llama" in names:
         split("llama", "q8_0")
     (OUT / "index.json").write_text(json.dumps({n: [f"{n}-{t}.gguf" for t in OUTTYPES] for n in MODELS}, indent=1))
