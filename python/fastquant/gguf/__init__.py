@@ -20,18 +20,25 @@ __all__ = [
     "GGUFError",
     "GGUFFile",
     "GGUFLinear",
+    "GGUFLoraLinear",
     "GGUFScaledEmbedding",
     "GGUFSplitFile",
     "LoadResult",
+    "MergeReport",
     "QuantizeResult",
     "TensorInfo",
     "Value",
     "dequantize",
     "dequantize_model",
+    "disable_peft",
+    "enable_peft",
     "from_pretrained",
     "load_into",
     "load_state_dict",
+    "merge_lora",
+    "merge_report",
     "open",
+    "peft_mapping",
     "quantize",
     "quantize_model",
     "save",
@@ -54,6 +61,10 @@ _LAZY = {
 }
 
 
+# LoRA (peft) on packed layers: torch on first use; peft only for GGUFLoraLinear / enable_peft / peft_mapping
+_LORA_NAMES = frozenset({"MergeReport", "disable_peft", "enable_peft", "merge_lora", "merge_report", "peft_mapping"})
+
+
 def __getattr__(name):
     # dequantize/quantize need numpy; load them on first use so `import fastquant.gguf` stays light.
     if name in ("dequantize", "quantize"):
@@ -65,6 +76,14 @@ def __getattr__(name):
         from . import _layers
 
         return getattr(_layers, name)
+    if name in _LORA_NAMES:
+        from . import _layers, _lora  # noqa: F401  (the layers register the ops the LoRA code calls)
+
+        return getattr(_lora, name)
+    if name == "GGUFLoraLinear":
+        from . import _layers, _peft_layer  # noqa: F401
+
+        return _peft_layer.GGUFLoraLinear
     if name in _MODEL_NAMES:
         from . import _model
 

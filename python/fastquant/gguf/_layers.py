@@ -15,7 +15,10 @@ Forward paths (inference only; no gradients flow to the packed weight):
   the exact f32 value, rounded once to bf16/f16) and ``F.linear`` runs on it, so the result is bitwise
   ``F.linear(x, W_exact.to(x.dtype), bias)``. The dequantized weight goes into a per-thread buffer that is
   reused across calls (:data:`REUSE_WORKSPACE`, :func:`release_workspace`).
-* CUDA: the weight is dequantized on the GPU with torch integer/float ops in ggml's operation order in f32
+* CUDA, types of ``fastquant.gguf.triton.TYPES`` (when triton is importable, :data:`USE_TRITON`): the fused
+  Triton kernels on the packed blocks (within the same bound as the CPU fused kernel; see docs/gguf.md);
+  ``fused=False`` and ``dequantize_weight`` dequantize exactly with Triton, then ``F.linear``.
+* CUDA, other types: the weight is dequantized on the GPU with torch integer/float ops in ggml's operation order in f32
   (bit-exact with the CPU kernels), cast once to the activation dtype, then ``F.linear``. Types with a GPU
   decoder: :data:`GPU_TYPES`. Other types are dequantized by the Rust kernels on the CPU and copied to the
   GPU (a warning says so once per type).
@@ -37,6 +40,7 @@ from torch import nn
 
 from .. import _core
 from ._dequant import _type_info, dequantize as _dequantize_blocks
+from . import _lora  # LoRA/peft: the autograd path in GGUFLinear.forward; registers with peft lazily
 
 __all__ = [
     "FUSED_MAX_ROWS",
@@ -169,6 +173,25 @@ def _torch_dequant_blocks(b: torch.Tensor, name: str) -> torch.Tensor:
 
 _warned_fallback: set = set()
 
+#: On CUDA, use the Triton kernels of :mod:`fastquant.gguf.triton` (exact dequantization; fused linear) for
+#: the types they cover, when triton is importable. False: always the torch-op decoders above.
+USE_TRITON = True
+_triton_mod = None
+
+
+def _triton_types() -> frozenset:
+    """ggml type names the Triton path covers on CUDA (empty when triton cannot be imported)."""
+    global _triton_mod
+    if _triton_mod is None:
+        try:
+            from . import triton as tt
+            from .triton import _ops  # noqa: F401  (registers fastquant::gguf_triton_*)
+
+            _triton_mod = frozenset(tt.TYPES) if not tt.INTERPRET else frozenset()
+        except ImportError:
+            _triton_mod = frozenset()
+    return _triton_mod if USE_TRITON else frozenset()
+
 
 def _dequant_impl(packed: torch.Tensor, tid: int, n: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     """Dequantize ``n`` packed rows of ``k`` values to ``dtype`` on ``packed``'s device."""
@@ -177,6 +200,8 @@ def _dequant_impl(packed: torch.Tensor, tid: int, n: int, k: int, dtype: torch.d
         out = torch.empty((n, k), dtype=dtype)
         _dequantize_blocks(packed, tid, out=out, threads=_threads())
         return out
+    if packed.device.type == "cuda" and name in _triton_types():
+        return torch.ops.fastquant.gguf_triton_dequantize(packed, tid, n, k, dtype)
     if name in GPU_TYPES:
         blocks = packed.reshape(-1, bb)
         w = _torch_dequant_blocks(blocks, name).reshape(n, k)
@@ -438,7 +463,12 @@ class GGUFLinear(_GGUFPacked):
         :data:`FUSED_MAX_ROWS` rows on the CPU."""
         if x.dtype not in _ACT_DTYPES:
             raise TypeError(f"GGUFLinear computes in float32, float16 or bfloat16; got input of dtype {x.dtype}")
+        if torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad)):
+            # training (e.g. LoRA): gradients w.r.t. x and the bias; the blocks stay frozen (see _lora.py)
+            return _lora.packed_linear_with_grad(self, x, fused)
         k, n = self.in_features, self.out_features
+        if x.device.type == "cuda" and fused is not False and self.ggml_type in _triton_types():
+            return torch.ops.fastquant.gguf_triton_linear(x, self.weight, self._type_id, n, k, self.bias)
         if fused is None:
             fused = x.device.type == "cpu" and x.numel() <= FUSED_MAX_ROWS * k
         if fused:
