@@ -14,3 +14,6 @@ fi
 # Build the extension and install the package (editable) into .venv. VIRTUAL_ENV is set explicitly so that a
 # virtual environment activated in the caller's shell cannot receive the install instead.
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --release -q
+# GGUF test fixtures written by llama.cpp's own converter (cached under ~/.cache/fastquant/gguf-fixtures or
+# $FASTQUANT_FIXTURES; a no-op when they exist). See scripts/fetch_fixtures.py.
+.venv/bin/python scripts/fetch_fixtures.py

@@ -57,7 +57,6 @@ _LAZY = {
     "from_pretrained": "_hf",
     "tokenizer": "_tokenizer",
     "save_llama_cpp": "_export",
-    "from_single_file": "_single_file",
 }
 
 

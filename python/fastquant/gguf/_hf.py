@@ -172,10 +172,31 @@ def _row_permutation(processor, name, shape, mapping, cache) -> Optional[np.ndar
     return perm
 
 
+def _read_blocks(f, name, info, handles) -> torch.Tensor:
+    """The packed bytes of tensor ``name`` read into a new uint8 tensor with ``readinto`` (not through the
+    memory map: the file's pages then do not count in the process's resident memory next to the copy)."""
+    from .._core import GGUFError
+
+    path = f._shard_of(name).path if hasattr(f, "_shard_of") else f.path
+    fh = handles.get(path)
+    if fh is None:
+        fh = handles[path] = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by fill_model
+    buf = torch.empty(info.nbytes, dtype=torch.uint8)
+    fh.seek(info.offset)
+    got = fh.readinto(memoryview(buf.numpy()))
+    if got != info.nbytes:
+        raise GGUFError(f"{path}: tensor {name!r}: read {got} of {info.nbytes} bytes at offset {info.offset}")
+    return buf
+
+
 def _assign(model, modules, name: str, value: torch.Tensor, dtype) -> None:
     owner, leaf = _split(name)
     holder = modules[owner] if owner else model
     cur = getattr(holder, leaf)
+    if tuple(value.shape) == (1,) + tuple(cur.shape):
+        # transformers' Qwen2-MoE processor adds a leading 1 to ffn_gate_inp_shexp even when llama.cpp's
+        # converter already wrote it 2-D (its own loader then fails on the shape): drop the extra dimension
+        value = value[0]
     if tuple(cur.shape) != tuple(value.shape):
         raise ValueError(f"{name}: the file gives shape {tuple(value.shape)}, the model has {tuple(cur.shape)}")
     dt = dtype if cur.dtype.is_floating_point else cur.dtype
@@ -219,6 +240,7 @@ def fill_model(model, f, config_dict: dict, *, dtype=torch.float32, dequantize=F
     parsed = {"tensors": {}}
     packed, dequantized, unused = [], [], []
     perm_cache: dict = {}
+    handles: dict = {}
     tie = bool(getattr(model.config, "tie_word_embeddings", False))
     out_emb = model.get_output_embeddings()
     out_weight = None
@@ -244,8 +266,9 @@ def fill_model(model, f, config_dict: dict, *, dtype=torch.float32, dequantize=F
             ):
                 perm = _row_permutation(processor, fname, info.shape, mapping, perm_cache)
                 if perm is not False:
-                    raw = f.raw(fname).reshape(info.shape[0], -1)
-                    data = torch.from_numpy(raw[perm] if perm is not None else raw.copy())
+                    data = _read_blocks(f, fname, info, handles).view(info.shape[0], -1)
+                    if perm is not None:
+                        data = data[torch.from_numpy(perm)]
                     new = _packed_for(mod, info.ggml_type, dtype=dtype)
                     new.set_packed(data, copy=False)
                     if isinstance(mod, nn.Linear) and mod.bias is not None:
@@ -265,6 +288,8 @@ def fill_model(model, f, config_dict: dict, *, dtype=torch.float32, dequantize=F
             _assign(model, modules, mapping[res.name], torch.from_numpy(np.ascontiguousarray(res.weights)), dtype)
             if quantized:
                 dequantized.append(fname)
+        for fh in handles.values():
+            fh.close()
         for hf, t in parsed["tensors"].items():
             _assign(model, modules, hf, t, dtype)
         tied = set()
