@@ -216,22 +216,52 @@ def _(packed, ggml_type, n, k, dtype):
     return packed.new_empty((n, k), dtype=dtype)
 
 
+_KIND = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _as_kind(t: torch.Tensor) -> np.ndarray:
+    """A contiguous CPU tensor as the numpy array the Rust kernels take (halves as their uint16 bits)."""
+    return t.numpy() if t.dtype == torch.float32 else t.view(torch.int16).numpy().view(np.uint16)
+
+
+def _linear_fused_impl(
+    x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, path: str = "auto", w_np=None
+) -> torch.Tensor:
+    """``x · Wᵀ`` in ``x.dtype`` by the Rust fused kernel: activations in their own dtype, widened to f32 inside
+    the kernel, the f32 result rounded once; only the output is allocated. ``w_np``: ``packed`` already viewed
+    as a flat uint8 numpy array (layers cache it)."""
+    if not (x.is_cpu and packed.is_cpu):
+        raise ValueError("the fused GGUF linear kernel runs on the CPU only")
+    if x.requires_grad:
+        x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    if w_np is None:
+        w = packed.detach()
+        w_np = (w if w.is_contiguous() else w.contiguous()).numpy().reshape(-1)
+    out = x.new_empty((*x.shape[:-1], n))
+    _core.linear_fused(_as_kind(x), w_np, ggml_type, n, k, _as_kind(out), _threads(), path, _KIND[x.dtype])
+    return out
+
+
 @torch.library.custom_op("fastquant::gguf_linear_fused", mutates_args=())
 def _op_linear_fused(x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int) -> torch.Tensor:
-    if x.device.type != "cpu" or packed.device.type != "cpu":
-        raise ValueError("the fused GGUF linear kernel runs on the CPU only")
-    lead = x.shape[:-1]
-    xf = x.detach().reshape(-1, k).to(torch.float32).contiguous()
-    out = torch.empty((xf.shape[0], n), dtype=torch.float32)
-    _core.linear_fused(
-        xf.numpy(), packed.detach().contiguous().numpy().reshape(-1), ggml_type, n, k, out.numpy(), _threads()
-    )
-    return out.to(x.dtype).reshape(*lead, n)
+    return _linear_fused_impl(x, packed, ggml_type, n, k)
 
 
 @_op_linear_fused.register_fake
 def _(x, packed, ggml_type, n, k):
     return x.new_empty((*x.shape[:-1], n))
+
+
+def _eager(x: torch.Tensor) -> bool:
+    """Whether a forward may call the kernels directly instead of through the custom ops (which cost tens of
+    microseconds of dispatch per call): plain tensors, no graph capture, no gradient asked for."""
+    return (
+        type(x) is torch.Tensor
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and not torch.compiler.is_compiling()
+    )
 
 
 _ws = threading.local()
@@ -312,6 +342,16 @@ class _GGUFPacked(nn.Module):
         self._type_id = tid
         self._rows, self._cols = int(rows), int(cols)
         self.register_buffer("weight", torch.zeros((rows, cols // be * bb), dtype=torch.uint8, device=device))
+
+    def _packed_numpy(self) -> np.ndarray:
+        """The CPU packed buffer as a flat uint8 numpy view, cached while ``weight`` is the same tensor (a view
+        shares its memory, so in-place writes to the buffer are seen)."""
+        w = self.weight
+        c = self.__dict__.get("_np_cache")
+        if c is None or c[0] is not w:
+            t = w.detach()
+            c = self.__dict__["_np_cache"] = (w, (t if t.is_contiguous() else t.contiguous()).numpy().reshape(-1))
+        return c[1]
 
     @property
     def row_bytes(self) -> int:
@@ -447,9 +487,13 @@ class GGUFLinear(_GGUFPacked):
             raise TypeError(f"GGUFLinear computes in float32, float16 or bfloat16; got input of dtype {x.dtype}")
         k, n = self.in_features, self.out_features
         if fused is None:
-            fused = x.device.type == "cpu" and x.numel() <= FUSED_MAX_ROWS * k
+            fused = x.is_cpu and x.numel() <= FUSED_MAX_ROWS * k
         if fused:
-            y = torch.ops.fastquant.gguf_linear_fused(x, self.weight, self._type_id, n, k)
+            if x.is_cpu and self.weight.is_cpu and _eager(x):
+                # Direct call (no custom-op dispatch): a few microseconds of fixed cost per forward.
+                y = _linear_fused_impl(x, self.weight, self._type_id, n, k, w_np=self._packed_numpy())
+            else:
+                y = torch.ops.fastquant.gguf_linear_fused(x, self.weight, self._type_id, n, k)
             if self.bias is not None:
                 y = y + self.bias.to(y.dtype)
             return y
