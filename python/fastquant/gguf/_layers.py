@@ -6,22 +6,26 @@ no tensor subclass); the ggml type and the logical shape are module attributes, 
 
 Forward paths (inference only; no gradients flow to the packed weight):
 
-* CPU, at most :data:`FUSED_MAX_ROWS` activation rows: the Rust fused kernel (``linear_fused``) dequantizes
-  tiles of a few weight rows into a per-thread buffer and multiplies; the float weight is never built.
+* CPU, at most :data:`FUSED_MAX_ROWS` activation rows: the Rust fused kernel (``linear_fused``) decodes
+  chunks of 4 weight rows into a per-thread L1 buffer and multiplies them there with every activation row
+  (in the activation dtype, widened to f32 inside the kernel); the float weight is never built.
   Accumulation is in f32 in a different order than BLAS, so the result is within
   ``k · 2⁻²⁴ · Σ_l |x_l·w_l|`` of the exact sum (the same bound a BLAS f32 dot product has), then rounded
   once to the activation dtype.
-* CPU, more rows: the whole weight is dequantized by the Rust kernels into the activation dtype (bit-exact:
-  the exact f32 value, rounded once to bf16/f16) and ``F.linear`` runs on it, so the result is bitwise
-  ``F.linear(x, W_exact.to(x.dtype), bias)``. The dequantized weight goes into a per-thread buffer that is
-  reused across calls (:data:`REUSE_WORKSPACE`, :func:`release_workspace`).
+* CPU, more rows: the weight is dequantized by the Rust kernels into the activation dtype (bit-exact: the
+  exact f32 value, rounded once to bf16/f16) a tile of rows at a time (:data:`TILE_BYTES`), and ``F.linear``
+  multiplies each tile while it is in cache, so every block of output columns is bitwise
+  ``F.linear(x, W_exact[rows].to(x.dtype), bias[rows])`` (a layer within one tile: bitwise the whole
+  ``F.linear``). The tile buffer is reused across calls (:data:`REUSE_WORKSPACE`, :func:`release_workspace`);
+  no float copy of a whole weight is kept.
 * CUDA: the weight is dequantized on the GPU with torch integer/float ops in ggml's operation order in f32
   (bit-exact with the CPU kernels), cast once to the activation dtype, then ``F.linear``. Types with a GPU
   decoder: :data:`GPU_TYPES`. Other types are dequantized by the Rust kernels on the CPU and copied to the
   GPU (a warning says so once per type).
 
 All three are ``torch.library`` custom ops with fake implementations, so ``torch.compile(fullgraph=True)``
-traces them without graph breaks.
+traces them without graph breaks. Plain eager CPU calls (no gradient asked for, not compiling) call the same
+implementations directly, which skips the custom-op dispatch (tens of microseconds per call).
 """
 
 from __future__ import annotations
@@ -268,17 +272,28 @@ _ws = threading.local()
 
 
 def release_workspace() -> None:
-    """Free this thread's reusable dequantization buffers (see :data:`REUSE_WORKSPACE`)."""
+    """Free this thread's reusable tile buffers (see :data:`REUSE_WORKSPACE`)."""
     _ws.bufs = {}
 
 
-#: The unfused CPU path dequantizes into one reusable buffer per thread and dtype (grown to the largest
-#: layer): a fresh multi-MiB allocation costs more in page faults than the dequantization itself. The buffer
-#: holds the float weight of the largest layer seen; :func:`release_workspace` frees it.
+#: Bytes of dequantized weight per tile on the CPU path for more than :data:`FUSED_MAX_ROWS` rows: the weight
+#: is dequantized a tile of rows at a time (at least 16 rows), each tile multiplied by ``F.linear`` while it is
+#: still in cache. This bounds the float weight memory of a forward, whatever the layer's size.
+TILE_BYTES = 2 << 20
+
+#: The tile buffer is reused across calls, one per thread and dtype (at most :data:`TILE_BYTES`, or 16 rows
+#: when a row is longer than that): a fresh allocation would cost page faults on every call.
+#: :func:`release_workspace` frees it.
 REUSE_WORKSPACE = True
 
 
+def _tile_rows(n: int, k: int, itemsize: int) -> int:
+    return min(n, max(16, TILE_BYTES // max(1, k * itemsize) // 16 * 16))
+
+
 def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    if not REUSE_WORKSPACE:
+        return torch.empty(numel, dtype=dtype)
     bufs = getattr(_ws, "bufs", None)
     if bufs is None:
         bufs = _ws.bufs = {}
@@ -288,18 +303,42 @@ def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
     return b[:numel]
 
 
+def _linear_tiled_impl(
+    x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """CPU ``F.linear`` on the exactly dequantized weight, a tile of rows at a time: each output column block
+    is bitwise ``F.linear(x, W_exact[j0:j1].to(x.dtype), b[j0:j1])``; a layer that fits one tile is bitwise
+    ``F.linear(x, W_exact.to(x.dtype), b)``."""
+    dtype = x.dtype
+    b = None if bias is None else bias.to(dtype)
+    rows = _tile_rows(n, k, x.element_size())
+    w = packed.detach()
+    w_np = (w if w.is_contiguous() else w.contiguous()).numpy().reshape(n, -1)
+    buf = _workspace(rows * k, dtype)
+    kind, threads = _KIND[dtype], _threads()
+    if rows >= n:
+        t = buf.view(n, k)
+        _core.dequantize_into(w_np.reshape(-1), ggml_type, _as_kind(t), kind, threads)
+        return F.linear(x, t, b)
+    x2 = x.reshape(-1, k)
+    out = x2.new_empty((x2.shape[0], n))
+    for j0 in range(0, n, rows):
+        j1 = min(n, j0 + rows)
+        t = buf[: (j1 - j0) * k].view(j1 - j0, k)
+        _core.dequantize_into(w_np[j0:j1].reshape(-1), ggml_type, _as_kind(t), kind, threads)
+        out[:, j0:j1] = F.linear(x2, t, None if b is None else b[j0:j1])
+    return out.reshape(*x.shape[:-1], n)
+
+
 @torch.library.custom_op("fastquant::gguf_linear", mutates_args=())
 def _op_linear(
     x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, bias: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    """F.linear(x, W_exact.to(x.dtype), bias) with W dequantized into a reusable CPU buffer."""
-    dtype = x.dtype
-    if REUSE_WORKSPACE and packed.device.type == "cpu":
-        w = _workspace(n * k, dtype).view(n, k)
-        _dequantize_blocks(packed, ggml_type, out=w, threads=_threads())
-    else:
-        w = _dequant_impl(packed, ggml_type, n, k, dtype)
-    return F.linear(x, w, None if bias is None else bias.to(dtype))
+    """F.linear(x, W_exact.to(x.dtype), bias) with W dequantized a tile at a time (CPU) or whole (elsewhere)."""
+    if packed.device.type == "cpu" and x.device.type == "cpu":
+        return _linear_tiled_impl(x, packed, ggml_type, n, k, bias)
+    w = _dequant_impl(packed, ggml_type, n, k, x.dtype)
+    return F.linear(x, w, None if bias is None else bias.to(x.dtype))
 
 
 @_op_linear.register_fake
@@ -497,7 +536,9 @@ class GGUFLinear(_GGUFPacked):
             if self.bias is not None:
                 y = y + self.bias.to(y.dtype)
             return y
-        if x.device.type == "cpu":
+        if x.is_cpu:
+            if self.weight.is_cpu and _eager(x):
+                return _linear_tiled_impl(x, self.weight, self._type_id, n, k, self.bias)
             return torch.ops.fastquant.gguf_linear(x, self.weight, self._type_id, n, k, self.bias)
         w = torch.ops.fastquant.gguf_dequantize(self.weight, self._type_id, n, k, x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
