@@ -6,7 +6,9 @@
 //! each of the 4 rows with the regular (bit-exact) block kernels into a 16 KiB buffer that stays in L1, then
 //! multiplies that chunk with the same columns of every activation row, keeping 16 lane-wise f32 partial sums
 //! per (activation row, weight row) pair. The packed bytes are read once, straight from memory; the decoded
-//! values never leave the L1 cache. Extra memory: that buffer and the partial sums per worker thread (kept in
+//! values never leave the L1 cache. For one or two activation rows on AVX-512, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and
+//! IQ4_XS skip even that buffer: `matmul_x86_fused.rs` decodes each block into registers and multiplies there,
+//! with the same per-lane operation sequence (bit-identical results). Extra memory: that buffer and the partial sums per worker thread (kept in
 //! thread-local storage, so reused across calls), plus an f32 copy of `x` when it is not f32.
 //!
 //! The dot products accumulate in f32 with fused multiply-adds on the SIMD paths (a separate multiply and add
@@ -32,6 +34,10 @@ pub const PAR_MIN_VALUES: usize = 1 << 18;
 
 /// Output rows staged in f32 before they are written out (converted to the output type).
 const STAGE: usize = 64;
+
+/// Batches up to this many rows use the register-fused kernels where they exist (AVX-512: Q4_0, Q8_0, Q4_K,
+/// Q5_K, Q6_K, IQ4_XS); larger ones decode each chunk once into L1 for all rows.
+pub const ROW_KERNEL_MAX_M: usize = 2;
 
 /// Lanes of every partial sum (one 512-bit vector, two 256-bit ones).
 pub(crate) const LANES: usize = 16;
@@ -170,7 +176,8 @@ pub fn linear_fused_with<X: InElem, Y: OutElem>(
             &widened
         }
     };
-    let job = Job { kernel, mul: pick_mul(path), path, x: xf, m, k, w, row_bytes, be, bb, chunk };
+    let rowk = if m <= ROW_KERNEL_MAX_M { row_kernel(ty, path) } else { None };
+    let job = Job { kernel, mul: pick_mul(path), rowk, path, x: xf, m, k, w, row_bytes, be, bb, chunk };
     let groups = n.div_ceil(GROUP);
     let n_threads = match threads {
         Some(t) => t,
@@ -219,6 +226,8 @@ unsafe impl<T> Sync for SendPtr<T> {}
 struct Job<'a> {
     kernel: Kernel,
     mul: MulFn,
+    /// The register-fused kernel, when the type and path have one and the batch is small.
+    rowk: Option<RowFn>,
     path: Path,
     x: &'a [f32],
     m: usize,
@@ -258,6 +267,20 @@ impl Job<'_> {
                 let mut r = s0;
                 while r < s1 {
                     let rb = (s1 - r).min(GROUP);
+                    if let Some(f) = self.rowk {
+                        let wp = self.w[r * self.row_bytes..].as_ptr();
+                        // SAFETY: `rowk` exists only for a path whose features `prepare` confirmed; rows r..r + rb
+                        // hold `k / be` whole blocks each, x rows `k` values, acc `m × GROUP × LANES`.
+                        unsafe { f(self.x.as_ptr(), k, m, wp, self.row_bytes, rb, k / self.be, acc.as_mut_ptr()) };
+                        for i in 0..m {
+                            for q in 0..rb {
+                                let lanes: &[f32; LANES] = acc[(i * GROUP + q) * LANES..][..LANES].try_into().unwrap();
+                                res[i * STAGE + (r - s0) + q] = hsum(lanes);
+                            }
+                        }
+                        r += rb;
+                        continue;
+                    }
                     acc.fill(0.0);
                     let mut c0 = 0;
                     while c0 < k {
@@ -320,6 +343,23 @@ fn fma(path: Path, a: f32, b: f32, c: f32) -> f32 {
 /// `LANES`), one (fused) multiply-add per element in order of `l`.
 /// `unsafe`: SIMD variants need their CPU features, and the pointers must cover those ranges.
 pub(crate) type MulFn = unsafe fn(*const f32, usize, usize, *const f32, usize, usize, usize, *mut f32);
+
+/// Stand-in type off x86-64 (no register-fused kernels there).
+#[cfg(not(target_arch = "x86_64"))]
+type RowFn = unsafe fn(*const f32, usize, usize, *const u8, usize, usize, usize, *mut f32);
+#[cfg(target_arch = "x86_64")]
+use super::matmul_x86_fused::RowFn;
+
+fn row_kernel(ty: GgmlType, path: Path) -> Option<RowFn> {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => super::matmul_x86_fused::row_kernel(ty),
+        _ => {
+            let _ = ty;
+            None
+        }
+    }
+}
 
 fn pick_mul(path: Path) -> MulFn {
     match path {

@@ -79,7 +79,7 @@ fn fused_matches_f64_reference_on_every_path() {
         let be = ty.block_elems();
         // k: one block row, not a multiple of 256 where the block allows, longer than a chunk
         let ks: Vec<usize> = if be == 32 { vec![96, 1056, 2080] } else { vec![256, 1280] };
-        for &m in &[1usize, 2, 7, 16, 17, 48] {
+        for &m in &[1usize, 2, 3, 4, 7, 16, 17, 48] {
             for &k in &ks {
                 for &n in &[9usize, 70] {
                     if m * k * n > 48 * 1280 * 70 / 2 && m > 17 {

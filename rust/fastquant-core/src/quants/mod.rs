@@ -15,6 +15,8 @@ mod legacy;
 pub mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod matmul_x86;
+#[cfg(target_arch = "x86_64")]
+mod matmul_x86_fused;
 pub mod quantize;
 #[rustfmt::skip] // generated tables: one row per line as the generator writes them
 pub mod tables;
