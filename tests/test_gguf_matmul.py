@@ -156,10 +156,11 @@ def test_tiled_forward_is_bitwise_per_tile(monkeypatch):
     assert ((y.reshape(-1, n).double() - ref - b.double()).abs() <= 2 * tol + 1e-5).all()
 
 
-def test_long_prompt_leaves_no_float_copy_of_the_weight():
+def test_long_prompt_leaves_no_float_copy_of_the_weight(monkeypatch):
     """Regression (issue 13): more than FUSED_MAX_ROWS rows used to leave the whole dequantized weight in a
     workspace until release_workspace(); the workspace is now one tile at most."""
-    n, k = 2048, 1024  # 8 MiB of f32 weight (4 MiB bf16), more than one tile in either dtype
+    monkeypatch.setattr(_layers, "TILE_BYTES", 1 << 20)
+    n, k = 2048, 1024  # 8 MiB of f32 weight (4 MiB bf16), several tiles in either dtype
     layer = fg.GGUFLinear.from_packed(packed("Q4_0", n, k, seed=9), "Q4_0", n, k, bias=None)
     fg.release_workspace()
     for dtype in (torch.float32, torch.bfloat16):

@@ -278,8 +278,10 @@ def release_workspace() -> None:
 
 #: Bytes of dequantized weight per tile on the CPU path for more than :data:`FUSED_MAX_ROWS` rows: the weight
 #: is dequantized a tile of rows at a time (at least 16 rows), each tile multiplied by ``F.linear`` while it is
-#: still in cache. This bounds the float weight memory of a forward, whatever the layer's size.
-TILE_BYTES = 2 << 20
+#: still in cache. This bounds the float weight memory of a forward, whatever the layer's size. Few large tiles
+#: beat many small ones: every tile is one hand-over between the Rust thread pool and torch's (measured on the
+#: dev VM under load, 4096x4096 Q4_K at 48 rows: 2 MiB tiles up to 10x slower than 32 MiB ones).
+TILE_BYTES = 16 << 20
 
 #: The tile buffer is reused across calls, one per thread and dtype (at most :data:`TILE_BYTES`, or 16 rows
 #: when a row is longer than that): a fresh allocation would cost page faults on every call.
