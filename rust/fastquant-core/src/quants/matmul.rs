@@ -17,8 +17,7 @@
 //! on the thread count. A non-f32 output is the f32 result rounded once to nearest-even.
 
 use std::cell::RefCell;
-
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{pool, prepare, DequantError, GgmlType, Kernel, OutElem, Path};
 
@@ -189,20 +188,38 @@ pub fn linear_fused_with<X: InElem, Y: OutElem>(
         unsafe { job.run(0, n, n, out_ptr) };
         return Ok(());
     }
-    // A few tasks per thread, so that a thread slowed by other load does not hold up the whole call.
+    // A few tasks per thread, so that a thread slowed by other load does not hold up the whole call. The
+    // calling thread takes tasks too (with `threads - 1` pool helpers): right after torch's own parallel ops
+    // their worker threads still spin for a while, and a caller that only waited would leave its core to them.
     let tasks = (n_threads * 4).min(groups);
     let per = groups.div_ceil(tasks) * GROUP;
-    let work = || {
-        (0..n.div_ceil(per)).into_par_iter().for_each(|t| {
-            let (j0, j1) = (t * per, ((t + 1) * per).min(n));
-            // SAFETY: tasks own disjoint row ranges `j0..j1`, so every output element is written by one task;
-            // `out` is exclusively borrowed until every task has finished.
-            unsafe { job.run(j0, j1, n, out_ptr) };
-        })
+    let ntask = n.div_ceil(per);
+    let next = AtomicUsize::new(0);
+    let take = || loop {
+        let t = next.fetch_add(1, Ordering::Relaxed);
+        if t >= ntask {
+            break;
+        }
+        let (j0, j1) = (t * per, ((t + 1) * per).min(n));
+        // SAFETY: each task index is taken once, tasks own disjoint row ranges `j0..j1`, so every output
+        // element is written by one task; `out` is exclusively borrowed until the scope below has ended.
+        unsafe { job.run(j0, j1, n, out_ptr) };
     };
+    let helpers = n_threads - 1;
+    let take = &take;
     match threads {
-        None => work(),
-        Some(t) => pool(t)?.install(work),
+        None => rayon::in_place_scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(move |_| take());
+            }
+            take();
+        }),
+        Some(_) => pool(helpers)?.in_place_scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(move |_| take());
+            }
+            take();
+        }),
     }
     Ok(())
 }
