@@ -6,15 +6,18 @@ no tensor subclass); the ggml type and the logical shape are module attributes, 
 
 Forward paths (inference only; no gradients flow to the packed weight):
 
-* CPU, at most :data:`FUSED_MAX_ROWS` activation rows: the Rust fused kernel (``linear_fused``) dequantizes
-  tiles of a few weight rows into a per-thread buffer and multiplies; the float weight is never built.
+* CPU, at most :data:`FUSED_MAX_ROWS` activation rows: the Rust fused kernel (``linear_fused``) decodes
+  chunks of 4 weight rows into a per-thread L1 buffer and multiplies them there with every activation row
+  (in the activation dtype, widened to f32 inside the kernel); the float weight is never built.
   Accumulation is in f32 in a different order than BLAS, so the result is within
   ``k · 2⁻²⁴ · Σ_l |x_l·w_l|`` of the exact sum (the same bound a BLAS f32 dot product has), then rounded
   once to the activation dtype.
-* CPU, more rows: the whole weight is dequantized by the Rust kernels into the activation dtype (bit-exact:
-  the exact f32 value, rounded once to bf16/f16) and ``F.linear`` runs on it, so the result is bitwise
-  ``F.linear(x, W_exact.to(x.dtype), bias)``. The dequantized weight goes into a per-thread buffer that is
-  reused across calls (:data:`REUSE_WORKSPACE`, :func:`release_workspace`).
+* CPU, more rows: the weight is dequantized by the Rust kernels into the activation dtype (bit-exact: the
+  exact f32 value, rounded once to bf16/f16) a tile of rows at a time (:data:`TILE_BYTES`), and ``F.linear``
+  multiplies each tile while it is in cache, so every block of output columns is bitwise
+  ``F.linear(x, W_exact[rows].to(x.dtype), bias[rows])`` (a layer within one tile: bitwise the whole
+  ``F.linear``). The tile buffer is reused across calls (:data:`REUSE_WORKSPACE`, :func:`release_workspace`);
+  no float copy of a whole weight is kept.
 * CUDA, types of ``fastquant.gguf.triton.TYPES`` (when triton is importable, :data:`USE_TRITON`): the fused
   Triton kernels on the packed blocks (within the same bound as the CPU fused kernel; see docs/gguf.md);
   ``fused=False`` and ``dequantize_weight`` dequantize exactly with Triton, then ``F.linear``.
@@ -24,7 +27,8 @@ Forward paths (inference only; no gradients flow to the packed weight):
   GPU (a warning says so once per type).
 
 All three are ``torch.library`` custom ops with fake implementations, so ``torch.compile(fullgraph=True)``
-traces them without graph breaks.
+traces them without graph breaks. Plain eager CPU calls (no gradient asked for, not compiling) call the same
+implementations directly, which skips the custom-op dispatch (tens of microseconds per call).
 """
 
 from __future__ import annotations
@@ -242,17 +246,37 @@ def _(packed, ggml_type, n, k, dtype):
     return packed.new_empty((n, k), dtype=dtype)
 
 
+_KIND = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _as_kind(t: torch.Tensor) -> np.ndarray:
+    """A contiguous CPU tensor as the numpy array the Rust kernels take (halves as their uint16 bits)."""
+    return t.numpy() if t.dtype == torch.float32 else t.view(torch.int16).numpy().view(np.uint16)
+
+
+def _linear_fused_impl(
+    x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, path: str = "auto", w_np=None
+) -> torch.Tensor:
+    """``x · Wᵀ`` in ``x.dtype`` by the Rust fused kernel: activations in their own dtype, widened to f32 inside
+    the kernel, the f32 result rounded once; only the output is allocated. ``w_np``: ``packed`` already viewed
+    as a flat uint8 numpy array (layers cache it)."""
+    if not (x.is_cpu and packed.is_cpu):
+        raise ValueError("the fused GGUF linear kernel runs on the CPU only")
+    if x.requires_grad:
+        x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    if w_np is None:
+        w = packed.detach()
+        w_np = (w if w.is_contiguous() else w.contiguous()).numpy().reshape(-1)
+    out = x.new_empty((*x.shape[:-1], n))
+    _core.linear_fused(_as_kind(x), w_np, ggml_type, n, k, _as_kind(out), _threads(), path, _KIND[x.dtype])
+    return out
+
+
 @torch.library.custom_op("fastquant::gguf_linear_fused", mutates_args=())
 def _op_linear_fused(x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int) -> torch.Tensor:
-    if x.device.type != "cpu" or packed.device.type != "cpu":
-        raise ValueError("the fused GGUF linear kernel runs on the CPU only")
-    lead = x.shape[:-1]
-    xf = x.detach().reshape(-1, k).to(torch.float32).contiguous()
-    out = torch.empty((xf.shape[0], n), dtype=torch.float32)
-    _core.linear_fused(
-        xf.numpy(), packed.detach().contiguous().numpy().reshape(-1), ggml_type, n, k, out.numpy(), _threads()
-    )
-    return out.to(x.dtype).reshape(*lead, n)
+    return _linear_fused_impl(x, packed, ggml_type, n, k)
 
 
 @_op_linear_fused.register_fake
@@ -260,21 +284,44 @@ def _(x, packed, ggml_type, n, k):
     return x.new_empty((*x.shape[:-1], n))
 
 
+def _eager(x: torch.Tensor) -> bool:
+    """Whether a forward may call the kernels directly instead of through the custom ops (which cost tens of
+    microseconds of dispatch per call): plain tensors, no graph capture, no gradient asked for."""
+    return (
+        type(x) is torch.Tensor
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and not torch.compiler.is_compiling()
+    )
+
+
 _ws = threading.local()
 
 
 def release_workspace() -> None:
-    """Free this thread's reusable dequantization buffers (see :data:`REUSE_WORKSPACE`)."""
+    """Free this thread's reusable tile buffers (see :data:`REUSE_WORKSPACE`)."""
     _ws.bufs = {}
 
 
-#: The unfused CPU path dequantizes into one reusable buffer per thread and dtype (grown to the largest
-#: layer): a fresh multi-MiB allocation costs more in page faults than the dequantization itself. The buffer
-#: holds the float weight of the largest layer seen; :func:`release_workspace` frees it.
+#: Bytes of dequantized weight per tile on the CPU path for more than :data:`FUSED_MAX_ROWS` rows: the weight
+#: is dequantized a tile of rows at a time (at least 16 rows), each tile multiplied by ``F.linear`` while it is
+#: still in cache. This bounds the float weight memory of a forward, whatever the layer's size. Few large tiles
+#: beat many small ones: every tile is one hand-over between the Rust thread pool and torch's (measured on the
+#: dev VM under load, 4096x4096 Q4_K at 48 rows: 2 MiB tiles up to 10x slower than 32 MiB ones).
+TILE_BYTES = 16 << 20
+
+#: The tile buffer is reused across calls, one per thread and dtype (at most :data:`TILE_BYTES`, or 16 rows
+#: when a row is longer than that): a fresh allocation would cost page faults on every call.
+#: :func:`release_workspace` frees it.
 REUSE_WORKSPACE = True
 
 
+def _tile_rows(n: int, k: int, itemsize: int) -> int:
+    return min(n, max(16, TILE_BYTES // max(1, k * itemsize) // 16 * 16))
+
+
 def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    if not REUSE_WORKSPACE:
+        return torch.empty(numel, dtype=dtype)
     bufs = getattr(_ws, "bufs", None)
     if bufs is None:
         bufs = _ws.bufs = {}
@@ -284,18 +331,42 @@ def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
     return b[:numel]
 
 
+def _linear_tiled_impl(
+    x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """CPU ``F.linear`` on the exactly dequantized weight, a tile of rows at a time: each output column block
+    is bitwise ``F.linear(x, W_exact[j0:j1].to(x.dtype), b[j0:j1])``; a layer that fits one tile is bitwise
+    ``F.linear(x, W_exact.to(x.dtype), b)``."""
+    dtype = x.dtype
+    b = None if bias is None else bias.to(dtype)
+    rows = _tile_rows(n, k, x.element_size())
+    w = packed.detach()
+    w_np = (w if w.is_contiguous() else w.contiguous()).numpy().reshape(n, -1)
+    buf = _workspace(rows * k, dtype)
+    kind, threads = _KIND[dtype], _threads()
+    if rows >= n:
+        t = buf.view(n, k)
+        _core.dequantize_into(w_np.reshape(-1), ggml_type, _as_kind(t), kind, threads)
+        return F.linear(x, t, b)
+    x2 = x.reshape(-1, k)
+    out = x2.new_empty((x2.shape[0], n))
+    for j0 in range(0, n, rows):
+        j1 = min(n, j0 + rows)
+        t = buf[: (j1 - j0) * k].view(j1 - j0, k)
+        _core.dequantize_into(w_np[j0:j1].reshape(-1), ggml_type, _as_kind(t), kind, threads)
+        out[:, j0:j1] = F.linear(x2, t, None if b is None else b[j0:j1])
+    return out.reshape(*x.shape[:-1], n)
+
+
 @torch.library.custom_op("fastquant::gguf_linear", mutates_args=())
 def _op_linear(
     x: torch.Tensor, packed: torch.Tensor, ggml_type: int, n: int, k: int, bias: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    """F.linear(x, W_exact.to(x.dtype), bias) with W dequantized into a reusable CPU buffer."""
-    dtype = x.dtype
-    if REUSE_WORKSPACE and packed.device.type == "cpu":
-        w = _workspace(n * k, dtype).view(n, k)
-        _dequantize_blocks(packed, ggml_type, out=w, threads=_threads())
-    else:
-        w = _dequant_impl(packed, ggml_type, n, k, dtype)
-    return F.linear(x, w, None if bias is None else bias.to(dtype))
+    """F.linear(x, W_exact.to(x.dtype), bias) with W dequantized a tile at a time (CPU) or whole (elsewhere)."""
+    if packed.device.type == "cpu" and x.device.type == "cpu":
+        return _linear_tiled_impl(x, packed, ggml_type, n, k, bias)
+    w = _dequant_impl(packed, ggml_type, n, k, x.dtype)
+    return F.linear(x, w, None if bias is None else bias.to(x.dtype))
 
 
 @_op_linear.register_fake
@@ -338,6 +409,16 @@ class _GGUFPacked(nn.Module):
         self._type_id = tid
         self._rows, self._cols = int(rows), int(cols)
         self.register_buffer("weight", torch.zeros((rows, cols // be * bb), dtype=torch.uint8, device=device))
+
+    def _packed_numpy(self) -> np.ndarray:
+        """The CPU packed buffer as a flat uint8 numpy view, cached while ``weight`` is the same tensor (a view
+        shares its memory, so in-place writes to the buffer are seen)."""
+        w = self.weight
+        c = self.__dict__.get("_np_cache")
+        if c is None or c[0] is not w:
+            t = w.detach()
+            c = self.__dict__["_np_cache"] = (w, (t if t.is_contiguous() else t.contiguous()).numpy().reshape(-1))
+        return c[1]
 
     @property
     def row_bytes(self) -> int:
@@ -478,13 +559,19 @@ class GGUFLinear(_GGUFPacked):
         if x.device.type == "cuda" and fused is not False and _use_triton(self.ggml_type):
             return torch.ops.fastquant.gguf_triton_linear(x, self.weight, self._type_id, n, k, self.bias)
         if fused is None:
-            fused = x.device.type == "cpu" and x.numel() <= FUSED_MAX_ROWS * k
+            fused = x.is_cpu and x.numel() <= FUSED_MAX_ROWS * k
         if fused:
-            y = torch.ops.fastquant.gguf_linear_fused(x, self.weight, self._type_id, n, k)
+            if x.is_cpu and self.weight.is_cpu and _eager(x):
+                # Direct call (no custom-op dispatch): a few microseconds of fixed cost per forward.
+                y = _linear_fused_impl(x, self.weight, self._type_id, n, k, w_np=self._packed_numpy())
+            else:
+                y = torch.ops.fastquant.gguf_linear_fused(x, self.weight, self._type_id, n, k)
             if self.bias is not None:
                 y = y + self.bias.to(y.dtype)
             return y
-        if x.device.type == "cpu":
+        if x.is_cpu:
+            if self.weight.is_cpu and _eager(x):
+                return _linear_tiled_impl(x, self.weight, self._type_id, n, k, self.bias)
             return torch.ops.fastquant.gguf_linear(x, self.weight, self._type_id, n, k, self.bias)
         w = torch.ops.fastquant.gguf_dequantize(self.weight, self._type_id, n, k, x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)

@@ -155,34 +155,84 @@ fn quantize<'py>(
     Ok(out)
 }
 
-/// `out = x · Wᵀ` with `W` (`n × k`) kept packed: `x` a contiguous float32 array of `m × k` values, `w` the
-/// packed rows (contiguous uint8), `out` a contiguous float32 array of `m × n` values. Tiles of `W` are
-/// dequantized into a small per-thread buffer; the GIL is released.
+/// `out = x · Wᵀ` with `W` (`n × k`) kept packed: `x` a contiguous array of `m × k` activations, `w` the
+/// packed rows (contiguous uint8), `out` a contiguous array of `m × n` values. `kind` is the dtype of both `x`
+/// and `out`: "float32" (float32 arrays) or "float16"/"bfloat16" (uint16 arrays of those bits); the product is
+/// computed in f32 and rounded once. Chunks of 4 weight rows are decoded into a per-thread L1 buffer; the GIL
+/// is released. `path` forces a code path as for `dequantize_into`.
 #[pyfunction]
-#[pyo3(signature = (x, w, ggml_type, n, k, out, threads=None))]
+#[pyo3(signature = (x, w, ggml_type, n, k, out, threads=None, path="auto", kind="float32"))]
 #[allow(clippy::too_many_arguments)]
 fn linear_fused(
     py: Python<'_>,
-    x: PyReadonlyArrayDyn<'_, f32>,
+    x: &Bound<'_, PyAny>,
     w: PyReadonlyArrayDyn<'_, u8>,
     ggml_type: u32,
     n: usize,
     k: usize,
-    mut out: PyReadwriteArrayDyn<'_, f32>,
+    out: &Bound<'_, PyAny>,
     threads: Option<usize>,
+    path: &str,
+    kind: &str,
 ) -> PyResult<()> {
     let ty = ty_from_id(ggml_type)?;
-    check_aligned(&x, "x")?;
-    check_aligned(&out, "out")?;
-    let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
+    let path = parse_path(path)?;
     let ws = w.as_slice().map_err(|_| PyValueError::new_err("w must be C-contiguous"))?;
-    let os = out.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
-    if k == 0 || xs.len() % k != 0 {
-        return Err(PyValueError::new_err(format!("x holds {} values, not whole rows of {k}", xs.len())));
+    let fused_err = |e: quants::FusedError| match e {
+        quants::FusedError::Dequant(DequantError::ThreadPool(_)) => {
+            pyo3::exceptions::PyRuntimeError::new_err(e.to_string())
+        }
+        _ => PyValueError::new_err(e.to_string()),
+    };
+    let rows = |len: usize| -> PyResult<usize> {
+        if k == 0 || len % k != 0 {
+            return Err(PyValueError::new_err(format!("x holds {len} values, not whole rows of {k}")));
+        }
+        Ok(len / k)
+    };
+    match kind {
+        "float32" => {
+            let x: PyReadonlyArrayDyn<'_, f32> = x.extract()?;
+            let mut o: PyReadwriteArrayDyn<'_, f32> = out.extract()?;
+            check_aligned(&x, "x")?;
+            check_aligned(&o, "out")?;
+            let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
+            let os = o.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+            let m = rows(xs.len())?;
+            py.detach(|| quants::linear_fused_with(ty, xs, m, k, ws, n, os, path, threads)).map_err(fused_err)
+        }
+        "float16" | "bfloat16" => {
+            let x: PyReadonlyArrayDyn<'_, u16> = x.extract()?;
+            let mut o: PyReadwriteArrayDyn<'_, u16> = out.extract()?;
+            check_aligned(&x, "x")?;
+            check_aligned(&o, "out")?;
+            let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
+            let os = o.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+            let m = rows(xs.len())?;
+            let (xp, xl, op, ol) = (xs.as_ptr(), xs.len(), os.as_mut_ptr(), os.len());
+            if kind == "float16" {
+                // SAFETY: half::f16 is #[repr(transparent)] over u16: the same memory, length and alignment
+                // describe valid [f16] slices; `xs`/`os` borrows move into them.
+                let (xh, oh) = unsafe {
+                    (
+                        std::slice::from_raw_parts(xp as *const half::f16, xl),
+                        std::slice::from_raw_parts_mut(op as *mut half::f16, ol),
+                    )
+                };
+                py.detach(|| quants::linear_fused_with(ty, xh, m, k, ws, n, oh, path, threads)).map_err(fused_err)
+            } else {
+                // SAFETY: as above, half::bf16 is #[repr(transparent)] over u16.
+                let (xh, oh) = unsafe {
+                    (
+                        std::slice::from_raw_parts(xp as *const half::bf16, xl),
+                        std::slice::from_raw_parts_mut(op as *mut half::bf16, ol),
+                    )
+                };
+                py.detach(|| quants::linear_fused_with(ty, xh, m, k, ws, n, oh, path, threads)).map_err(fused_err)
+            }
+        }
+        _ => Err(PyValueError::new_err(format!("unsupported kind {kind:?} (expected float32, float16 or bfloat16)"))),
     }
-    let m = xs.len() / k;
-    py.detach(|| quants::linear_fused(ty, xs, m, k, ws, n, os, threads))
-        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// The SIMD path `auto` resolves to on this CPU ("avx512", "avx2", "neon" or "scalar").

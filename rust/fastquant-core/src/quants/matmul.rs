@@ -1,23 +1,45 @@
 //! Fused dequantize + matrix multiply for small activation batches: `out = x · Wᵀ` where `W` (`n × k`) stays
 //! packed in ggml blocks.
 //!
-//! The float weight is never materialised. `W` is walked in tiles of a few output rows; each rayon task
-//! dequantizes its tile with the regular (bit-exact) block kernels into a per-task scratch buffer of
-//! [`TILE_FLOATS`] f32 values (or 4 rows of `k`, when `k` exceeds 16384), multiplies it with every activation
-//! row, and moves on. Extra memory is that scratch per worker thread, a small per-tile accumulator
-//! (16 floats per activation row and tile row) and the `m × n` f32 result buffer.
+//! The float weight is never materialised. The output rows (`n`) are split into tasks of whole groups of 4
+//! weight rows; a task walks its groups, and for each group dequantizes a chunk of at most [`CHUNK`] values of
+//! each of the 4 rows with the regular (bit-exact) block kernels into a 16 KiB buffer that stays in L1, then
+//! multiplies that chunk with the same columns of every activation row, keeping 16 lane-wise f32 partial sums
+//! per (activation row, weight row) pair. The packed bytes are read once, straight from memory; the decoded
+//! values never leave the L1 cache. For one or two activation rows on AVX-512, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and
+//! IQ4_XS skip even that buffer: `matmul_x86_fused.rs` decodes each block into registers and multiplies there,
+//! with the same per-lane operation sequence (bit-identical results). Extra memory: that buffer and the partial sums per worker thread (kept in
+//! thread-local storage, so reused across calls), plus an f32 copy of `x` when it is not f32.
 //!
-//! The dot products accumulate in f32 in 16 lane-wise partial sums (fused multiply-add on AVX2/AVX-512),
-//! then add the lanes pairwise, so results differ from a BLAS `x · Wᵀ` only by summation order: both are
-//! within the usual `k·u·Σ|x_i·w_i|` bound (u = 2⁻²⁴). The result does not depend on the thread count.
+//! The dot products accumulate in f32 with fused multiply-adds on the SIMD paths (a separate multiply and add
+//! on the scalar path), then add the 16 lanes pairwise, so results differ from a BLAS `x · Wᵀ` only by
+//! summation order: both are within the usual `k·u·Σ|x_i·w_i|` bound (u = 2⁻²⁴). The result does not depend
+//! on the thread count. A non-f32 output is the f32 result rounded once to nearest-even.
 
-use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{pool, prepare, DequantError, GgmlType, Path};
+use super::{pool, prepare, DequantError, GgmlType, Kernel, OutElem, Path};
 
-/// f32 values of dequantized weight held per task (256 KiB): the tile height is this divided by `k`,
-/// rounded down to a multiple of 4, between 4 and 64 rows.
-pub const TILE_FLOATS: usize = 64 * 1024;
+/// Values of each weight row decoded per step (a multiple of every block size: 256). Four rows of it are the
+/// 16 KiB decode buffer.
+pub const CHUNK: usize = 1024;
+
+/// Weight rows decoded and multiplied together.
+pub const GROUP: usize = 4;
+
+/// Below this many weight values (`n·k`), a call runs on the calling thread: waking the pool costs more.
+pub const PAR_MIN_VALUES: usize = 1 << 18;
+
+/// Output rows staged in f32 before they are written out (converted to the output type).
+const STAGE: usize = 64;
+
+/// Batches up to this many rows use the register-fused kernels where they exist (AVX-512: Q4_0, Q8_0, Q4_K,
+/// Q5_K, Q6_K, IQ4_XS); larger ones decode each chunk once into L1 for all rows.
+pub const ROW_KERNEL_MAX_M: usize = 2;
+
+/// Lanes of every partial sum (one 512-bit vector, two 256-bit ones).
+pub(crate) const LANES: usize = 16;
 
 /// Why a fused product was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,9 +56,46 @@ pub enum FusedError {
     OutputLength { m: usize, n: usize, expected: usize, got: usize },
 }
 
-/// Rows of `W` per tile for rows of `k` values.
-pub fn tile_rows(k: usize) -> usize {
-    ((TILE_FLOATS / k.max(1)) / 4 * 4).clamp(4, 64)
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// An activation element type: f32, f16 or bf16 (widened to f32 exactly). Sealed.
+pub trait InElem: sealed::Sealed + Copy + Send + Sync + 'static {
+    /// The slice itself when `Self` is f32.
+    fn as_f32(x: &[Self]) -> Option<&[f32]>;
+    /// Widen `x` into `dst` (same length).
+    fn widen(x: &[Self], dst: &mut [f32]);
+}
+
+impl InElem for f32 {
+    fn as_f32(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
+    }
+    fn widen(x: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(x);
+    }
+}
+
+impl InElem for half::f16 {
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn widen(x: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(x, dst);
+    }
+}
+
+impl InElem for half::bf16 {
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn widen(x: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(x, dst);
+    }
 }
 
 /// `out[i][j] = Σ_l x[i][l] · W[j][l]` for `x` (`m × k`, row-major f32), `W` (`n × k`, packed `ty` blocks,
@@ -51,6 +110,24 @@ pub fn linear_fused(
     w: &[u8],
     n: usize,
     out: &mut [f32],
+    threads: Option<usize>,
+) -> Result<(), FusedError> {
+    linear_fused_with(ty, x, m, k, w, n, out, Path::Auto, threads)
+}
+
+/// As [`linear_fused`], for f32/f16/bf16 activations and outputs, on a chosen code path (`Auto`: the best
+/// this CPU has; a forced path selects both the block decoder and the multiply kernel; a path the CPU lacks
+/// is refused).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_fused_with<X: InElem, Y: OutElem>(
+    ty: GgmlType,
+    x: &[X],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    out: &mut [Y],
+    path: Path,
     threads: Option<usize>,
 ) -> Result<(), FusedError> {
     let (be, bb) = ty.block_geometry();
@@ -73,74 +150,247 @@ pub fn linear_fused(
     if threads == Some(0) {
         return Err(DequantError::ThreadPool("threads must be at least 1".into()).into());
     }
+    // One chunk for short rows; otherwise whole blocks and whole vectors, so only the last chunk has a tail.
+    let unit = be * LANES / gcd(be, LANES);
+    let chunk = if k <= CHUNK { k.max(be) } else { (CHUNK / unit).max(1) * unit };
+    // Validates the type (has a dequantizer) and the path, and picks the block kernel for one chunk.
+    let (kernel, path) = prepare(ty, chunk / be * bb, chunk, path)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
     if k == 0 {
-        out.fill(0.0);
+        let zeros = vec![0f32; n];
+        for o in out.chunks_mut(n) {
+            Y::from_f32_slice(&zeros, o, path);
+        }
         return Ok(());
     }
-    let tile = tile_rows(k);
-    // Validates the type (has a dequantizer) and picks the kernel once for one whole tile.
-    let (kernel, path) = prepare(ty, tile.min(n) * row_bytes, tile.min(n) * k, Path::Auto)?;
-    let mul = pick_mul(path);
-
-    // Results are produced transposed (`n × m`): each tile owns a contiguous chunk.
-    let mut out_t = vec![0f32; n * m];
-    let task = |scratch: &mut Vec<f32>, (wt, ot): (&[u8], &mut [f32])| {
-        let rows = wt.len() / row_bytes;
-        let s = &mut scratch[..rows * k];
-        // SAFETY: `wt` is `rows` whole rows of whole blocks (checked above), decoding to exactly
-        // `rows * k` values = `s.len()`; `prepare` checked the kernel's CPU features.
-        unsafe { kernel(wt, s) };
-        // SAFETY: `mul` was chosen for `path`, whose CPU features `prepare` confirmed; the slices have the
-        // lengths the micro-kernel expects (`s`: rows×k, `x`: m×k, `ot`: rows×m).
-        unsafe { mul(x, s, ot, m, k) };
+    let widened;
+    let xf: &[f32] = match X::as_f32(x) {
+        Some(s) => s,
+        None => {
+            let mut v = vec![0f32; x.len()];
+            X::widen(x, &mut v);
+            widened = v;
+            &widened
+        }
     };
-    let serial = threads == Some(1) || n <= tile || (threads.is_none() && rayon::current_num_threads() == 1);
-    if serial {
-        let mut scratch = vec![0f32; tile * k];
-        for item in w.chunks(tile * row_bytes).zip(out_t.chunks_mut(tile * m)) {
-            task(&mut scratch, item);
-        }
-    } else {
-        let work = |out_t: &mut [f32]| {
-            w.par_chunks(tile * row_bytes)
-                .zip(out_t.par_chunks_mut(tile * m))
-                .for_each_init(|| vec![0f32; tile * k], |scratch, item| task(scratch, item));
-        };
-        match threads {
-            None => work(&mut out_t),
-            Some(t) => pool(t)?.install(|| work(&mut out_t)),
-        }
+    let rowk = if m <= ROW_KERNEL_MAX_M { row_kernel(ty, path) } else { None };
+    let job = Job { kernel, mul: pick_mul(path), rowk, path, x: xf, m, k, w, row_bytes, be, bb, chunk };
+    let groups = n.div_ceil(GROUP);
+    let n_threads = match threads {
+        Some(t) => t,
+        None => rayon::current_num_threads(),
+    };
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    if n_threads <= 1 || n * k < PAR_MIN_VALUES || groups < 2 {
+        // SAFETY: rows 0..n are this call's whole output; `out` is exclusively borrowed for the call.
+        unsafe { job.run(0, n, n, out_ptr) };
+        return Ok(());
     }
-    for j in 0..n {
-        for i in 0..m {
-            out[i * n + j] = out_t[j * m + i];
+    // A few tasks per thread, so that a thread slowed by other load does not hold up the whole call. The
+    // calling thread takes tasks too (with `threads - 1` pool helpers): right after torch's own parallel ops
+    // their worker threads still spin for a while, and a caller that only waited would leave its core to them.
+    let tasks = (n_threads * 4).min(groups);
+    let per = groups.div_ceil(tasks) * GROUP;
+    let ntask = n.div_ceil(per);
+    let next = AtomicUsize::new(0);
+    let take = || loop {
+        let t = next.fetch_add(1, Ordering::Relaxed);
+        if t >= ntask {
+            break;
         }
+        let (j0, j1) = (t * per, ((t + 1) * per).min(n));
+        // SAFETY: each task index is taken once, tasks own disjoint row ranges `j0..j1`, so every output
+        // element is written by one task; `out` is exclusively borrowed until the scope below has ended.
+        unsafe { job.run(j0, j1, n, out_ptr) };
+    };
+    let helpers = n_threads - 1;
+    let take = &take;
+    match threads {
+        None => rayon::in_place_scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(move |_| take());
+            }
+            take();
+        }),
+        Some(_) => pool(helpers)?.in_place_scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(move |_| take());
+            }
+            take();
+        }),
     }
     Ok(())
 }
 
-/// The micro-kernel: `ot[r][i] = dot(x[i], w[r])` for every tile row `r` and activation row `i`.
-/// `unsafe` because the SIMD variants need their CPU features.
-type MulFn = unsafe fn(&[f32], &[f32], &mut [f32], usize, usize);
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// A raw output pointer shared by the tasks, which write disjoint elements.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: only used to write disjoint elements from different tasks while the owner waits (see above).
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+struct Job<'a> {
+    kernel: Kernel,
+    mul: MulFn,
+    /// The register-fused kernel, when the type and path have one and the batch is small.
+    rowk: Option<RowFn>,
+    path: Path,
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    w: &'a [u8],
+    row_bytes: usize,
+    be: usize,
+    bb: usize,
+    chunk: usize,
+}
+
+thread_local! {
+    /// Per-thread decode buffer, partial sums and result staging, reused across calls.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Job<'_> {
+    /// Compute output rows `j0..j1` into `out` (`m × n`).
+    ///
+    /// # Safety
+    /// `out` points at `m × n` elements; no other thread writes rows `j0..j1` of any output row meanwhile.
+    unsafe fn run<Y: OutElem>(&self, j0: usize, j1: usize, n: usize, out: SendPtr<Y>) {
+        let (m, k, chunk) = (self.m, self.k, self.chunk);
+        let need = GROUP * chunk + m * GROUP * LANES + m * STAGE;
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < need {
+                s.resize(need, 0.0);
+            }
+            let (buf, rest) = s.split_at_mut(GROUP * chunk);
+            let (acc, res) = rest.split_at_mut(m * GROUP * LANES);
+            let res = &mut res[..m * STAGE];
+            let mut s0 = j0;
+            while s0 < j1 {
+                let s1 = (s0 + STAGE).min(j1);
+                let rows = s1 - s0;
+                let mut r = s0;
+                while r < s1 {
+                    let rb = (s1 - r).min(GROUP);
+                    if let Some(f) = self.rowk {
+                        let wp = self.w[r * self.row_bytes..].as_ptr();
+                        // SAFETY: `rowk` exists only for a path whose features `prepare` confirmed; rows r..r + rb
+                        // hold `k / be` whole blocks each, x rows `k` values, acc `m × GROUP × LANES`.
+                        unsafe { f(self.x.as_ptr(), k, m, wp, self.row_bytes, rb, k / self.be, acc.as_mut_ptr()) };
+                        for i in 0..m {
+                            for q in 0..rb {
+                                let lanes: &[f32; LANES] = acc[(i * GROUP + q) * LANES..][..LANES].try_into().unwrap();
+                                res[i * STAGE + (r - s0) + q] = hsum(lanes);
+                            }
+                        }
+                        r += rb;
+                        continue;
+                    }
+                    acc.fill(0.0);
+                    let mut c0 = 0;
+                    while c0 < k {
+                        let len = chunk.min(k - c0);
+                        let (b0, b1) = (c0 / self.be * self.bb, (c0 + len) / self.be * self.bb);
+                        for q in 0..rb {
+                            let src = &self.w[(r + q) * self.row_bytes..][b0..b1];
+                            // SAFETY: `src` is whole blocks decoding to `len` values (k and the chunk are
+                            // multiples of the block size), `buf` rows hold `chunk >= len` values; `prepare`
+                            // checked the kernel's CPU features.
+                            unsafe { (self.kernel)(src, &mut buf[q * chunk..q * chunk + len]) };
+                        }
+                        let lv = len / LANES * LANES;
+                        // SAFETY: `mul` belongs to `path`, whose features `prepare` confirmed; x rows hold `k`
+                        // values from `c0` (`c0 + lv <= k`), buf rows `lv`, acc `m × GROUP × LANES`.
+                        unsafe {
+                            (self.mul)(self.x.as_ptr().add(c0), k, m, buf.as_ptr(), chunk, rb, lv, acc.as_mut_ptr())
+                        };
+                        if c0 + len == k {
+                            // Last chunk (only it can end in a partial vector): lane sums plus that tail.
+                            for i in 0..m {
+                                for q in 0..rb {
+                                    let lanes: &[f32; LANES] =
+                                        acc[(i * GROUP + q) * LANES..][..LANES].try_into().unwrap();
+                                    let mut v = hsum(lanes);
+                                    for t in lv..len {
+                                        v = fma(self.path, self.x[i * k + c0 + t], buf[q * chunk + t], v);
+                                    }
+                                    res[i * STAGE + (r - s0) + q] = v;
+                                }
+                            }
+                        }
+                        c0 += len;
+                    }
+                    r += rb;
+                }
+                for i in 0..m {
+                    // SAFETY: row i's elements s0..s1 lie inside `out` (m × n) and belong to this task alone.
+                    let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(i * n + s0), rows) };
+                    Y::from_f32_slice(&res[i * STAGE..i * STAGE + rows], o, self.path);
+                }
+                s0 = s1;
+            }
+        });
+    }
+}
+
+/// The tail multiply-add: fused on the x86 SIMD paths (as their vector lanes are), separate elsewhere (the
+/// portable multiply kernel, which the other paths use).
+#[inline]
+fn fma(path: Path, a: f32, b: f32, c: f32) -> f32 {
+    match path {
+        Path::Avx2 | Path::Avx512 => a.mul_add(b, c),
+        _ => a * b + c,
+    }
+}
+
+/// The multiply kernel: for activation rows `i < m` and weight rows `q < rb`, lane-wise
+/// `acc[(i·GROUP + q)·LANES + t] += Σ_{l ≡ t} x[i·xs + l] · w[q·ws + l]` over `l < len` (a multiple of
+/// `LANES`), one (fused) multiply-add per element in order of `l`.
+/// `unsafe`: SIMD variants need their CPU features, and the pointers must cover those ranges.
+pub(crate) type MulFn = unsafe fn(*const f32, usize, usize, *const f32, usize, usize, usize, *mut f32);
+
+/// Stand-in type off x86-64 (no register-fused kernels there).
+#[cfg(not(target_arch = "x86_64"))]
+type RowFn = unsafe fn(*const f32, usize, usize, *const u8, usize, usize, usize, *mut f32);
+#[cfg(target_arch = "x86_64")]
+use super::matmul_x86_fused::RowFn;
+
+fn row_kernel(ty: GgmlType, path: Path) -> Option<RowFn> {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => super::matmul_x86_fused::row_kernel(ty),
+        _ => {
+            let _ = ty;
+            None
+        }
+    }
+}
 
 fn pick_mul(path: Path) -> MulFn {
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => mul_avx512,
+        Path::Avx512 => super::matmul_x86::mul_avx512,
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => mul_avx2,
+        Path::Avx2 => super::matmul_x86::mul_avx2,
         _ => mul_scalar,
     }
 }
 
-const LANES: usize = 16;
-
 /// Pairwise sum of the 16 lanes (a fixed order, the same on every path).
 #[inline(always)]
-fn hsum(a: &[f32; LANES]) -> f32 {
+pub(crate) fn hsum(a: &[f32; LANES]) -> f32 {
     let mut v = *a;
     let mut w = LANES / 2;
     while w > 0 {
@@ -152,258 +402,74 @@ fn hsum(a: &[f32; LANES]) -> f32 {
     v[0]
 }
 
-/// Shared body. `fma(a, b, c) = a·b + c`, fused where the caller's ISA has it. Blocks of 4 weight rows ×
-/// 2 activation rows keep 8 independent accumulators of 16 lanes and reuse every load twice or four times.
+/// Shared portable body; `f(a, b, c) = a·b + c`.
+///
+/// # Safety
+/// As [`MulFn`].
 #[inline(always)]
-fn mul_body<F: Fn(f32, f32, f32) -> f32 + Copy>(x: &[f32], w: &[f32], ot: &mut [f32], m: usize, k: usize, fma: F) {
-    let rows = w.len() / k;
-    let kv = k / LANES * LANES;
-    let mut r = 0;
-    while r < rows {
-        let rb = (rows - r).min(4);
-        let mut i = 0;
-        while i < m {
-            let ib = (m - i).min(2);
-            let mut acc = [[[0f32; LANES]; 2]; 4];
-            let xs: [&[f32]; 2] = [&x[i * k..(i + 1) * k], &x[(i + ib - 1) * k..(i + ib) * k]];
-            let wr = |q: usize| &w[(r + q.min(rb - 1)) * k..(r + q.min(rb - 1) + 1) * k];
-            let ws: [&[f32]; 4] = [wr(0), wr(1), wr(2), wr(3)];
-            let mut l = 0;
-            while l < kv {
-                for q in 0..4 {
-                    let wv: &[f32; LANES] = ws[q][l..l + LANES].try_into().unwrap();
-                    for p in 0..2 {
-                        let xv: &[f32; LANES] = xs[p][l..l + LANES].try_into().unwrap();
-                        for t in 0..LANES {
-                            acc[q][p][t] = fma(xv[t], wv[t], acc[q][p][t]);
-                        }
-                    }
-                }
-                l += LANES;
-            }
-            for q in 0..rb {
-                for p in 0..ib {
-                    let mut s = hsum(&acc[q][p]);
-                    for t in kv..k {
-                        s = fma(xs[p][t], ws[q][t], s);
-                    }
-                    ot[(r + q) * m + i + p] = s;
+#[allow(clippy::too_many_arguments)]
+unsafe fn mul_body<F: Fn(f32, f32, f32) -> f32 + Copy>(
+    x: *const f32,
+    xs: usize,
+    m: usize,
+    w: *const f32,
+    ws: usize,
+    rb: usize,
+    len: usize,
+    acc: *mut f32,
+    f: F,
+) {
+    for i in 0..m {
+        // SAFETY: the caller guarantees these ranges.
+        let xr = unsafe { std::slice::from_raw_parts(x.add(i * xs), len) };
+        for q in 0..rb {
+            // SAFETY: as above.
+            let wr = unsafe { std::slice::from_raw_parts(w.add(q * ws), len) };
+            // SAFETY: as above.
+            let a = unsafe { std::slice::from_raw_parts_mut(acc.add((i * GROUP + q) * LANES), LANES) };
+            let mut lanes: [f32; LANES] = a.try_into().unwrap();
+            for (xv, wv) in xr.chunks_exact(LANES).zip(wr.chunks_exact(LANES)) {
+                for t in 0..LANES {
+                    lanes[t] = f(xv[t], wv[t], lanes[t]);
                 }
             }
-            i += ib;
+            a.copy_from_slice(&lanes);
         }
-        r += rb;
     }
 }
 
-unsafe fn mul_scalar(x: &[f32], w: &[f32], ot: &mut [f32], m: usize, k: usize) {
-    mul_body(x, w, ot, m, k, |a, b, c| a * b + c)
+#[allow(clippy::too_many_arguments)]
+unsafe fn mul_scalar(
+    x: *const f32,
+    xs: usize,
+    m: usize,
+    w: *const f32,
+    ws: usize,
+    rb: usize,
+    len: usize,
+    acc: *mut f32,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { mul_body(x, xs, m, w, ws, rb, len, acc, |a, b, c| a * b + c) }
 }
 
-#[cfg(target_arch = "x86_64")]
-use simd::{mul_avx2, mul_avx512};
-
-/// Explicit-intrinsic micro-kernels: the same lane assignment, fused multiply-adds and pairwise lane sum as
-/// `mul_body` with `f32::mul_add`, so they are bit-identical to that scalar code (tested below).
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    use super::{hsum, LANES};
-    use std::arch::x86_64::*;
-
-    /// Values of k per chunk (2 KiB of each row).
-    const KC: usize = 512;
-
-    macro_rules! mul_kernel {
-        ($fname:ident, $feat:literal, $n:expr, $load:ident, $fma:ident, $zero:ident, $store:ident) => {
-            /// `ot[r][i] = dot(x[i], w[r])`. Caller contract: the CPU has the enabled features,
-            /// `x.len() == m * k`, `w.len()` is a multiple of `k`, `ot.len() == w.len() / k * m`, `k > 0`.
-            #[target_feature(enable = $feat)]
-            pub(super) unsafe fn $fname(x: &[f32], w: &[f32], ot: &mut [f32], m: usize, k: usize) {
-                const STEP: usize = LANES / $n;
-                let rows = w.len() / k;
-                assert!(x.len() == m * k && ot.len() == rows * m && w.len() == rows * k);
-                let kv = k / LANES * LANES;
-                let (xp, wp) = (x.as_ptr(), w.as_ptr());
-                // Lane accumulators of every (weight row, activation row) pair persist across k-chunks, so
-                // the 4 weight rows of a block stay in L1 while all activation rows stream past them. The
-                // per-lane operation sequence is unchanged by the chunking.
-                let mut buf = vec![0f32; rows * m * LANES];
-                let bp = buf.as_mut_ptr();
-                let mut k0 = 0;
-                while k0 < kv {
-                    let k1 = (k0 + KC).min(kv);
-                    let mut r = 0;
-                    while r < rows {
-                        let rb = (rows - r).min(4);
-                        // Short blocks repeat their last row (computed, never stored).
-                        let rq = [0, 1, 2, 3].map(|q: usize| r + q.min(rb - 1));
-                        let ws = rq.map(|row| wp.add(row * k));
-                        let mut i = 0;
-                        while i < m {
-                            let ib = (m - i).min(2);
-                            let ip = [i, i + ib - 1];
-                            let xs = [xp.add(i * k), xp.add((i + ib - 1) * k)];
-                            let mut acc = [[$zero(); $n]; 8];
-                            // SAFETY (buffer): (row, i) < (rows, m), so every slot lies inside `buf`.
-                            for q in 0..4 {
-                                for p in 0..2 {
-                                    for h in 0..$n {
-                                        acc[2 * q + p][h] = $load(bp.add((rq[q] * m + ip[p]) * LANES + h * STEP));
-                                    }
-                                }
-                            }
-                            let mut l = k0;
-                            while l < k1 {
-                                // SAFETY (loads): l + LANES <= kv <= k, so every read stays inside its row.
-                                for h in 0..$n {
-                                    let off = l + h * STEP;
-                                    let x0 = $load(xs[0].add(off));
-                                    let x1 = $load(xs[1].add(off));
-                                    for q in 0..4 {
-                                        let wv = $load(ws[q].add(off));
-                                        acc[2 * q][h] = $fma(x0, wv, acc[2 * q][h]);
-                                        acc[2 * q + 1][h] = $fma(x1, wv, acc[2 * q + 1][h]);
-                                    }
-                                }
-                                l += LANES;
-                            }
-                            for q in 0..rb {
-                                for p in 0..ib {
-                                    for h in 0..$n {
-                                        $store(bp.add((rq[q] * m + ip[p]) * LANES + h * STEP), acc[2 * q + p][h]);
-                                    }
-                                }
-                            }
-                            i += ib;
-                        }
-                        r += rb;
-                    }
-                    k0 = k1;
-                }
-                for row in 0..rows {
-                    for i in 0..m {
-                        let lanes: &[f32; LANES] =
-                            buf[(row * m + i) * LANES..(row * m + i + 1) * LANES].try_into().unwrap();
-                        let mut s = hsum(lanes);
-                        for t in kv..k {
-                            s = x[i * k + t].mul_add(w[row * k + t], s);
-                        }
-                        ot[row * m + i] = s;
-                    }
-                }
-            }
-        };
-    }
-    mul_kernel!(mul_avx2, "avx2,fma", 2, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, _mm256_storeu_ps);
-    mul_kernel!(
-        mul_avx512,
-        "avx512f,avx2,fma",
-        1,
-        _mm512_loadu_ps,
-        _mm512_fmadd_ps,
-        _mm512_setzero_ps,
-        _mm512_storeu_ps
-    );
+/// The portable body with fused multiply-adds: what the SIMD kernels compute, bit for bit (tests only).
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn mul_scalar_fma(
+    x: *const f32,
+    xs: usize,
+    m: usize,
+    w: *const f32,
+    ws: usize,
+    rb: usize,
+    len: usize,
+    acc: *mut f32,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { mul_body(x, xs, m, w, ws, rb, len, acc, |a: f32, b: f32, c: f32| a.mul_add(b, c)) }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rng(seed: &mut u64) -> u64 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed
-    }
-
-    fn check(ty: GgmlType, m: usize, k: usize, n: usize, threads: Option<usize>) {
-        let mut seed = 0x9E3779B97F4A7C15u64 ^ (m * 131 + k * 7 + n) as u64;
-        let vals: Vec<f32> = (0..n * k).map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-        let w = super::super::quantize(ty, &vals).unwrap();
-        let wf = super::super::dequantize_to_vec(ty, &w).unwrap();
-        let x: Vec<f32> = (0..m * k).map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-        let mut out = vec![f32::NAN; m * n];
-        linear_fused(ty, &x, m, k, &w, n, &mut out, threads).unwrap();
-        for i in 0..m {
-            for j in 0..n {
-                let (mut s, mut a) = (0f64, 0f64);
-                for l in 0..k {
-                    let p = x[i * k + l] as f64 * wf[j * k + l] as f64;
-                    s += p;
-                    a += p.abs();
-                }
-                let got = out[i * n + j] as f64;
-                let bound = k as f64 * 2f64.powi(-24) * a + 1e-30;
-                assert!((got - s).abs() <= bound, "{ty} m={m} k={k} n={n} [{i},{j}]: {got} vs {s} (bound {bound})");
-            }
-        }
-        // Scalar micro-kernel on the same tiles agrees within the same bound, and threads do not matter.
-        let mut again = vec![0f32; m * n];
-        linear_fused(ty, &x, m, k, &w, n, &mut again, Some(2)).unwrap();
-        assert_eq!(
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            again.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn fused_matches_f64_reference() {
-        for &ty in &[GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::F16, GgmlType::BF16] {
-            for &(m, k, n) in &[(1, 256, 9), (2, 512, 70), (3, 256, 130), (5, 1024, 33), (16, 256, 64)] {
-                check(ty, m, k, n, None);
-                check(ty, m, k, n, Some(1));
-            }
-        }
-        check(GgmlType::F32, 3, 37, 11, None); // k not a multiple of 16: the scalar tail
-    }
-
-    #[test]
-    fn simd_micro_kernels_match_scalar_within_bound() {
-        let (m, k) = (3usize, 1200usize + 7);
-        let mut seed = 42u64;
-        let x: Vec<f32> = (0..m * k).map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-        let w: Vec<f32> = (0..7 * k).map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-        let mut want = vec![0f32; 7 * m];
-        // SAFETY: the scalar kernel has no CPU requirements; lengths as documented.
-        unsafe { mul_scalar(&x, &w, &mut want, m, k) };
-        let mut want_fma = vec![0f32; 7 * m];
-        mul_body(&x, &w, &mut want_fma, m, k, |a: f32, b: f32, c: f32| a.mul_add(b, c));
-        for path in [Path::Avx2, Path::Avx512] {
-            if !path.available() {
-                continue;
-            }
-            let mut got = vec![0f32; 7 * m];
-            // SAFETY: `path.available()` confirmed the features.
-            unsafe { pick_mul(path)(&x, &w, &mut got, m, k) };
-            // bit-identical to the scalar body with fused multiply-adds
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want_fma.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{path:?}"
-            );
-            for (g, s) in got.iter().zip(&want) {
-                assert!((g - s).abs() <= k as f32 * 2f32.powi(-23) * 80.0, "{path:?}: {g} vs {s}");
-            }
-        }
-    }
-
-    #[test]
-    fn bad_lengths_are_errors() {
-        let w = vec![0u8; 34 * 2];
-        let mut out = vec![0f32; 2];
-        assert!(matches!(
-            linear_fused(GgmlType::Q8_0, &[0.0; 32], 1, 32, &w, 3, &mut [0f32; 3], None),
-            Err(FusedError::WeightLength { .. })
-        ));
-        assert!(matches!(
-            linear_fused(GgmlType::Q8_0, &[0.0; 30], 1, 30, &w, 2, &mut out, None),
-            Err(FusedError::Features { .. })
-        ));
-        assert!(matches!(
-            linear_fused(GgmlType::Q8_1, &[0.0; 32], 1, 32, &[0u8; 36 * 2], 2, &mut out, None),
-            Err(FusedError::Dequant(DequantError::Unsupported { .. }))
-        ));
-        assert!(linear_fused(GgmlType::Q8_0, &[0.0; 64], 1, 64, &w, 1, &mut out[..1], Some(0)).is_err());
-    }
-}
+#[path = "matmul_tests.rs"]
+mod tests;

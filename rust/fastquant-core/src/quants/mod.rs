@@ -13,6 +13,10 @@ mod iquants;
 mod kquants;
 mod legacy;
 pub mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod matmul_x86;
+#[cfg(target_arch = "x86_64")]
+mod matmul_x86_fused;
 pub mod quantize;
 #[rustfmt::skip] // generated tables: one row per line as the generator writes them
 pub mod tables;
@@ -47,7 +51,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-pub use matmul::{linear_fused, FusedError};
+pub use matmul::{linear_fused, linear_fused_with, FusedError, InElem};
 pub use quantize::{
     has_quantizer, quantize, quantize_into, quantize_into_with, quantize_with, quantized_len, QuantizeError,
     QUANTIZE_TYPES,
