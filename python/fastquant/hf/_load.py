@@ -98,7 +98,8 @@ def _resolve_class(cls, lib: str, config_dict: dict, config_path: str):
         return resolved
     if not issubclass(cls, diffusers.ModelMixin):
         raise TypeError(f"{cls.__name__} is not a diffusers ModelMixin")
-    if name is not None and name != cls.__name__:
+    named = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if name is not None and name != cls.__name__ and not (isinstance(named, type) and issubclass(cls, named)):
         raise ValueError(
             f"{config_path}: '_class_name' is {name!r}, but the class passed is {cls.__name__}; pass the class "
             "that matches the checkpoint"
@@ -142,19 +143,48 @@ def _to_fastquant_config(config):
     if callable(to_dict):
         data = to_dict()
         if isinstance(data, dict):
-            data = dict(data)
-            qm = data.get("quant_method")
-            data["quant_method"] = str(getattr(qm, "value", qm))
-            if data["quant_method"] == "quanto" and "weights" in data and "weights_dtype" not in data:
-                # transformers' QuantoConfig names the field `weights` and has activation quantization
-                if data.pop("activations", None) is not None:
-                    raise ValueError("quanto activation quantization is not supported by fastquant")
-                data["weights_dtype"] = data.pop("weights")
-            return DiffusersAutoQuantizer.from_dict(data)
+            return DiffusersAutoQuantizer.from_dict(library_dict(data, "quantization_config"))
     raise TypeError(
         "quantization_config: expected a fastquant config, a dict, or a transformers/diffusers quantization config, "
         f"got {type(config).__name__}"
     )
+
+
+#: fields transformers writes that fastquant's configs do not have, and the only value fastquant can honour
+_LIBRARY_ONLY = {"torchao": {"include_input_output_embeddings": False, "untie_embedding_weights": False}}
+
+
+def library_dict(data: dict, where: str) -> dict:
+    """A config dict as transformers/diffusers write it, in fastquant's spelling (a new dict)."""
+    data = dict(data)
+    qm = data.get("quant_method")
+    data["quant_method"] = str(getattr(qm, "value", qm))
+    for key, honoured in _LIBRARY_ONLY.get(data["quant_method"], {}).items():
+        if key in data:
+            value = data.pop(key)
+            if value not in (None, honoured):
+                raise ValueError(f"{where}: {data['quant_method']} {key}={value!r} is not supported by fastquant")
+    if data["quant_method"] == "quanto" and "weights" in data and "weights_dtype" not in data:
+        # transformers' QuantoConfig names the field `weights` and has activation quantization
+        if data.pop("activations", None) is not None:
+            raise ValueError(f"{where}: quanto activation quantization is not supported by fastquant")
+        data["weights_dtype"] = data.pop("weights")
+    return data
+
+
+def check_method(cfg, pre_quantized: bool, config_path: str) -> None:
+    """Methods whose checkpoints are not safetensors folders fastquant reads."""
+    method = str(getattr(cfg, "quant_method", None)) if cfg is not None else None
+    if method == "gguf":
+        raise ValueError(
+            f"{config_path}: GGUF weights live in single .gguf files, not in a safetensors folder; load them with "
+            "fastquant.gguf (load_into)"
+        )
+    if method == "modelopt" and pre_quantized:
+        raise ValueError(
+            f"{config_path}: pre-quantized nvidia-modelopt folders keep the quantizer state in a pickle "
+            "(modelopt_state.pth), which fastquant never unpickles from a folder; quantize on load instead"
+        )
 
 
 def _config_skip(cfg):
@@ -311,6 +341,36 @@ def _check_plain(model, ckpt, item, expected):
         )
 
 
+def check_plan(model, ckpt: Checkpoint, quantizer, *, pre_quantized: bool, tied=(), warn: bool = True):
+    """Match the model (already through `preprocess_model`) to the checkpoint headers; every mismatch is a
+    ValueError naming the file and key. Returns (plan, expected state tensors)."""
+    if pre_quantized:
+        _formats.prepare_prequantized(model, quantizer)
+    non_persistent = _non_persistent(model)
+    state = model.state_dict(keep_vars=True)
+    expected = {k: v for k, v in state.items() if k not in non_persistent}
+    plan = _formats.make_plan(model, ckpt, quantizer, pre_quantized, list(expected))
+    missing = [k for k in plan.missing if k not in tied]
+    if quantizer is not None and missing:
+        missing = quantizer.update_missing_keys(model, missing, "")
+    if missing:
+        raise ValueError(
+            f"{ckpt.folder}: the checkpoint lacks {len(missing)} tensor(s) the model needs: {missing[:8]}"
+            + (" (is it quantized with another method?)" if pre_quantized else "")
+        )
+    for item in plan.items:
+        if item.kind in ("plain", "quantize"):
+            _check_plain(model, ckpt, item, expected)
+    if plan.unexpected and warn:
+        warnings.warn(
+            f"{ckpt.folder}: {len(plan.unexpected)} checkpoint tensor(s) are not used by "
+            f"{type(model).__name__}: {plan.unexpected[:8]}",
+            UserWarning,
+            stacklevel=4,
+        )
+    return plan, expected
+
+
 def load_into_model(
     model,
     ckpt: Checkpoint,
@@ -330,30 +390,7 @@ def load_into_model(
     from ..quantizers._tensors import set_tensor
     from ._offload import device_for, disk_check
 
-    if pre_quantized:
-        _formats.prepare_prequantized(model, quantizer)
-    non_persistent = _non_persistent(model)
-    state = model.state_dict(keep_vars=True)
-    expected = {k: v for k, v in state.items() if k not in non_persistent}
-    plan = _formats.make_plan(model, ckpt, quantizer, pre_quantized, list(expected))
-    missing = [k for k in plan.missing if k not in tied]
-    if quantizer is not None and missing:
-        missing = quantizer.update_missing_keys(model, missing, "")
-    if missing:
-        raise ValueError(
-            f"{ckpt.folder}: the checkpoint lacks {len(missing)} tensor(s) the model needs: {missing[:8]}"
-            + (" (is it quantized with another method?)" if pre_quantized else "")
-        )
-    for item in plan.items:
-        if item.kind in ("plain", "quantize"):
-            _check_plain(model, ckpt, item, expected)
-    if plan.unexpected:
-        warnings.warn(
-            f"{ckpt.folder}: {len(plan.unexpected)} checkpoint tensor(s) are not used by "
-            f"{type(model).__name__}: {plan.unexpected[:8]}",
-            UserWarning,
-            stacklevel=3,
-        )
+    plan, expected = check_plan(model, ckpt, quantizer, pre_quantized=pre_quantized, tied=tied)
     offload_index = disk_check(device_map, plan, quantizer, offload_folder)
 
     loaded = set()
@@ -488,6 +525,7 @@ def from_pretrained(
     if ckpt_q is not None:
         if not isinstance(ckpt_q, dict):
             raise ValueError(f"{config_path}: 'quantization_config' must be an object")
+        ckpt_q = library_dict(ckpt_q, config_path)
         try:
             cfg = DiffusersAutoQuantizer.merge_quantization_configs(ckpt_q, user_q)
         except (ValueError, TypeError) as e:
@@ -495,17 +533,7 @@ def from_pretrained(
         pre_quantized = True
     else:
         cfg, pre_quantized = user_q, False
-    method = getattr(cfg, "quant_method", None) if cfg is not None else None
-    if str(method) == "gguf":
-        raise ValueError(
-            f"{config_path}: GGUF weights live in single .gguf files, not in a safetensors folder; load them with "
-            "fastquant.gguf (load_into)"
-        )
-    if str(method) == "modelopt" and pre_quantized:
-        raise ValueError(
-            f"{config_path}: pre-quantized nvidia-modelopt folders keep the quantizer state in a pickle "
-            "(modelopt_state.pth), which fastquant never unpickles from a folder; quantize on load instead"
-        )
+    check_method(cfg, pre_quantized, config_path)
 
     # the quantizer (its skip list needs the model for transformers' defaults), the dtype, the model
     probe_q = DiffusersAutoQuantizer.from_config(cfg, pre_quantized=pre_quantized) if cfg is not None else None
@@ -567,6 +595,8 @@ def from_pretrained(
     model.eval()
     from ._offload import dispatch
 
+    if dm is not None:
+        model.hf_device_map = dict(dm)
     dispatch(model, dm, offload_folder, offload_index)
     return model
 
