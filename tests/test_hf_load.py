@@ -317,6 +317,39 @@ def test_keep_in_fp32_modules_are_honoured(folders):
     assert model.norm_out.linear.bias.dtype == torch.bfloat16
 
 
+def test_modelopt_quantize_on_load_equals_quantize_after_load(folders):
+    # diffusers 0.42's NVIDIAModelOptConfig cannot build its config with modelopt 0.47, and transformers has no
+    # modelopt quantizer: the reference is the float model loaded by transformers, then fastquant.quantize (which
+    # test_backends checks against modelopt's own mtq.quantize)
+    cfg = {"quant_method": "modelopt", "quant_type": "INT8", "channel_quantize": 0}
+    ref = fq.quantize(LlamaForCausalLM.from_pretrained(folders["lm"]).eval(), cfg, modules_to_not_convert=["lm_head"])
+    model = fq.from_pretrained(LlamaForCausalLM, folders["lm"], quantization_config=cfg)
+    assert type(model.model.layers[0].mlp.up_proj).__name__ == "QuantLinear"
+    assert type(model.lm_head) is torch.nn.Linear
+    assert all(not m.training for m in model.modules())
+    assert_same(lm_out(model), lm_out(ref))
+
+
+@pytest.mark.parametrize(
+    "qcfg, match",
+    [({"quant_method": "modelopt", "quant_type": "FP8"}, "pickle"), ({"quant_method": "gguf"}, r"\.gguf")],
+)
+def test_prequantized_folders_without_a_safetensors_layout_are_refused(qcfg, match, folders, tmp_path):
+    d = _copy_folder(folders["lm"], tmp_path / "q")
+    config = json.load(open(os.path.join(d, "config.json")))
+    config["quantization_config"] = qcfg
+    json.dump(config, open(os.path.join(d, "config.json"), "w"))
+    calls = []
+    torch_load = torch.load
+    torch.load = lambda *a, **k: calls.append(1)
+    try:
+        with pytest.raises(ValueError, match=match):
+            fq.from_pretrained(LlamaForCausalLM, d)
+    finally:
+        torch.load = torch_load
+    assert not calls
+
+
 def test_modules_to_not_convert(folders):
     model = fq.from_pretrained(
         LlamaForCausalLM,

@@ -394,8 +394,11 @@ def load_into_model(
     offload_index = disk_check(device_map, plan, quantizer, offload_folder)
 
     loaded = set()
+    since_trim = 0
     for item in plan.items:
         dev = device_for(device_map, item.key)
+        if item.kind == "quantize":
+            since_trim += ckpt.nbytes(item.source)
         if item.kind == "torchao":
             parts = {k: ckpt.get(k) for k in item.extras}
             value = _formats.build_torchao(item.key, parts, ckpt.metadata[item.key])
@@ -428,7 +431,40 @@ def load_into_model(
                 set_tensor(model, item.key, value, device="cpu" if dev == "disk" else dev)
         loaded.add(item.key)
         del value
+        if since_trim >= _TRIM_EVERY:
+            _release_freed_memory()
+            since_trim = 0
+    _release_freed_memory()
     return model, offload_index
+
+
+#: bytes of float weights quantized between two returns of freed heap memory to the OS
+_TRIM_EVERY = 16 << 20
+_TRIM = None
+
+
+def _release_freed_memory() -> None:
+    """Give freed heap pages back to the OS (glibc's `malloc_trim`).
+
+    Quantizing one float tensor after another frees its temporaries between the quantized tensors that stay; glibc
+    keeps such freed chunks below its (dynamic, up to 32 MB) mmap threshold inside the heap, so without this the
+    resident size of a streamed load grows towards the float model's size although the memory is free. A no-op
+    where glibc is not the allocator."""
+    global _TRIM
+    if _TRIM is None:
+        _TRIM = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL("libc.so.6")
+                trim = libc.malloc_trim
+                trim.argtypes = [ctypes.c_size_t]
+                _TRIM = trim
+            except (OSError, AttributeError):
+                pass
+    if _TRIM:
+        _TRIM(0)
 
 
 def _on_meta(t, depth: int = 0) -> bool:
