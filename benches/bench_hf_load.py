@@ -10,8 +10,8 @@ runs in a fresh Python process:
 
 The child imports torch, transformers, the backends and fastquant first; its anonymous memory (RssAnon in
 /proc/self/status, i.e. not the safetensors files' page cache or mmap) is then the baseline, and a thread samples
-RssAnon every 2 ms during the load. Reported: peak RssAnon above the baseline and wall time, the median of REPEATS
-processes, and fastquant's ratios to transformers (targets: peak <= 0.85x for torchao, <= 0.65x for quanto, time
+RssAnon every 1 ms during the load. The ways run round-robin, REPEATS times, after one uncounted run that warms the
+page cache. Reported: peak RssAnon above the baseline and wall time, the median of REPEATS processes, and fastquant's ratios to transformers (targets: peak <= 0.85x for torchao, <= 0.65x for quanto, time
 <= 1x).
 
     PYTHONPATH=python python benches/bench_hf_load.py [--repeats N] [--folder DIR]
@@ -79,7 +79,7 @@ stop = threading.Event()
 def sample():
     while not stop.is_set():
         peak[0] = max(peak[0], rss_anon())
-        time.sleep(0.002)
+        time.sleep(0.001)
 t = threading.Thread(target=sample, daemon=True)
 t.start()
 t0 = time.perf_counter()
@@ -146,9 +146,16 @@ def main() -> None:
     print(f"checkpoint: {size / 1e6:.0f} MB bf16 in {len(shards)} shards; median of {args.repeats} fresh processes")
     print(f"{'method':16} {'way':16} {'peak MB':>9} {'time s':>8}  layer / weight")
     results = {}
+    # round-robin over the ways, so that a busy spell on the (shared) machine hits each of them alike
+    runs_of = {(m, w): [] for m in METHODS for w in WAYS}
+    for method in METHODS:
+        run_child(method, "fastquant", folder)  # warm the page cache once; not counted
+        for _ in range(args.repeats):
+            for way in WAYS:
+                runs_of[(method, way)].append(run_child(method, way, folder))
     for method in METHODS:
         for way in WAYS:
-            runs = [run_child(method, way, folder) for _ in range(args.repeats)]
+            runs = runs_of[(method, way)]
             peak = statistics.median(r["peak"] for r in runs) / 1e6
             secs = statistics.median(r["time"] for r in runs)
             results[(method, way)] = (peak, secs)

@@ -202,9 +202,24 @@ def test_float_llama_sharded_equals_transformers(folders):
     assert_same(lm_out(auto), lm_out(ref))
     # torch_dtype casts the float tensors, as transformers does
     ref16 = LlamaForCausalLM.from_pretrained(folders["lm"], dtype=torch.bfloat16)
-    m16 = fq.from_pretrained(LlamaForCausalLM, folders["lm"], torch_dtype=torch.bfloat16)
+    m16 = fq.from_pretrained(LlamaForCausalLM, folders["lm"], dtype=torch.bfloat16)
     assert m16.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     assert_same(lm_out(m16), lm_out(ref16))
+
+
+def test_hub_cache_snapshot_folder(folders, tmp_path):
+    # a hub-cache snapshot: files are symlinks into a blobs folder
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "abc123"
+    blobs.mkdir()
+    snap.mkdir(parents=True)
+    import shutil
+
+    for i, name in enumerate(sorted(os.listdir(folders["lm"]))):
+        shutil.copy(os.path.join(folders["lm"], name), blobs / str(i))
+        os.symlink(blobs / str(i), snap / name)
+    ref = LlamaForCausalLM.from_pretrained(folders["lm"])
+    model = fq.from_pretrained(LlamaForCausalLM, tmp_path / "snapshots" / "abc123")
+    assert_same(lm_out(model), lm_out(ref))
 
 
 def test_float_sd3_sharded_equals_diffusers(folders):

@@ -544,6 +544,10 @@ def from_pretrained(
     """
     require("torch", "fastquant.from_pretrained")
     require("safetensors", "fastquant.from_pretrained")
+    if "dtype" in model_kwargs:  # transformers 5's name for torch_dtype
+        if torch_dtype is not None:
+            raise TypeError("from_pretrained: pass torch_dtype or dtype, not both")
+        torch_dtype = model_kwargs.pop("dtype")
     lib = _library_of(cls)
     folder = resolve_folder(path, subfolder)
     config_path = os.path.join(folder, "config.json")
