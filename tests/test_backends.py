@@ -23,6 +23,7 @@ import torch
 
 import fastquant as fq  # noqa: E402
 from fastquant.quantizers._utils import BackendImportError, matches_skip, require  # noqa: E402
+from _roundtrip import roundtrip  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*transformers .* is not tested with current version of modelopt.*")
 
@@ -82,6 +83,7 @@ def bnb_by_hand(model, bits, quant_type="nf4", double_quant=False, threshold=6.0
             new.weight = bnb.nn.Params4bit(
                 lin.weight.data, requires_grad=False, quant_type=quant_type, compress_statistics=double_quant
             )
+            new.support_avx512bf16_for_cpu = False  # as fastquant's layers: no in-place CPU repack in eval()
         else:
             new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, has_fp16_weights=False, threshold=threshold)
             new.weight = bnb.nn.Int8Params(lin.weight.data, requires_grad=False, has_fp16_weights=False)
@@ -232,15 +234,13 @@ def test_cpu_backend(case, tmp_path):
     assert model.config.quantization_config == cfg
 
     # the backend's own API by hand: bitwise the same output
-    manual = by_hand(make_model())
+    manual = by_hand(make_model()).eval()  # the model is in eval(), and so are the layers quantize swaps in
     with torch.no_grad():
         y_manual = manual(x)
     assert torch.equal(y, y_manual), f"{name}: differs from the backend's API by {rel_err(y, y_manual):.3g}"
 
-    # save -> load into a fresh float model: bitwise the same output
-    fq.save_quantized(model, tmp_path)
-    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "quantization_config.json").exists()
-    loaded = fq.load_quantized(make_model(), tmp_path)
+    # serialize through the hooks and safetensors -> load into a fresh float model: bitwise the same output
+    loaded = roundtrip(model, make_model(), tmp_path)
     with torch.no_grad():
         y_loaded = loaded(x)
     assert torch.equal(y, y_loaded)
@@ -310,6 +310,7 @@ def test_hooks_on_meta_model(case):
         else:
             set_tensor(model, key, value)
     q.postprocess_model(model)
+    model.eval()  # as a loader returns it (and as `expected`, an eval() model, was quantized)
     assert sorted(routed) == ["fc1.weight", "fc2.weight"]
     with torch.no_grad():
         assert torch.equal(model(x), expected(x))
@@ -521,8 +522,7 @@ def test_cuda_backend(case, tmp_path):
     assert torch.equal(model.proj_out.weight, ref_model.proj_out.weight)
     assert set(model.hf_quantizer.quantized_modules(model)) == {"fc1", "fc2"}
     if model.hf_quantizer.is_serializable:
-        fq.save_quantized(model, tmp_path)
-        loaded = fq.load_quantized(make_model("cuda", dtype), tmp_path)
+        loaded = roundtrip(model, make_model("cuda", dtype), tmp_path)
         with torch.no_grad():
             assert torch.equal(loaded(x), y)
     fq.dequantize(model)

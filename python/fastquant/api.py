@@ -48,17 +48,52 @@ def _model_dtype(model):
     return None
 
 
+def _meta_tensors(model):
+    return [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
+
+
+def _training_flags(model) -> dict:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def _restore_training_flags(model, flags: dict) -> None:
+    """Layers swapped in by a quantizer are new modules (in training mode by default): give each the mode of the
+    module it replaced, so an eval() model stays in eval() (bitsandbytes layers compute differently in training)."""
+    for name, m in model.named_modules():
+        want = flags.get(name)
+        if want is None:  # a module the quantizer added below a swapped one: its parent's mode
+            parent = name.rpartition(".")[0]
+            while parent and parent not in flags:
+                parent = parent.rpartition(".")[0]
+            want = flags.get(parent, model.training)
+        m.training = want
+
+
 def quantize(model, config, *, modules_to_not_convert: Optional[Sequence[str]] = None, device=None):
     """Quantize `model` in place with `config` (a config object or dict) and return it.
 
     `modules_to_not_convert`: module names (full dotted paths, ancestors, or single components) to keep in float,
     in addition to the config's own skip list. `device`: move the model there first (bitsandbytes and torchao
     quantize on the device the weights are on). Records `model.hf_quantizer`, `model.is_quantized`,
-    `model.quantization_method` and, when the model has a config, `model.config.quantization_config`."""
+    `model.quantization_method` and, when the model has a config, `model.config.quantization_config`.
+    Swapped layers keep the training mode of the layers they replace.
+
+    The model must hold its weights: a model with tensors on the meta device (built with `init_empty_weights`, or
+    with layers offloaded to disk by accelerate) is a ValueError; `fastquant.from_pretrained(...,
+    quantization_config=...)` quantizes while it loads instead."""
     require("torch", "fastquant.quantize")
     config = _to_config(config)
     if getattr(model, "hf_quantizer", None) is not None:
         raise ValueError("this model is already quantized (model.hf_quantizer is set); dequantize it first")
+    on_meta = _meta_tensors(model)
+    if on_meta:
+        hooked = any(hasattr(m, "_hf_hook") for m in model.modules())
+        raise ValueError(
+            f"quantize: {len(on_meta)} tensor(s) of the model are on the meta device (e.g. {on_meta[:3]})"
+            + (", offloaded by accelerate hooks" if hooked else "")
+            + "; quantization needs the weights. Load the weights first, or quantize while loading with "
+            "fastquant.from_pretrained(cls, folder, quantization_config=...)"
+        )
     kwargs: dict = {"pre_quantized": False}
     if modules_to_not_convert is not None:
         # Passed as given: the quantizer rejects a bare str (it would otherwise be read letter by letter).
@@ -66,6 +101,7 @@ def quantize(model, config, *, modules_to_not_convert: Optional[Sequence[str]] =
     quantizer = DiffusersAutoQuantizer.from_config(config, **kwargs)
     if device is not None:
         model.to(device)
+    flags = _training_flags(model)
     dev = _model_device(model)
     device_map = {"": str(dev)}
     quantizer.validate_environment(device_map=device_map, torch_dtype=_model_dtype(model))
@@ -73,6 +109,7 @@ def quantize(model, config, *, modules_to_not_convert: Optional[Sequence[str]] =
         model, device_map=device_map, keep_in_fp32_modules=getattr(model, "_keep_in_fp32_modules", None)
     )
     quantizer.postprocess_model(model)
+    _restore_training_flags(model, flags)
     set_model_quantized(model, quantizer)
     return model
 
@@ -127,33 +164,17 @@ def save_quantized(model, path) -> None:
 
 
 def load_quantized(model, path, *, device=None):
-    """Load a folder written by `save_quantized` into `model`, a float model of the same architecture (real or on
-    the meta device); returns it quantized, with the same outputs as the model that was saved."""
-    require("safetensors", "fastquant.load_quantized")
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Load a quantized folder in the transformers/diffusers layout (`config.json` with its `quantization_config`,
+    safetensors shards: what `fastquant.save_pretrained` and the libraries' own `save_pretrained` write) into
+    `model`, a float model of the same architecture, real or built on the meta device; returns it quantized.
 
-    path = os.fspath(path)
-    with open(os.path.join(path, _CONFIG), encoding="utf-8") as f:
-        record = json.load(f)
-    if record.get("format") != _FORMAT:
-        raise ValueError(f"{path}: not a folder written by fastquant.save_quantized (format {record.get('format')!r})")
-    config = DiffusersAutoQuantizer.from_dict(record["quantization_config"])
-    quantizer = DiffusersAutoQuantizer.from_config(
-        config, pre_quantized=True, modules_to_not_convert=list(record["modules_to_not_convert"])
-    )
-    weights = os.path.join(path, _WEIGHTS)
-    with safe_open(weights, framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-    dev = device if device is not None else _model_device(model)
-    if getattr(dev, "type", dev) == "meta" or str(dev) == "meta":
-        dev = "cpu"
-    state_dict = load_file(weights, device=str(dev))
-    device_map = {"": str(dev)}
-    quantizer.validate_environment(device_map=device_map, torch_dtype=_model_dtype(model))
-    quantizer.preprocess_model(model, device_map=device_map, keep_in_fp32_modules=record.get("keep_in_fp32_modules"))
-    meta = {**metadata, **(record.get("extras") or {}), "_folder": path}
-    model = quantizer.load_quantized_state_dict(model, state_dict, meta, device=dev) or model
-    quantizer.postprocess_model(model)
-    set_model_quantized(model, quantizer)
+    The folder is checked against the model (names, shapes, dtypes) before the model is changed. Non-persistent
+    buffers of a meta-device transformers/diffusers model are computed by the model class's own `__init__`; for
+    other models they must not be on the meta device. Swapped layers keep the training mode of the layers they
+    replace. To build the model from the folder as well, use `fastquant.from_pretrained(cls, path)`."""
+    from .hf._into import load_quantized_into
+
+    flags = _training_flags(model)
+    model = load_quantized_into(model, path, device=device)
+    _restore_training_flags(model, flags)
     return model
