@@ -26,9 +26,12 @@ _CONFIG = "quantization_config.json"
 
 
 def _to_config(config):
+    """A dict, a fastquant config or a transformers/diffusers config object -> fastquant's config object."""
     if isinstance(config, dict):
         return DiffusersAutoQuantizer.from_dict(config)
-    return config
+    from .quantizers.auto import _from_library_config
+
+    return _from_library_config(config)
 
 
 def _model_device(model):
@@ -73,6 +76,9 @@ def quantize(model, config, *, modules_to_not_convert: Optional[Sequence[str]] =
         model, device_map=device_map, keep_in_fp32_modules=getattr(model, "_keep_in_fp32_modules", None)
     )
     quantizer.postprocess_model(model)
+    # The swapped-in layers are built in training mode; give them the model's own mode (bitsandbytes layers
+    # compute differently in training mode).
+    model.train(model.training)
     set_model_quantized(model, quantizer)
     return model
 

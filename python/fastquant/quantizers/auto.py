@@ -140,10 +140,10 @@ class DiffusersAutoQuantizer:
     def merge_quantization_configs(cls, quantization_config_from_model, quantization_config_from_args=None):
         """Combine the checkpoint's config with one passed by the user: the checkpoint's wins (with a warning
         when they differ); configs of different methods are a ValueError."""
-        model_cfg = quantization_config_from_model
+        model_cfg = _from_library_config(quantization_config_from_model)
         if isinstance(model_cfg, dict):
             model_cfg = cls.from_dict(model_cfg)
-        args_cfg = quantization_config_from_args
+        args_cfg = _from_library_config(quantization_config_from_args)
         if args_cfg is not None:
             if isinstance(args_cfg, dict):
                 args_cfg = cls.from_dict(args_cfg)
@@ -161,10 +161,21 @@ class DiffusersAutoQuantizer:
 AutoQuantizer = DiffusersAutoQuantizer
 
 
+def _from_library_config(config):
+    """A transformers/diffusers config object -> fastquant's (anything else is returned as it is)."""
+    module = type(config).__module__ or ""
+    if module.startswith("transformers.") or module.startswith("diffusers."):
+        from ..hf._configs import from_library
+
+        return from_library(config)
+    return config
+
+
 def _slow_from_config(quantization_config, kwargs):
     """from_config for configs the Rust core does not know (user-registered methods)."""
     if isinstance(quantization_config, dict):
         quantization_config = DiffusersAutoQuantizer.from_dict(quantization_config)
+    quantization_config = _from_library_config(quantization_config)
     key = _method_key(quantization_config)
     target = AUTO_QUANTIZER_MAPPING.get(key)
     if target is None:
