@@ -23,6 +23,7 @@ import torch
 
 import fastquant as fq  # noqa: E402
 from fastquant.quantizers._utils import BackendImportError, matches_skip, require  # noqa: E402
+from _roundtrip import roundtrip  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*transformers .* is not tested with current version of modelopt.*")
 
@@ -237,10 +238,8 @@ def test_cpu_backend(case, tmp_path):
         y_manual = manual(x)
     assert torch.equal(y, y_manual), f"{name}: differs from the backend's API by {rel_err(y, y_manual):.3g}"
 
-    # save -> load into a fresh float model: bitwise the same output
-    fq.save_quantized(model, tmp_path)
-    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "quantization_config.json").exists()
-    loaded = fq.load_quantized(make_model(), tmp_path)
+    # serialize through the hooks and safetensors -> load into a fresh float model: bitwise the same output
+    loaded = roundtrip(model, make_model(), tmp_path)
     with torch.no_grad():
         y_loaded = loaded(x)
     assert torch.equal(y, y_loaded)
@@ -419,7 +418,8 @@ def test_cpu_only_errors_are_precise():
 
 
 def test_save_errors(tmp_path):
-    with pytest.raises(ValueError, match="not quantized"):
+    # save_pretrained (and its alias save_quantized) writes transformers/diffusers folders only
+    with pytest.raises(TypeError, match="PreTrainedModel or diffusers ModelMixin"):
         fq.save_quantized(make_model(), tmp_path)
 
 
@@ -521,8 +521,7 @@ def test_cuda_backend(case, tmp_path):
     assert torch.equal(model.proj_out.weight, ref_model.proj_out.weight)
     assert set(model.hf_quantizer.quantized_modules(model)) == {"fc1", "fc2"}
     if model.hf_quantizer.is_serializable:
-        fq.save_quantized(model, tmp_path)
-        loaded = fq.load_quantized(make_model("cuda", dtype), tmp_path)
+        loaded = roundtrip(model, make_model("cuda", dtype), tmp_path)
         with torch.no_grad():
             assert torch.equal(loaded(x), y)
     fq.dequantize(model)
