@@ -11,6 +11,7 @@ writes and reads. The temporary folder then replaces `path` atomically (`_atomic
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import types
@@ -119,9 +120,13 @@ def _check_serializable(model, quantizer, lib):
 
 
 def _to_oserror(e: Exception, path: str) -> OSError:
-    err = OSError(f"save_pretrained: writing {path!r} failed: {type(e).__name__}: {e}")
-    err.filename = path
-    return err
+    """An OSError (the subclass its errno maps to) naming `path`, for an I/O failure reported another way."""
+    code = getattr(e, "errno", None)
+    if code is None:
+        m = re.search(r"os error (\d+)", str(e))
+        code = int(m.group(1)) if m else errno.EIO
+    text = getattr(e, "strerror", None) or str(e)
+    return OSError(code, f"save_pretrained: writing the folder failed: {type(e).__name__}: {text}", path)
 
 
 def save_pretrained(model, path, *, max_shard_size="5GB") -> None:
