@@ -322,3 +322,39 @@ def test_to_diffusers_in_pipeline_quantization_config():
         }
     )
     assert type(pq.quant_mapping["transformer"]).__name__ == "TorchAoConfig"
+
+
+def test_modelopt_saves_are_read_by_the_libraries_with_modelopt_checkpointing(tmp_path):
+    """modelopt's layout: the library's folder plus modelopt_state.pth (its quantizer state), which modelopt's
+    Hugging Face plugin restores inside the libraries' from_pretrained (enable_huggingface_checkpointing, as
+    modelopt documents; it patches the classes for the rest of this process, acting only on folders that hold a
+    modelopt_state.pth). transformers has no modelopt config: no quantization_config in its config.json."""
+    import modelopt.torch.opt as mto
+
+    mto.enable_huggingface_checkpointing()
+    flux = fq.quantize(make_flux(), fq.NVIDIAModelOptConfig("INT8"), modules_to_not_convert=["proj_out"]).eval()
+    with torch.no_grad():
+        ref = flux(**flux_inputs())[0]
+    fq.save_pretrained(flux, tmp_path / "flux", max_shard_size="50KB")
+    assert (tmp_path / "flux" / "modelopt_state.pth").exists()
+    assert read_json(tmp_path / "flux" / "config.json")["quantization_config"]["quant_method"] == "modelopt"
+    loaded = diffusers.FluxTransformer2DModel.from_pretrained(tmp_path / "flux", torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**flux_inputs())[0], ref)
+
+    lm = fq.quantize(make_llama(), fq.NVIDIAModelOptConfig("INT8"), modules_to_not_convert=["lm_head"]).eval()
+    ref = lm_logits(lm)
+    fq.save_pretrained(lm, tmp_path / "lm")
+    assert "quantization_config" not in read_json(tmp_path / "lm" / "config.json")
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "lm").eval()
+    assert torch.equal(lm_logits(loaded), ref)
+    assert lm.config.quantization_config == fq.NVIDIAModelOptConfig("INT8")  # the model itself is unchanged
+    assert type(lm.hf_quantizer).__module__.startswith("fastquant.")
+
+
+def test_float_models_save_too(tmp_path):
+    model = make_llama()
+    fq.save_pretrained(model, tmp_path / "f")
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "f").eval()
+    assert "quantization_config" not in read_json(tmp_path / "f" / "config.json")
+    assert torch.equal(lm_logits(loaded), lm_logits(model))

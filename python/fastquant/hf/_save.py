@@ -15,10 +15,14 @@ import errno
 import os
 import re
 import types
+import warnings
 
 from ._atomic import atomic_folder
 
 __all__ = ["save_pretrained", "install_save_pretrained", "library_of"]
+
+#: modelopt's own Hugging Face plugin stores its quantizer state here (torch.save); so does save_pretrained
+MODELOPT_STATE = "modelopt_state.pth"
 
 # Entries of a previous save that a new save replaces (not carried over into the new folder).
 _STALE = re.compile(
@@ -71,29 +75,69 @@ def _set_config(model, lib, value) -> None:
         model.config.quantization_config = value
 
 
+_MISSING = object()
+
+
+def _get_config(model, lib):
+    if lib == "diffusers":
+        return dict(model._internal_dict).get("quantization_config", _MISSING)
+    return model.config.__dict__.get("quantization_config", _MISSING)
+
+
+def _put_config(model, lib, value) -> None:
+    """Set (or with _MISSING remove) the model config's quantization_config."""
+    if value is not _MISSING:
+        _set_config(model, lib, value)
+    elif lib == "diffusers":
+        internal = model._internal_dict
+        model._internal_dict = type(internal)({k: v for k, v in internal.items() if k != "quantization_config"})
+    else:
+        model.config.__dict__.pop("quantization_config", None)
+
+
 @contextlib.contextmanager
 def _as_library_model(model, lib, lib_quantizer, lib_cfg):
-    """The model with the library's quantizer and config for the duration (restored afterwards, also on error)."""
-    missing = object()
-    own_quantizer = model.__dict__.get("hf_quantizer")
-    if lib == "diffusers":
-        own_cfg = dict(model._internal_dict).get("quantization_config", missing)
+    """The model with the library's quantizer and config for the duration (restored afterwards, also on error).
+    `lib_cfg` None: no quantizer and no quantization_config (modelopt on transformers, which keeps its state in
+    modelopt_state.pth only)."""
+    own_quantizer = model.__dict__.get("hf_quantizer", _MISSING)
+    own_cfg = _get_config(model, lib)
+    if lib_cfg is None:
+        model.__dict__.pop("hf_quantizer", None)
+        _put_config(model, lib, _MISSING)
     else:
-        own_cfg = model.config.__dict__.get("quantization_config", missing)
-    model.hf_quantizer = lib_quantizer
-    _set_config(model, lib, lib_cfg)
+        model.hf_quantizer = lib_quantizer
+        _set_config(model, lib, lib_cfg)
     try:
         yield
     finally:
-        model.hf_quantizer = own_quantizer
-        if own_cfg is not missing:
-            _set_config(model, lib, own_cfg)
-        elif lib == "diffusers":
-            model._internal_dict = type(model._internal_dict)(
-                {k: v for k, v in model._internal_dict.items() if k != "quantization_config"}
-            )
+        if own_quantizer is _MISSING:
+            model.__dict__.pop("hf_quantizer", None)
         else:
-            del model.config.quantization_config
+            model.hf_quantizer = own_quantizer
+        _put_config(model, lib, own_cfg)
+
+
+def _modelopt_state(model):
+    """modelopt's state for `model`, as modelopt's own Hugging Face plugin saves it (`modelopt_state.pth`).
+
+    fastquant puts plain torch layers back for skipped modules after calibration, so the calibration mode's state
+    lacks their (disabled) quantizers, while modelopt's restore converts every layer again: give each mode the
+    quantizer entries of the first one, so the restored model matches the saved one."""
+    import modelopt.torch.opt as mto
+
+    state = mto.modelopt_state(model)
+    first = None
+    for _mode, entry in state.get("modelopt_state_dict", []):
+        quantizers = entry.get("metadata", {}).get("quantizer_state")
+        if quantizers is None:
+            continue
+        if first is None:
+            first = quantizers
+        else:
+            for key, value in first.items():
+                quantizers.setdefault(key, value)
+    return state
 
 
 def _check_serializable(model, quantizer, lib):
@@ -106,17 +150,8 @@ def _check_serializable(model, quantizer, lib):
             "quantizer is not serializable: it would re-initialise the packed weights). Save the float model and "
             "quantize on load instead: from_pretrained(path, quantization_config=QuantoConfig(...))"
         )
-    if lib == "transformers" and method in ("modelopt", "gguf"):
-        raise ValueError(
-            f"save_pretrained: transformers has no {method!r} quantization config, so it cannot read such a folder "
-            "back; for GGUF use fastquant.gguf.save"
-        )
-    if method == "modelopt":
-        raise ValueError(
-            "save_pretrained: nvidia-modelopt checkpoints are restored through modelopt's pickled "
-            "modelopt_state.pth, which fastquant does not write or read (no pickle in a model folder); save "
-            "the float model and quantize it again, or use modelopt's own export"
-        )
+    if method == "gguf":
+        raise ValueError("save_pretrained: GGUF-quantized models are saved with fastquant.gguf.save")
 
 
 def _to_oserror(e: Exception, path: str) -> OSError:
@@ -148,21 +183,32 @@ def save_pretrained(model, path, *, max_shard_size="5GB") -> None:
     path = os.path.abspath(os.fspath(path))
     own = quantizer is not None and type(quantizer).__module__.startswith("fastquant.")
     context = contextlib.nullcontext()
+    modelopt = own and str(quantizer.quantization_config.quant_method) == "modelopt"
     if own:
         _check_serializable(model, quantizer, lib)
         from ._configs import to_diffusers, to_transformers
 
-        convert = to_transformers if lib == "transformers" else to_diffusers
-        lib_cfg = convert(quantizer.quantization_config, modules_to_not_convert=_float_linears(model, quantizer))
-        context = _as_library_model(model, lib, _library_quantizer(lib, lib_cfg), lib_cfg)
+        if modelopt and lib == "transformers":
+            context = _as_library_model(model, lib, None, None)  # transformers has no modelopt config
+        else:
+            convert = to_transformers if lib == "transformers" else to_diffusers
+            lib_cfg = convert(quantizer.quantization_config, modules_to_not_convert=_float_linears(model, quantizer))
+            context = _as_library_model(model, lib, _library_quantizer(lib, lib_cfg), lib_cfg)
     try:
         from safetensors import SafetensorError
     except ImportError:  # pragma: no cover - safetensors is a dependency of both libraries
         SafetensorError = RuntimeError
     try:
         with atomic_folder(path, is_stale=_is_stale) as tmp:
-            with context:
+            with context, warnings.catch_warnings():
+                # diffusers' modelopt quantizer warns unless modelopt patched save_pretrained; the state is
+                # written below, as that patch would.
+                warnings.filterwarnings("ignore", message="Not saving weights in modelopt format")
                 type(model).save_pretrained(model, tmp, max_shard_size=max_shard_size)
+            if modelopt:
+                import torch
+
+                torch.save(_modelopt_state(model), os.path.join(tmp, MODELOPT_STATE))
     except SafetensorError as e:
         raise _to_oserror(e, path) from e
     except OSError as e:
