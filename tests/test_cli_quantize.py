@@ -96,4 +96,23 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "short form" in capsys.readouterr().err
     assert main(["quantize", str(tmp_path / "empty")]) == 2
     assert "usage" in capsys.readouterr().err
+    make_llama().save_pretrained(tmp_path / "float")
+    assert main(["quantize", str(tmp_path / "float"), str(tmp_path / "o"), "--config", "quanto-int8"]) == 2
+    assert "transformers cannot load pre-quantized optimum-quanto" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_quantize_diffusers_folder_quanto(tmp_path, capsys):
+    import warnings
+
+    diffusers = pytest.importorskip("diffusers")
+    from test_hf_save import flux_inputs, make_flux
+
+    make_flux().save_pretrained(tmp_path / "float")
+    assert main(["quantize", str(tmp_path / "float"), str(tmp_path / "q"), "--config", "quanto-int8"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = diffusers.FluxTransformer2DModel.from_pretrained(tmp_path / "q", torch_dtype=torch.float32).eval()
+    ours = fq.quantize(make_flux(), fq.QuantoConfig("int8")).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**flux_inputs())[0], ours(**flux_inputs())[0])

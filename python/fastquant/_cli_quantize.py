@@ -158,6 +158,11 @@ def quantize_folder(src, dst, kind, config, modules_to_not_convert=None, max_sha
             "seconds": time.perf_counter() - t0,
         }
     cfg = fastquant.DiffusersAutoQuantizer.from_dict(config)
+    if is_lm and str(cfg.quant_method) == "quanto":  # refuse before loading: save_pretrained would
+        raise ValueError(
+            "quanto: transformers cannot load pre-quantized optimum-quanto checkpoints, so there is no folder to "
+            "write for this model; quantize it on load instead (quanto folders work for diffusers models)"
+        )
     model, done = _load(cls, src, cfg, skip)
     bar and bar.update(1)
     if not done:
