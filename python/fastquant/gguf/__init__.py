@@ -10,7 +10,9 @@ offset and the field.
 """
 
 from .._core import GGUFError
-from ._file import GGUFFile, TensorInfo, load_state_dict, open
+from ._file import GGUFFile, TensorInfo
+from ._split import GGUFSplitFile, load_state_dict
+from ._split import open_gguf as open  # noqa: A001 - plain files and split sets alike
 from ._writer import Value, write
 
 __all__ = [
@@ -18,37 +20,49 @@ __all__ = [
     "GGUFError",
     "GGUFFile",
     "GGUFLinear",
+    "GGUFLoraLinear",
+    "GGUFScaledEmbedding",
+    "GGUFSplitFile",
     "LoadResult",
+    "MergeReport",
     "QuantizeResult",
     "TensorInfo",
     "Value",
     "dequantize",
     "dequantize_model",
+    "disable_peft",
+    "enable_peft",
+    "from_pretrained",
     "load_into",
     "load_state_dict",
+    "merge_lora",
+    "merge_report",
     "open",
+    "peft_mapping",
     "quantize",
     "quantize_model",
     "save",
+    "save_llama_cpp",
+    "tokenizer",
     "write",
 ]
 
 
-_LAYER_NAMES = frozenset(
-    {
-        "GGUFLinear",
-        "GGUFEmbedding",
-        "LoadResult",
-        "QuantizeResult",
-        "load_into",
-        "quantize_model",
-        "save",
-        "dequantize_model",
-        "FUSED_MAX_ROWS",
-        "GPU_TYPES",
-        "release_workspace",
-    }
+_LAYER_NAMES = frozenset({"GGUFLinear", "GGUFEmbedding", "FUSED_MAX_ROWS", "GPU_TYPES", "release_workspace"})
+_MODEL_NAMES = frozenset(
+    {"GGUFScaledEmbedding", "LoadResult", "QuantizeResult", "load_into", "quantize_model", "save", "dequantize_model"}
 )
+# name -> module: the transformers/diffusers entry points (each imports its library on first use)
+_LAZY = {
+    "from_pretrained": "_hf",
+    "tokenizer": "_tokenizer",
+    "save_llama_cpp": "_export",
+    "from_single_file": "_single_file",
+}
+
+
+# LoRA (peft) on packed layers: torch on first use; peft only for GGUFLoraLinear / enable_peft / peft_mapping
+_LORA_NAMES = frozenset({"MergeReport", "disable_peft", "enable_peft", "merge_lora", "merge_report", "peft_mapping"})
 
 
 def __getattr__(name):
@@ -62,4 +76,20 @@ def __getattr__(name):
         from . import _layers
 
         return getattr(_layers, name)
+    if name in _LORA_NAMES:
+        from . import _layers, _lora  # noqa: F401  (the layers register the ops the LoRA code calls)
+
+        return getattr(_lora, name)
+    if name == "GGUFLoraLinear":
+        from . import _layers, _peft_layer  # noqa: F401
+
+        return _peft_layer.GGUFLoraLinear
+    if name in _MODEL_NAMES:
+        from . import _model
+
+        return getattr(_model, name)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'fastquant.gguf' has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""GGUF weights inside torch models: packed :class:`GGUFLinear` / :class:`GGUFEmbedding` layers, and
-:func:`load_into`, :func:`quantize_model`, :func:`save`, :func:`dequantize_model`.
+"""GGUF weights inside torch models: packed :class:`GGUFLinear` / :class:`GGUFEmbedding` layers. The model-level
+helpers (:func:`load_into`, :func:`quantize_model`, :func:`save`, :func:`dequantize_model`) are in ``_model.py``.
 
 The packed ggml blocks live in a plain ``uint8`` buffer named ``weight`` (shape ``(rows, bytes_per_row)``,
 no tensor subclass); the ggml type and the logical shape are module attributes, saved as extra state.
@@ -15,7 +15,10 @@ Forward paths (inference only; no gradients flow to the packed weight):
   the exact f32 value, rounded once to bf16/f16) and ``F.linear`` runs on it, so the result is bitwise
   ``F.linear(x, W_exact.to(x.dtype), bias)``. The dequantized weight goes into a per-thread buffer that is
   reused across calls (:data:`REUSE_WORKSPACE`, :func:`release_workspace`).
-* CUDA: the weight is dequantized on the GPU with torch integer/float ops in ggml's operation order in f32
+* CUDA, types of ``fastquant.gguf.triton.TYPES`` (when triton is importable, :data:`USE_TRITON`): the fused
+  Triton kernels on the packed blocks (within the same bound as the CPU fused kernel; see docs/gguf.md);
+  ``fused=False`` and ``dequantize_weight`` dequantize exactly with Triton, then ``F.linear``.
+* CUDA, other types: the weight is dequantized on the GPU with torch integer/float ops in ggml's operation order in f32
   (bit-exact with the CPU kernels), cast once to the activation dtype, then ``F.linear``. Types with a GPU
   decoder: :data:`GPU_TYPES`. Other types are dequantized by the Rust kernels on the CPU and copied to the
   GPU (a warning says so once per type).
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,21 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _core
-from ..quantizers._utils import matches_skip
 from ._dequant import _type_info, dequantize as _dequantize_blocks
+from . import _lora  # LoRA/peft: the autograd path in GGUFLinear.forward; registers with peft lazily
 
 __all__ = [
     "FUSED_MAX_ROWS",
     "GPU_TYPES",
     "GGUFEmbedding",
     "GGUFLinear",
-    "LoadResult",
-    "QuantizeResult",
-    "dequantize_model",
-    "load_into",
-    "quantize_model",
     "release_workspace",
-    "save",
 ]
 
 #: CPU forwards with at most this many activation rows use the fused (tile-wise) kernel.
@@ -176,6 +173,25 @@ def _torch_dequant_blocks(b: torch.Tensor, name: str) -> torch.Tensor:
 
 _warned_fallback: set = set()
 
+#: On CUDA, use the Triton kernels of :mod:`fastquant.gguf.triton` (exact dequantization; fused linear) for
+#: the types they cover, when triton is importable. False: always the torch-op decoders above.
+USE_TRITON = True
+_triton_mod = None
+
+
+def _triton_types() -> frozenset:
+    """ggml type names the Triton path covers on CUDA (empty when triton cannot be imported)."""
+    global _triton_mod
+    if _triton_mod is None:
+        try:
+            from . import triton as tt
+            from .triton import _ops  # noqa: F401  (registers fastquant::gguf_triton_*)
+
+            _triton_mod = frozenset(tt.TYPES) if not tt.INTERPRET else frozenset()
+        except ImportError:
+            _triton_mod = frozenset()
+    return _triton_mod if USE_TRITON else frozenset()
+
 
 def _dequant_impl(packed: torch.Tensor, tid: int, n: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     """Dequantize ``n`` packed rows of ``k`` values to ``dtype`` on ``packed``'s device."""
@@ -184,6 +200,8 @@ def _dequant_impl(packed: torch.Tensor, tid: int, n: int, k: int, dtype: torch.d
         out = torch.empty((n, k), dtype=dtype)
         _dequantize_blocks(packed, tid, out=out, threads=_threads())
         return out
+    if packed.device.type == "cuda" and name in _triton_types():
+        return torch.ops.fastquant.gguf_triton_dequantize(packed, tid, n, k, dtype)
     if name in GPU_TYPES:
         blocks = packed.reshape(-1, bb)
         w = _torch_dequant_blocks(blocks, name).reshape(n, k)
@@ -445,7 +463,12 @@ class GGUFLinear(_GGUFPacked):
         :data:`FUSED_MAX_ROWS` rows on the CPU."""
         if x.dtype not in _ACT_DTYPES:
             raise TypeError(f"GGUFLinear computes in float32, float16 or bfloat16; got input of dtype {x.dtype}")
+        if torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad)):
+            # training (e.g. LoRA): gradients w.r.t. x and the bias; the blocks stay frozen (see _lora.py)
+            return _lora.packed_linear_with_grad(self, x, fused)
         k, n = self.in_features, self.out_features
+        if x.device.type == "cuda" and fused is not False and self.ggml_type in _triton_types():
+            return torch.ops.fastquant.gguf_triton_linear(x, self.weight, self._type_id, n, k, self.bias)
         if fused is None:
             fused = x.device.type == "cpu" and x.numel() <= FUSED_MAX_ROWS * k
         if fused:
@@ -507,334 +530,3 @@ class GGUFEmbedding(_GGUFPacked):
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}, ggml_type={self.ggml_type}"
         return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# model-level helpers
-# ---------------------------------------------------------------------------------------------------------
-
-
-class LoadResult(NamedTuple):
-    """What :func:`load_into` did. ``missing``: model tensors the file did not provide; ``unexpected``: file
-    tensors with no model counterpart; ``mismatched``: ``(name, file shape, model shape)``; ``replaced``:
-    module names now holding packed layers."""
-
-    missing: List[str]
-    unexpected: List[str]
-    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
-    replaced: List[str]
-
-
-class QuantizeResult(NamedTuple):
-    """What :func:`quantize_model` did: ``converted`` module names, and ``skipped`` name -> reason."""
-
-    converted: List[str]
-    skipped: Dict[str, str]
-
-
-def _split(name: str) -> Tuple[str, str]:
-    i = name.rfind(".")
-    return ("", name) if i < 0 else (name[:i], name[i + 1 :])
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    if not name:
-        raise ValueError(
-            f"the model itself is a {type(model).__name__}; packed layers replace submodules, so wrap it in a "
-            "container (e.g. nn.Sequential(layer))"
-        )
-    parent, attr = _split(name)
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
-
-
-def _expected_names(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """State-dict names (params + persistent buffers, no extra state) -> tensor, in state-dict order."""
-    return {k: v for k, v in model.state_dict(keep_vars=True).items() if not k.endswith("_extra_state")}
-
-
-def load_into(
-    model: nn.Module,
-    path,
-    name_map: Union[None, Mapping[str, str], Callable[[str], Optional[str]]] = None,
-    strict: bool = True,
-    modules_to_not_convert: Optional[Sequence[str]] = None,
-    dtype: Optional[torch.dtype] = None,
-) -> LoadResult:
-    """Load a GGUF file into ``model``.
-
-    Tensors stored quantized whose target is the ``weight`` of an ``nn.Linear`` / ``nn.Embedding`` (or an
-    existing GGUF layer) replace that module by a :class:`GGUFLinear` / :class:`GGUFEmbedding` holding the
-    packed blocks (on the module's device). Other quantized tensors are dequantized. F32/F16/BF16 tensors are
-    copied into the existing parameters and buffers in their dtype and device.
-
-    ``name_map`` maps file tensor names to model names (a dict, or a callable returning ``None`` to drop a
-    tensor). Shape mismatches always raise ``ValueError``. With ``strict`` (default), missing or unexpected
-    names raise too; otherwise they are reported in the returned :class:`LoadResult`. Nothing in the model is
-    changed when an error is raised.
-
-    ``modules_to_not_convert``: modules (a full dotted name, an ancestor, or one name component) that stay plain
-    ``nn.Linear``/``nn.Embedding``: their quantized weights are dequantized (exactly) instead of packed.
-    ``dtype``: the dtype of float tensors created for parameters on the meta device (default: the parameter's).
-    """
-    from ._file import GGUFFile
-
-    skip = list(modules_to_not_convert or [])
-    expected = _expected_names(model)
-    modules = dict(model.named_modules())
-    plan = []  # (kind, model name, file name, info)
-    unusable: List[str] = []
-    unexpected: List[str] = []
-    mismatched = []
-    with GGUFFile(path) as f:
-        for fname, info in f.tensors.items():
-            if name_map is None:
-                mname = fname
-            elif callable(name_map):
-                mname = name_map(fname)
-            else:
-                mname = name_map.get(fname, fname)
-            if mname is None or mname not in expected:
-                unexpected.append(fname)
-                continue
-            target = expected[mname]
-            owner, leaf = _split(mname)
-            mod = modules.get(owner)
-            packed = info.ggml_type not in _PLAIN
-            if isinstance(mod, _GGUFPacked) and leaf == "weight":
-                want = (mod._rows, mod._cols)
-            else:
-                want = tuple(target.shape)
-            if tuple(info.shape) != want:
-                mismatched.append((mname, tuple(info.shape), want))
-                continue
-            # Everything that could fail while applying the plan is checked here, so that an error leaves
-            # the model untouched.
-            if info.ggml_type.startswith("type#"):
-                unusable.append(f"{fname}: ggml type id {info.type_id} is not one this version of ggml defines")
-                continue
-            if packed and not _core.ggml_type_info(info.ggml_type)[4]:
-                unusable.append(f"{fname}: {info.ggml_type} has no dequantizer, so it cannot back a torch layer")
-                continue
-            if isinstance(mod, _GGUFPacked) and leaf == "weight" and not packed:
-                unusable.append(
-                    f"{fname}: a plain {info.ggml_type} tensor cannot go into the packed layer {owner!r} "
-                    "(dequantize_model first, or load into a float model)"
-                )
-                continue
-            keep_plain = matches_skip(owner, skip) and not isinstance(mod, _GGUFPacked)
-            if (
-                packed
-                and leaf == "weight"
-                and isinstance(mod, (nn.Linear, nn.Embedding, _GGUFPacked))
-                and not keep_plain
-            ):
-                plan.append(("packed", mname, fname, info))
-            else:
-                plan.append(("plain", mname, fname, info))
-        loaded = {p[1] for p in plan} | {m[0] for m in mismatched}
-        by_id = {id(expected[n]): n for n in loaded}
-        # names tied to a loaded tensor (e.g. lm_head.weight is embed_tokens.weight) are loaded through it
-        aliases: Dict[str, List[str]] = {}
-        for n, t in expected.items():
-            if n not in loaded and id(t) in by_id:
-                aliases.setdefault(by_id[id(t)], []).append(n)
-        missing = [n for n, t in expected.items() if n not in loaded and id(t) not in by_id]
-        if mismatched or unusable or (strict and (missing or unexpected)):
-            lines = [f"unusable ({len(unusable)}): {'; '.join(unusable)}"] if unusable else []
-            if missing:
-                lines.append(f"missing in the file ({len(missing)}): {', '.join(missing)}")
-            if unexpected:
-                lines.append(f"unexpected in the file ({len(unexpected)}): {', '.join(unexpected)}")
-            if mismatched:
-                lines.append(
-                    f"shape mismatches ({len(mismatched)}): "
-                    + ", ".join(f"{n}: file {fs} vs model {ms}" for n, fs, ms in mismatched)
-                )
-            raise ValueError(f"load_into({f.path!r}) failed:\n  " + "\n  ".join(lines))
-
-        replaced: List[str] = []
-        with torch.no_grad():
-            for kind, mname, fname, info in plan:
-                owner, leaf = _split(mname)
-                if kind == "packed":
-                    mod = modules[owner]
-                    raw = f.raw(fname)
-                    if isinstance(mod, _GGUFPacked):
-                        new = mod
-                        new.set_packed(torch.from_numpy(raw.copy()), info.ggml_type, copy=False)
-                    elif isinstance(mod, nn.Linear):
-                        dev = mod.weight.device if mod.weight.device.type != "meta" else torch.device("cpu")
-                        new = GGUFLinear(
-                            mod.in_features, mod.out_features, bias=False, ggml_type=info.ggml_type, device="meta"
-                        )
-                        new.set_packed(torch.from_numpy(raw.copy()).to(dev), copy=False)
-                        new.bias = mod.bias
-                        if new.bias is not None:
-                            new.bias.requires_grad_(False)
-                    else:
-                        dev = mod.weight.device if mod.weight.device.type != "meta" else torch.device("cpu")
-                        dt = mod.weight.dtype if mod.weight.dtype.is_floating_point else torch.float32
-                        new = GGUFEmbedding(
-                            mod.num_embeddings,
-                            mod.embedding_dim,
-                            info.ggml_type,
-                            mod.padding_idx,
-                            device="meta",
-                            dtype=dt,
-                        )
-                        new._dtype_probe = torch.empty(0, dtype=dt, device=dev)
-                        new.set_packed(torch.from_numpy(raw.copy()).to(dev), copy=False)
-                    if new is not mod:
-                        _set_module(model, owner, new)
-                        modules[owner] = new
-                        # re-point names of sub-tensors (e.g. a bias loaded later) at the new module
-                        for sub in ("bias",):
-                            key = f"{owner}.{sub}" if owner else sub
-                            if key in expected and getattr(new, sub, None) is not None:
-                                expected[key] = getattr(new, sub)
-                    replaced.append(owner)
-                    # tied weights: the other modules get packed layers sharing this buffer
-                    for alias in aliases.get(mname, []):
-                        a_owner, a_leaf = _split(alias)
-                        a_mod = modules.get(a_owner)
-                        if a_leaf != "weight" or a_owner == owner:
-                            continue
-                        if isinstance(a_mod, nn.Linear) and (a_mod.out_features, a_mod.in_features) == (
-                            new._rows,
-                            new._cols,
-                        ):
-                            tied = GGUFLinear(
-                                a_mod.in_features,
-                                a_mod.out_features,
-                                bias=False,
-                                ggml_type=new.ggml_type,
-                                device="meta",
-                            )
-                            tied.bias = a_mod.bias
-                        elif isinstance(a_mod, nn.Embedding) and (a_mod.num_embeddings, a_mod.embedding_dim) == (
-                            new._rows,
-                            new._cols,
-                        ):
-                            tied = GGUFEmbedding(
-                                a_mod.num_embeddings,
-                                a_mod.embedding_dim,
-                                new.ggml_type,
-                                a_mod.padding_idx,
-                                device="meta",
-                            )
-                            a_dt = a_mod.weight.dtype if a_mod.weight.dtype.is_floating_point else torch.float32
-                            tied._dtype_probe = torch.empty(0, dtype=a_dt, device=new.weight.device)
-                        else:
-                            continue
-                        tied.set_packed(new.weight, copy=False)
-                        _set_module(model, a_owner, tied)
-                        modules[a_owner] = tied
-                        replaced.append(a_owner)
-                else:
-                    mod = modules.get(owner) if owner else model
-                    cur = expected[mname]
-                    dt = cur.dtype if cur.dtype.is_floating_point or info.ggml_type not in _PLAIN_FLOAT else cur.dtype
-                    if cur.device.type == "meta":
-                        if dtype is not None and dt.is_floating_point:
-                            dt = dtype
-                        val = f.get_tensor(fname, dtype=dt)
-                        holder = modules.get(owner, model)
-                        if isinstance(cur, nn.Parameter):
-                            setattr(holder, leaf, nn.Parameter(val, requires_grad=cur.requires_grad))
-                        else:
-                            setattr(holder, leaf, val)
-                    else:
-                        cur.copy_(f.get_tensor(fname, dtype=dt, device=cur.device))
-    return LoadResult(missing, unexpected, mismatched, replaced)
-
-
-def quantize_model(
-    model: nn.Module,
-    ggml_type,
-    modules_to_not_convert=None,
-    embeddings: bool = False,
-) -> QuantizeResult:
-    """Replace every ``nn.Linear`` (and with ``embeddings=True`` every ``nn.Embedding``) by a packed layer
-    of ``ggml_type``, quantized by the Rust quantizers, in place. Layers whose input width is not a multiple
-    of the block size, and those named in ``modules_to_not_convert`` (a name, a dotted prefix or one
-    component), stay float and are listed in the result's ``skipped`` with the reason."""
-    _, name, be, _ = _info(ggml_type)
-    skip = list(modules_to_not_convert or [])
-    converted: List[str] = []
-    skipped: Dict[str, str] = {}
-    packed_by_weight: Dict[int, _GGUFPacked] = {}
-    for mname, mod in list(model.named_modules()):
-        if isinstance(mod, nn.Linear):
-            width, make = mod.in_features, GGUFLinear.from_linear
-        elif embeddings and isinstance(mod, nn.Embedding):
-            width, make = mod.embedding_dim, GGUFEmbedding.from_embedding
-        else:
-            continue
-        if matches_skip(mname, skip):
-            skipped[mname] = "in modules_to_not_convert"
-            continue
-        if width % be:
-            skipped[mname] = f"{width} input features are not a multiple of the {name} block size {be}"
-            continue
-        tied_to = packed_by_weight.get(id(mod.weight))
-        if (
-            tied_to is not None
-            and isinstance(mod, nn.Linear)
-            and (mod.out_features, mod.in_features) == (tied_to._rows, tied_to._cols)
-        ):
-            # A Linear sharing its weight with a layer packed before (a tied LM head): share the blocks too.
-            new = GGUFLinear(mod.in_features, mod.out_features, bias=False, ggml_type=tied_to.ggml_type, device="meta")
-            new.bias = mod.bias
-            new.set_packed(tied_to.weight, copy=False)
-        else:
-            new = make(mod, name)
-            packed_by_weight[id(mod.weight)] = new
-        _set_module(model, mname, new)
-        converted.append(mname)
-    return QuantizeResult(converted, skipped)
-
-
-def save(model: nn.Module, path, metadata=None) -> int:
-    """Write ``model``'s state to a GGUF file (readable by gguf-py / llama.cpp tooling): packed layers as
-    their blocks (logical shape (rows, cols)), every other parameter and persistent buffer in its own dtype
-    (F32/F16/BF16, integer types as I8..I64). Names are the state-dict names; a tensor shared by several
-    modules (tied weights) is written once, under its first name. Returns the file size."""
-    from ._writer import write
-
-    modules = dict(model.named_modules())
-    tensors = {}
-    written = set()
-    for k, v in _expected_names(model).items():
-        same = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.dtype)
-        if v.device.type != "meta" and same in written:
-            continue  # a tied tensor: stored once, under its first name (as llama.cpp does); load_into re-ties it
-        written.add(same)
-        owner, leaf = _split(k)
-        mod = modules.get(owner)
-        if isinstance(mod, _GGUFPacked) and leaf == "weight":
-            tensors[k] = (v.detach().cpu().contiguous().numpy().reshape(-1), mod.ggml_type, (mod._rows, mod._cols))
-        else:
-            tensors[k] = v.detach()
-    return write(path, tensors, metadata)
-
-
-def dequantize_model(model: nn.Module, dtype=torch.float32) -> nn.Module:
-    """Replace every packed layer by a plain ``nn.Linear`` / ``nn.Embedding`` holding the exact dequantized
-    weight in ``dtype``, in place; returns ``model``."""
-    for mname, mod in list(model.named_modules()):
-        if isinstance(mod, GGUFLinear):
-            dev = mod.weight.device
-            new = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None, device="meta")
-            new.weight = nn.Parameter(mod.dequantize_weight(dtype).to(dev))
-            if mod.bias is not None:
-                new.bias = nn.Parameter(mod.bias.detach().to(dtype))
-        elif isinstance(mod, GGUFEmbedding):
-            new = nn.Embedding(mod.num_embeddings, mod.embedding_dim, padding_idx=mod.padding_idx, device="meta")
-            new.weight = nn.Parameter(mod.dequantize_weight(dtype))
-        else:
-            continue
-        if mname:
-            _set_module(model, mname, new)
-        else:
-            raise ValueError("dequantize_model needs a container module, not a bare GGUF layer")
-    return model
