@@ -1,8 +1,7 @@
 """High-level API: quantize a torch model in place, save it, load it back.
 
     model = fastquant.quantize(model, {"quant_method": "torchao", "quant_type": "int8wo"})
-    fastquant.save_quantized(model, "out/")
-    fresh = fastquant.load_quantized(make_float_model(), "out/")
+    fastquant.save_pretrained(model, "out/")   # save_quantized is the same function
 
 Each goes through the quantizer's hooks (`validate_environment`, `preprocess_model`, `check_if_quantized_param` /
 `create_quantized_param`, `postprocess_model`), the same ones a diffusers-style loader calls. Backend packages are
@@ -15,6 +14,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from .hf._save import save_pretrained
 from .quantizers import DiffusersAutoQuantizer
 from .quantizers._utils import require, set_model_quantized
 
@@ -26,9 +26,12 @@ _CONFIG = "quantization_config.json"
 
 
 def _to_config(config):
+    """A dict, a fastquant config or a transformers/diffusers config object -> fastquant's config object."""
     if isinstance(config, dict):
         return DiffusersAutoQuantizer.from_dict(config)
-    return config
+    from .quantizers.auto import _from_library_config
+
+    return _from_library_config(config)
 
 
 def _model_device(model):
@@ -122,45 +125,8 @@ def dequantize(model):
     return quantizer.dequantize(model)
 
 
-def _plain(t):
-    import torch
-
-    t = t.detach()
-    if type(t) is not torch.Tensor:
-        t = t.as_subclass(torch.Tensor)
-    return t.contiguous()
-
-
-def save_quantized(model, path) -> None:
-    """Write a quantized model to folder `path`: `model.safetensors` (tensors; quantized tensors flattened into
-    plain ones where the backend needs it) and `quantization_config.json` (the config, the skip list and what the
-    backend needs to rebuild its layers). Backends that cannot be serialized raise ValueError."""
-    require("safetensors", "fastquant.save_quantized")
-    from safetensors.torch import save_file
-
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is None:
-        raise ValueError("save_quantized: the model is not quantized (no model.hf_quantizer); quantize it first")
-    method = quantizer.quantization_config.quant_method
-    if not quantizer.is_serializable:
-        raise ValueError(f"save_quantized: {method} quantized models cannot be saved ({type(quantizer).__name__})")
-    path = os.fspath(path)
-    os.makedirs(path, exist_ok=True)
-    state_dict = model.state_dict()
-    tensors, metadata = quantizer.get_state_dict_and_metadata(state_dict, safe_serialization=True)
-    tensors = {k: _plain(v) for k, v in tensors.items()}
-    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    save_file(tensors, os.path.join(path, _WEIGHTS), metadata=metadata or None)
-    extras = quantizer.save_extras(model, path)
-    record = {
-        "format": _FORMAT,
-        "quantization_config": json.loads(quantizer.quantization_config.to_json_string()),
-        "modules_to_not_convert": list(quantizer.modules_to_not_convert),
-        "keep_in_fp32_modules": list(quantizer.__dict__.get("_keep_in_fp32", [])),
-        "extras": extras,
-    }
-    with open(os.path.join(path, _CONFIG), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, sort_keys=True, default=str)
+# One folder format: `save_quantized` is `save_pretrained` (transformers/diffusers layout, written atomically).
+save_quantized = save_pretrained
 
 
 def load_quantized(model, path, *, device=None):

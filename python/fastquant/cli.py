@@ -161,7 +161,12 @@ def main(argv=None) -> int:
     pi.add_argument("file", nargs="?", help="GGUF file (default: the sample file shipped with fastquant)")
     pi.add_argument("--json", action="store_true", help="machine-readable output")
     pi.add_argument("--tensors", action="store_true", help="also list every tensor")
+    from . import _cli_quantize
+
+    _cli_quantize.add_parser(sub)
     args = p.parse_args(argv)
+    if args.command == "quantize":
+        return _cli_quantize.run(args)
     if args.command == "inspect":
         from .gguf import GGUFError
 

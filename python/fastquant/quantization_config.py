@@ -97,9 +97,40 @@ class QuantizationConfigMixin(metaclass=abc.ABCMeta):
 
 _BUILTIN_CONFIGS = (BitsAndBytesConfig, GGUFQuantizationConfig, QuantoConfig, TorchAoConfig, NVIDIAModelOptConfig)
 
+
+def _to_transformers(self, **kwargs):
+    """transformers' own config object for this config (`transformers.BitsAndBytesConfig`, `TorchAoConfig`,
+    `QuantoConfig`), for `transformers` `from_pretrained(quantization_config=...)`; see docs/saving.md."""
+    from .hf._configs import to_transformers
+
+    return to_transformers(self, **kwargs)
+
+
+def _to_diffusers(self, **kwargs):
+    """diffusers' own config object for this config, for diffusers `from_pretrained(quantization_config=...)` and
+    `PipelineQuantizationConfig(quant_mapping=...)`; see docs/saving.md."""
+    from .hf._configs import to_diffusers
+
+    return to_diffusers(self, **kwargs)
+
+
+def _from_library(cls, config):
+    """This class's config for a transformers or diffusers quantization config object (or a fastquant one)."""
+    from .hf._configs import from_library, is_library_config
+
+    out = from_library(config) if is_library_config(config) else config
+    if not isinstance(out, cls):
+        raise TypeError(f"{cls.__name__}.from_library: got a {type(out).__name__} config, not a {cls.__name__}")
+    return out
+
+
 # The Rust classes cannot inherit from a Python class; register them so that isinstance/issubclass see them.
+# The conversions to and from the libraries' config classes are Python methods added to them (lazy imports).
 for _cls in _BUILTIN_CONFIGS:
     QuantizationConfigMixin.register(_cls)
+    _cls.to_transformers = _to_transformers
+    _cls.to_diffusers = _to_diffusers
+    _cls.from_library = classmethod(_from_library)
 del _cls
 
 

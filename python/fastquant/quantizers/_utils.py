@@ -188,7 +188,7 @@ def ensure_ninja_on_path() -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # model bookkeeping (what `quantize` records and `dequantize` removes)
 
-_MODEL_ATTRS = ("hf_quantizer", "is_quantized", "quantization_method", "_pre_quantization_dtype")
+_MODEL_ATTRS = ("hf_quantizer", "is_quantized", "quantization_method", "_pre_quantization_dtype", "save_pretrained")
 
 
 def _config_set(config, key: str, value) -> None:
@@ -212,6 +212,11 @@ def set_model_quantized(model, quantizer) -> None:
         model.register_to_config(quantization_config=cfg)  # diffusers ConfigMixin
     elif getattr(model, "config", None) is not None:
         _config_set(model.config, "quantization_config", cfg)
+    # transformers/diffusers models: model.save_pretrained(dir) becomes fastquant.save_pretrained (theirs cannot
+    # save a model that carries fastquant's quantizer).
+    from ..hf._save import install_save_pretrained
+
+    install_save_pretrained(model)
 
 
 def clear_model_quantized(model) -> None:

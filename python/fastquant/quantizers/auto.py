@@ -109,8 +109,10 @@ class DiffusersAutoQuantizer:
     #: `from_config(quantization_config, **kwargs)`: return the quantizer for a config dict or object.
     #: Keyword arguments: `pre_quantized` (bool, default True) and `modules_to_not_convert` (list of module
     #: names, put before the config's own skip list). Anything else is a TypeError. Runs in Rust, registered
-    #: methods included.
-    from_config = classmethod(_core.auto_from_config)
+    #: methods included. A transformers/diffusers config object is converted to fastquant's first.
+    @classmethod
+    def from_config(cls, quantization_config, **kwargs):
+        return _core.auto_from_config(cls, _from_library_config(quantization_config), **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, subfolder: Optional[str] = None, **kwargs):
@@ -130,10 +132,10 @@ class DiffusersAutoQuantizer:
     def merge_quantization_configs(cls, quantization_config_from_model, quantization_config_from_args=None):
         """Combine the checkpoint's config with one passed by the user: the checkpoint's wins (with a warning
         when they differ); configs of different methods are a ValueError."""
-        model_cfg = quantization_config_from_model
+        model_cfg = _from_library_config(quantization_config_from_model)
         if isinstance(model_cfg, dict):
             model_cfg = cls.from_dict(model_cfg)
-        args_cfg = quantization_config_from_args
+        args_cfg = _from_library_config(quantization_config_from_args)
         if args_cfg is not None:
             if isinstance(args_cfg, dict):
                 args_cfg = cls.from_dict(args_cfg)
@@ -149,6 +151,16 @@ class DiffusersAutoQuantizer:
 
 
 AutoQuantizer = DiffusersAutoQuantizer
+
+
+def _from_library_config(config):
+    """A transformers/diffusers config object -> fastquant's (anything else is returned as it is)."""
+    module = type(config).__module__ or ""
+    if module.startswith("transformers.") or module.startswith("diffusers."):
+        from ..hf._configs import from_library
+
+        return from_library(config)
+    return config
 
 
 def register_quantization_config(method: str):
