@@ -174,6 +174,30 @@ class _BnBQuantizer(DiffusersQuantizer):
         return model
 
 
+def _no_cpu_repack(layer):
+    """Keep a `Linear4bit` in the layout it was quantized in.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.49, 0.50) repacks a 4-bit layer's weight in place on its first
+    forward in eval mode without grad (`Linear4bit.forward` -> `_convert_weight_packed_for_cpu`): the nibbles are
+    reordered, a double-quantized absmax is expanded, and absmax is rounded to bfloat16. Saving converts back
+    (`_save_to_state_dict` -> `_convert_weight_packed_for_cpu_inverse`), but the bf16 rounding and the
+    re-quantized absmax are not what was quantized: the file and the live model both change, and outputs move.
+    fastquant turns that path off for the layers it makes (the weights stay exactly as quantized, in every mode),
+    and a state-dict pre-hook refuses to save a layer that was repacked anyway (e.g. the flag turned back on)."""
+    layer.support_avx512bf16_for_cpu = False
+    layer.register_state_dict_pre_hook(_refuse_repacked)
+
+
+def _refuse_repacked(module, prefix, keep_vars):
+    qs = getattr(getattr(module, "weight", None), "quant_state", None)
+    if getattr(qs, "packing_format_for_cpu", False):
+        raise ValueError(
+            f"bitsandbytes layer {prefix.rstrip('.') or '<root>'}: its weight was repacked in place for the CPU "
+            "(bitsandbytes' AVX512-BF16 path, which rounds absmax to bfloat16); saving would write, and leave in the "
+            "model, values other than the quantized ones. Quantize again and keep support_avx512bf16_for_cpu False."
+        )
+
+
 class BnB4BitDiffusersQuantizer(_BnBQuantizer):
     """Swaps `nn.Linear` for `bitsandbytes.nn.Linear4bit` (fp4/nf4, optional double quantization)."""
 
@@ -199,7 +223,7 @@ class BnB4BitDiffusersQuantizer(_BnBQuantizer):
         import bitsandbytes as bnb
 
         cfg = self.quantization_config
-        return bnb.nn.Linear4bit(
+        layer = bnb.nn.Linear4bit(
             linear.in_features,
             linear.out_features,
             bias=linear.bias is not None,
@@ -209,6 +233,8 @@ class BnB4BitDiffusersQuantizer(_BnBQuantizer):
             quant_storage=cfg.bnb_4bit_quant_storage,
             device="meta",
         )
+        _no_cpu_repack(layer)
+        return layer
 
     def _quantize_weight(self, layer, weight, device):
         import bitsandbytes as bnb
