@@ -6,7 +6,7 @@ registry (built-in and user-registered backends) and builds the quantizer object
 
 from __future__ import annotations
 
-import json
+from .. import _json
 import os
 import warnings
 from typing import Any, Dict, Optional
@@ -114,7 +114,7 @@ class DiffusersAutoQuantizer:
         result = _config_from_json(text)
         if result.__class__ is not str:
             return result
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(_json.loads(text, "quantization config"))
 
     #: `from_config(quantization_config, **kwargs)`: return the quantizer for a config dict or object.
     #: Keyword arguments: `pre_quantized` (bool, default True) and `modules_to_not_convert` (list of module
@@ -129,8 +129,7 @@ class DiffusersAutoQuantizer:
         if subfolder:
             folder = os.path.join(folder, subfolder)
         path = os.path.join(folder, "config.json") if os.path.isdir(folder) else folder
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = _json.load(path)
         q = config.get("quantization_config") if isinstance(config, dict) else None
         if q is None:
             raise ValueError(f"{path}: no 'quantization_config' in this config; the model is not quantized")

@@ -98,7 +98,7 @@ pub struct PyGgufReader {
 
 impl PyGgufReader {
     fn entry(&self, key: &str) -> PyResult<&gguf::KvEntry> {
-        self.file.kv(key).ok_or_else(|| PyKeyError::new_err(key.to_string()))
+        self.file.kv(key).ok_or_else(|| PyKeyError::new_err(gguf::short_name(key).into_owned()))
     }
 }
 
@@ -145,7 +145,7 @@ impl PyGgufReader {
     /// The value of `key` as a Python object (arrays as lists).
     fn value<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         let e = self.entry(key)?;
-        let field = format!("metadata key '{key}'");
+        let field = format!("metadata key '{}'", gguf::short_name(key));
         meta_to_py(py, self.file.value(e).map_err(to_py_err)?, &field)
     }
 
@@ -178,14 +178,14 @@ impl PyGgufReader {
     fn array_item<'py>(&self, py: Python<'py>, key: &str, i: i64) -> PyResult<Bound<'py, PyAny>> {
         let e = self.entry(key)?;
         let MetaValue::Array(a) = self.file.value(e).map_err(to_py_err)? else {
-            return Err(PyTypeError::new_err(format!("metadata key '{key}' is not an array")));
+            return Err(PyTypeError::new_err(format!("metadata key '{}' is not an array", gguf::short_name(key))));
         };
         let n = a.len() as i128;
         let j = if i < 0 { n + i as i128 } else { i as i128 };
         if j < 0 || j >= n {
             return Err(PyIndexError::new_err(format!("index {i} out of range for an array of {n}")));
         }
-        let field = format!("metadata key '{key}'[{j}]");
+        let field = format!("metadata key '{}'[{j}]", gguf::short_name(key));
         match a.get(j as u64) {
             Some(v) => meta_to_py(py, v.map_err(to_py_err)?, &field),
             None => Err(PyIndexError::new_err(format!("index {i} out of range"))),
@@ -306,7 +306,7 @@ fn short_repr(v: &Bound<'_, PyAny>) -> String {
 }
 
 fn owned_from_py(vtype: &str, v: &Bound<'_, PyAny>, key: &str) -> PyResult<OwnedValue> {
-    let field = format!("metadata key '{key}'");
+    let field = format!("metadata key '{}'", gguf::short_name(key));
     let bad = || PyValueError::new_err(format!("{field}: unknown value type {vtype:?}"));
     if let Some(inner) = vtype.strip_prefix("array[").and_then(|s| s.strip_suffix(']')) {
         let et = ValueType::from_name(inner).ok_or_else(bad)?;

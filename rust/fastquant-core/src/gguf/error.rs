@@ -148,3 +148,13 @@ pub(crate) fn count(n: u64) -> String {
         n.to_string()
     }
 }
+
+/// A key or name as quoted in messages: whole up to 80 bytes, else its first 64 characters and a marker
+/// saying how long it is (a file can hold a 10 MB key; an error message should not).
+pub fn short_name(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= 80 {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let cut: String = s.chars().take(64).collect();
+    std::borrow::Cow::Owned(format!("{cut}…({} bytes)", s.len()))
+}

@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use memmap2::Mmap;
 
-use super::error::{count, GgufError, Result};
+use super::error::{count, short_name, GgufError, Result};
 use super::metadata::{ArrayView, MetaValue, StrRef, ValueType, MAX_ARRAY_DEPTH};
 use crate::quants::GgmlType;
 
@@ -236,7 +236,7 @@ impl KvEntry {
     }
 
     pub fn field(&self, index: usize) -> String {
-        format!("metadata key #{index} '{}'", self.key)
+        format!("metadata key #{index} '{}'", short_name(&self.key))
     }
 }
 
@@ -422,7 +422,7 @@ fn parse_kv_record(
     }
     let key = std::str::from_utf8(key.bytes)
         .map_err(|e| GgufError::malformed(at as u64, f0(), format!("key is not valid UTF-8 ({e})")))?;
-    let f = || format!("metadata key #{i} '{key}'");
+    let f = || format!("metadata key #{i} '{}'", short_name(key));
     if let Some(&j) = key_index.get(key) {
         return Err(GgufError::malformed(
             at as u64,
@@ -887,7 +887,7 @@ impl GgufFile {
             }));
         }
         let key = &*e.key;
-        Cursor::at(buf, e.value_pos).read_value(e.value_type, 0, &|| format!("metadata key '{key}'"))
+        Cursor::at(buf, e.value_pos).read_value(e.value_type, 0, &|| format!("metadata key '{}'", short_name(key)))
     }
 
     /// The value of `key`, `None` when absent.

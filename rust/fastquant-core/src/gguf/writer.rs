@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::error::{GgufError, Result};
+use super::error::{short_name, GgufError, Result};
 use super::metadata::{OwnedValue, ValueType};
 use super::reader::{DEFAULT_ALIGNMENT, EISDIR, MAGIC, MAX_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME};
 use crate::quants::GgmlType;
@@ -26,7 +26,7 @@ fn validate(kvs: &[(String, OwnedValue)], tensors: &[TensorSpec<'_>]) -> Result<
     let alignment = validate_metadata(kvs)?;
     let mut names = HashSet::new();
     for t in tensors {
-        let field = format!("tensor '{}'", t.name);
+        let field = format!("tensor '{}'", short_name(&t.name));
         if !names.insert(t.name.as_str()) {
             return Err(GgufError::invalid_input(field, "duplicate tensor name"));
         }
@@ -40,7 +40,7 @@ fn validate_metadata(kvs: &[(String, OwnedValue)]) -> Result<u64> {
     let mut keys = HashSet::new();
     let mut alignment = DEFAULT_ALIGNMENT;
     for (key, v) in kvs {
-        let field = format!("metadata key '{key}'");
+        let field = format!("metadata key '{}'", short_name(key));
         if key.is_empty() {
             return Err(GgufError::invalid_input("metadata", "a key is empty"));
         }
