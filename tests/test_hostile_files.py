@@ -166,6 +166,29 @@ def test_write_errors_name_the_path(tmp_path):
     assert ei.value.filename == str(tmp_path / "d")
 
 
+def test_write_failure_midway_names_the_path_and_keeps_the_old_file(tmp_path):
+    """A write that fails part-way (here: a 1 MiB file-size limit, as a full disk would) raises an OSError
+    naming the file, leaves the old file as it was and no temporary file."""
+    target = tmp_path / "m.gguf"
+    fg.write(target, {"w": np.ones(64, np.float32)}, {"a": 1})
+    old = target.read_bytes()
+    r = _py(
+        f"""
+        import resource, signal, numpy as np, fastquant.gguf as fg
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        try:
+            fg.write({str(target)!r}, {{"w": np.ones((1024, 1024), np.float32)}}, {{"a": 2}})
+        except OSError as e:
+            print(e.errno, e.filename)
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(errno.EFBIG), str(target)]
+    assert target.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.gguf"]
+
+
 def test_other_threads_run_during_a_large_write(tmp_path):
     data = np.random.default_rng(0).standard_normal((4096, 8192), dtype=np.float32)  # 128 MiB
     ticks = []
