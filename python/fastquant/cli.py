@@ -2,7 +2,10 @@
 
 ``fastquant inspect [FILE] [--json] [--tensors]`` prints a summary of a GGUF file: architecture, tensor
 count, a table of tensor types with counts and bytes, and every metadata key with a short value. Without
-FILE it inspects the small sample file shipped inside the package.
+FILE it inspects the small sample file shipped inside the package. Text output is made safe for a terminal:
+control characters are escaped, long keys, names and values are cut with a visible marker (``…(+N chars)``), and
+columns are bounded. ``--json`` gives strings whole; every array is ``{"element_type", "length", "head"}`` with its
+first 8 elements (nested arrays in the same shape), and tensors carry ``ggml_type``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import sys
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "sample.gguf")
 _HEAD = 3  # elements shown of a long array
-_MAX_STR = 60
+_JSON_HEAD = 8  # elements given of an array in --json
+_MAX_STR = 60  # characters shown of a string value
+_KEY_COL = 40  # widest key (or tensor name) column; longer ones are cut with a marker
+_TYPE_COL = 16
 
 
 def _human(n: int) -> str:
@@ -25,6 +31,24 @@ def _human(n: int) -> str:
             return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
         f /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+def _esc(s: str, limit: int) -> str:
+    """`s` safe for a terminal: control and other non-printable characters (ESC, CR, bidi overrides, ...)
+    escaped as in a Python literal, and cut to `limit` characters with a visible marker."""
+    cut = s[:limit]
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    if len(s) > limit:
+        out += f"…(+{len(s) - limit} chars)"
+    return out
+
+
+def _cell(s: str, width: int) -> str:
+    """`s` escaped and cut to fit a column of `width` characters (padded to it)."""
+    e = _esc(s, width)
+    if len(e) > width:
+        e = e[: width - 1] + "…"
+    return f"{e:<{width}}"
 
 
 def _f32_repr(v: float) -> str:
@@ -41,7 +65,8 @@ def _f32_repr(v: float) -> str:
 
 def _short(v, f32=False):
     if isinstance(v, str):
-        return repr(v if len(v) <= _MAX_STR else v[: _MAX_STR - 3] + "...")
+        # repr escapes control characters; a cut string says how much is missing, outside the quotes
+        return repr(v) if len(v) <= _MAX_STR else f"{v[:_MAX_STR]!r}…(+{len(v) - _MAX_STR} chars)"
     if isinstance(v, float):
         return _f32_repr(v) if f32 else repr(v)
     if isinstance(v, list):
@@ -50,11 +75,20 @@ def _short(v, f32=False):
 
 
 def _json_scalar(v):
-    if isinstance(v, str) and len(v) > 200:
-        return v[:197] + "..."
     if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
         return repr(v)  # JSON has no NaN/inf
-    return v
+    return v  # strings whole, as gguf-dump gives them
+
+
+def _json_array(etype: str, values, length: int):
+    """The one JSON shape of an array value: element type, length and the first elements."""
+    head = []
+    for x in values[:_JSON_HEAD]:
+        if isinstance(x, list):
+            head.append(_json_array("array", x, len(x)))
+        else:
+            head.append(_json_scalar(x))
+    return {"element_type": etype, "length": length, "head": head}
 
 
 def _describe(f, key):
@@ -66,23 +100,15 @@ def _describe(f, key):
         return vt, _short(v, vt == "f32"), _json_scalar(v)
     etype, n = info
     f32 = etype == "f32"
+    head = [f.array_item(key, i) for i in range(min(n, _JSON_HEAD))]
+    doc = _json_array(etype, head, n)
     if n <= 8 and etype != "array":
-        v = f.metadata[key]
-        text = _short(v, f32)
+        text = _short(head, f32)
         if len(text) <= 100:
-            return vt, text, [_json_scalar(x) for x in v]
-    head = [f.array_item(key, i) for i in range(min(n, _HEAD))]
-    head_text = ", ".join(_short(x, f32) for x in head)
-    more = ", ..." if n > len(head) else ""
-    return (
-        vt,
-        f"[{n} × {etype}] [{head_text}{more}]",
-        {
-            "length": n,
-            "element_type": etype,
-            "head": [_json_scalar(x) if not isinstance(x, list) else "[...]" for x in head],
-        },
-    )
+            return vt, text, doc
+    head_text = ", ".join(_short(x, f32) for x in head[:_HEAD])
+    more = ", ..." if n > _HEAD else ""
+    return vt, f"[{n} × {etype}] [{head_text}{more}]", doc
 
 
 def _summary(f):
@@ -98,9 +124,10 @@ def _summary(f):
     return types, total, meta, arch
 
 
-def inspect(path: str, as_json: bool, show_tensors: bool, out=sys.stdout) -> int:
+def inspect(path: str, as_json: bool, show_tensors: bool, out=None) -> int:
     from . import gguf
 
+    out = sys.stdout if out is None else out
     with gguf.open(path) as f:
         types, total, meta, arch = _summary(f)
         if as_json:
@@ -118,7 +145,7 @@ def inspect(path: str, as_json: bool, show_tensors: bool, out=sys.stdout) -> int
                 "tensors": [
                     {
                         "name": t.name,
-                        "type": t.ggml_type,
+                        "ggml_type": t.ggml_type,
                         "shape": list(t.shape),
                         "ne": list(t.ne),
                         "nbytes": t.nbytes,
@@ -129,29 +156,67 @@ def inspect(path: str, as_json: bool, show_tensors: bool, out=sys.stdout) -> int
             }
             json.dump(doc, out, indent=2, ensure_ascii=False)
             out.write("\n")
+            out.flush()
             return 0
         w = out.write
-        w(f"{path}  ({_human(f.file_size)})\n")
+        w(f"{_esc(path, 200)}  ({_human(f.file_size)})\n")
         w(f"GGUF v{f.version}, alignment {f.alignment}, tensor data at offset {f.data_offset}\n")
-        w(f"architecture: {arch if arch is not None else '(not set)'}\n")
+        arch_text = _esc(str(arch), _MAX_STR) if arch is not None else "(not set)"
+        w(f"architecture: {arch_text}\n")
         w(f"tensors: {len(f.tensors)}, {_human(total)}\n")
         if types:
             w(f"\n  {'type':<10} {'count':>7} {'bytes':>14}\n")
             for name, d in sorted(types.items(), key=lambda kv: -kv[1]["bytes"]):
                 w(f"  {name:<10} {d['count']:>7} {d['bytes']:>14,}\n")
         w(f"\nmetadata: {len(meta)} keys\n")
-        kw = max((len(k) for k in meta), default=0)
-        tw = max((len(t) for t, _, _ in meta.values()), default=0)
+        kw = min(max((len(_esc(k, _KEY_COL)) for k in meta), default=0), _KEY_COL)
+        tw = min(max((len(t) for t, _, _ in meta.values()), default=0), _TYPE_COL)
         for k, (t, text, _) in meta.items():
-            w(f"  {k:<{kw}}  {t:<{tw}}  {text}\n")
+            w(f"  {_cell(k, kw)}  {_cell(t, tw)}  {text}\n")
         if show_tensors and len(f.tensors):
-            nw = max(len(n) for n in f.tensors)
+            nw = min(max(len(_esc(n, _KEY_COL)) for n in f.tensors), _KEY_COL)
             w(f"\n  {'name':<{nw}}  {'type':<8} {'shape':<24} {'bytes':>14} {'offset':>14}\n")
             for t in f.tensors.values():
                 shape = "×".join(str(d) for d in t.shape) or "()"
                 nb = f"{t.nbytes:,}" if t.nbytes is not None else "?"
-                w(f"  {t.name:<{nw}}  {t.ggml_type:<8} {shape:<24} {nb:>14} {t.offset:>14,}\n")
+                w(f"  {_cell(t.name, nw)}  {t.ggml_type:<8} {shape:<24} {nb:>14} {t.offset:>14,}\n")
+        out.flush()
     return 0
+
+
+def _silence_stdout():
+    """Point file descriptor 1 at /dev/null, so the interpreter's final flush of a dead stdout stays quiet."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _inspect_main(args) -> int:
+    from .gguf import GGUFError
+
+    path = SAMPLE if args.file is None else args.file
+    if sys.stdout is None:  # started with file descriptor 1 closed
+        print("fastquant inspect: standard output is closed; nothing was written", file=sys.stderr)
+        return 2
+    try:
+        return inspect(path, args.json, args.tensors)
+    except BrokenPipeError:
+        _silence_stdout()
+        print(
+            "fastquant inspect: standard output was closed before the output was written (broken pipe)", file=sys.stderr
+        )
+        return 1
+    except GGUFError as e:
+        print(f"fastquant inspect: {_esc(path, 200)}: not a valid GGUF file: {_esc(str(e), 500)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if getattr(e, "filename", None) is None:  # writing our output failed (stdout closed, disk full)
+            _silence_stdout()
+        print(f"fastquant inspect: {_esc(str(e), 500)}", file=sys.stderr)
+        return 2
 
 
 def main(argv=None) -> int:
@@ -168,24 +233,7 @@ def main(argv=None) -> int:
     if args.command == "quantize":
         return _cli_quantize.run(args)
     if args.command == "inspect":
-        from .gguf import GGUFError
-
-        path = args.file or SAMPLE
-        try:
-            return inspect(path, args.json, args.tensors)
-        except BrokenPipeError:
-            # The reader of our output went away (`fastquant inspect | head`): not an error of ours.
-            try:
-                sys.stdout = open(os.devnull, "w")
-            except OSError:
-                pass
-            return 0
-        except GGUFError as e:
-            print(f"fastquant inspect: {path}: not a valid GGUF file: {e}", file=sys.stderr)
-            return 2
-        except OSError as e:
-            print(f"fastquant inspect: {e}", file=sys.stderr)
-            return 2
+        return _inspect_main(args)
     return 1  # pragma: no cover
 
 

@@ -44,6 +44,32 @@ def _type_info(ggml_type: Any):
     return _core.ggml_type_info(key)
 
 
+def _dim(d: Any) -> int:
+    """One dimension: an integer (Python or numpy), never a float or bool (``4.9`` is not read as 4)."""
+    import operator
+
+    if isinstance(d, bool):
+        raise TypeError(f"shape dimensions must be integers, got {d!r}")
+    try:
+        return operator.index(d)
+    except TypeError:
+        raise TypeError(f"shape dimensions must be integers, got {type(d).__name__} {d!r}") from None
+
+
+def _shape(shape: Any) -> tuple:
+    if isinstance(shape, (str, bytes)):
+        raise TypeError(f"shape must be an integer or a sequence of integers, not {type(shape).__name__}")
+    try:
+        return (_dim(shape),)
+    except TypeError:
+        pass
+    try:
+        items = list(shape)
+    except TypeError:
+        raise TypeError(f"shape must be an integer or a sequence of integers, not {type(shape).__name__}") from None
+    return tuple(_dim(d) for d in items)
+
+
 def _torch():
     return sys.modules.get("torch")
 
@@ -153,7 +179,7 @@ def dequantize(
         )
     n_elems = n_bytes // block_bytes * block_elems
     if shape is not None:
-        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        shape = _shape(shape)
         count = 1
         for s in shape:
             if s < 0:
@@ -204,8 +230,14 @@ def quantize(array: Any, ggml_type: Any, threads: Optional[int] = None) -> np.nd
     happens to leave it, which depends on the CPU numpy runs on; fastquant's choice is fixed.
     """
     tid, name, block_elems, block_bytes, _ = _type_info(ggml_type)
+    if array is None:
+        raise TypeError("array must be a float array or tensor, not None")
     if _is_torch_tensor(array):
+        if array.is_complex():
+            raise TypeError(f"cannot quantize a complex tensor ({array.dtype}): its imaginary part would be lost")
         array = array.detach().cpu().float().numpy()
+    elif np.iscomplexobj(array):
+        raise TypeError("cannot quantize complex values: their imaginary part would be lost")
     # C order and aligned (copies only when the input is not already both).
     a = np.require(np.asarray(array, dtype=np.float32), requirements=["C", "A"])
     if a.ndim == 0:

@@ -207,7 +207,12 @@ def _tensor_entry(name, t):
             if buf.dtype != np.uint8:
                 raise ValueError(f"tensor {name!r}: packed data must be bytes or a uint8 array, got {buf.dtype}")
             buf = np.ascontiguousarray(buf).reshape(-1)
-        ne = [int(d) for d in reversed(tuple(shape))]
+        from ._dequant import _shape
+
+        try:
+            ne = list(reversed(_shape(shape)))
+        except TypeError as e:
+            raise TypeError(f"tensor {name!r}: {e}") from None
         return name, gtype, ne, buf
     mod = type(t).__module__
     if mod.startswith("torch"):

@@ -8,13 +8,12 @@ mappings (live views of the core's registry) and the registration decorators.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import MutableMapping
 from typing import Iterator, Optional
 
-from .. import _core
+from .. import _core, _json
 from ..quantization_config import QuantizationConfigMixin, _is_config_class
 from .base import DiffusersQuantizer
 from .bnb import BnB4BitDiffusersQuantizer, BnB8BitDiffusersQuantizer
@@ -121,8 +120,7 @@ class DiffusersAutoQuantizer:
         if subfolder:
             folder = os.path.join(folder, subfolder)
         path = os.path.join(folder, "config.json") if os.path.isdir(folder) else folder
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = _json.load(path)
         q = config.get("quantization_config") if isinstance(config, dict) else None
         if q is None:
             raise ValueError(f"{path}: no 'quantization_config' in this config; the model is not quantized")

@@ -11,6 +11,8 @@ are put back as the plain torch layers they were after quantization.
 from __future__ import annotations
 
 import copy
+import os
+import pickle
 
 from .._core import NVIDIAModelOptConfig
 from ._utils import matches_skip, set_submodule
@@ -21,6 +23,20 @@ __all__ = ["NVIDIAModelOptQuantizer", "build_modelopt_config"]
 _NUM_BITS = {"FP8": (4, 3), "INT8": 8, "INT4": 4, "NF4": 4, "NVFP4": (2, 1)}
 _SCALE_BITS = {"NF4": 8, "NVFP4": (4, 3)}
 _CONV = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
+
+
+def plain_file_in(folder, name) -> str:
+    """`folder/name` for a file name read from the folder's own metadata, refused (ValueError) unless it is a plain
+    name inside the folder: a non-empty str with no path separator, not `.`/`..`, no NUL, not absolute."""
+    ok = isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+    ok = ok and not any(sep and sep in name for sep in ("/", "\\", os.sep, os.altsep)) and not os.path.isabs(name)
+    if not ok:
+        shown = repr(name)[:80]
+        raise ValueError(
+            f"nvidia-modelopt load: the folder's metadata names the state file {shown}; it must be a plain file name "
+            "inside the folder (no path separators, no '..')"
+        )
+    return os.path.join(os.fspath(folder), name)
 
 
 def _quantizer_cfg(kind: str, cfg, activation: bool) -> dict:
@@ -233,8 +249,6 @@ class NVIDIAModelOptQuantizer(DiffusersQuantizer):
     def save_extras(self, model, folder):
         """modelopt's state (quantizer settings per module) goes to `modelopt_state.pt` (torch.save; it holds
         dtypes and tuples, not JSON); the tensors (`weight`, `*_quantizer._amax`) go to safetensors."""
-        import os
-
         import torch
 
         state = self.__dict__.get("_modelopt_state")
@@ -246,14 +260,20 @@ class NVIDIAModelOptQuantizer(DiffusersQuantizer):
         return {"modelopt_state_file": "modelopt_state.pt"}
 
     def load_quantized_state_dict(self, model, state_dict, metadata=None, device=None):
-        import os
-
         import modelopt.torch.opt as mto
         import torch
 
         folder = (metadata or {}).get("_folder")
-        path = os.path.join(folder, (metadata or {}).get("modelopt_state_file", "modelopt_state.pt"))
-        state = torch.load(path, weights_only=False)  # our own file, written by save_extras
+        path = plain_file_in(folder, (metadata or {}).get("modelopt_state_file", "modelopt_state.pt"))
+        # The folder may come from anyone: torch's restricted unpickler only (containers, numbers, strings,
+        # torch.Size and dtypes, which is all modelopt's state holds); nothing in the file can run code.
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"nvidia-modelopt load: {path} holds objects other than plain data, which fastquant does not unpickle "
+                f"(it loads with torch.load(weights_only=True)): {str(e)[:300]}"
+            ) from None
         model = mto.restore_from_modelopt_state(model, state)
         result = model.load_state_dict(dict(state_dict), strict=False)
         if result.unexpected_keys or [k for k in result.missing_keys if not k.endswith("_amax")]:

@@ -159,7 +159,7 @@ class QuantoQuantizer(DiffusersQuantizer):
     def load_quantized_state_dict(self, model, state_dict, metadata=None, device=None):
         """Rebuild the QLinear layers from the saved `quantization_map` and load the packed weights with quanto's
         own `requantize`, then check that every key was used."""
-        import json
+        from .. import _json
 
         import torch
         from optimum.quanto import requantize
@@ -168,7 +168,7 @@ class QuantoQuantizer(DiffusersQuantizer):
         if qmap is None:
             raise ValueError("optimum-quanto load: no quanto_quantization_map saved beside the weights")
         if isinstance(qmap, str):
-            qmap = json.loads(qmap)
+            qmap = _json.loads(qmap, "quanto_quantization_map")
         # quanto does not check sizes: refuse a checkpoint of another architecture before touching the model.
         bits = {"qint8": 8, "qfloat8": 8, "qfloat8_e4m3fn": 8, "qfloat8_e5m2": 8, "qint4": 4, "qint2": 2}
         for qname, entry in qmap.items():

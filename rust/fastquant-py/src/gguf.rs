@@ -11,10 +11,7 @@ use fastquant_core::gguf::{
 };
 use fastquant_core::quants::GgmlType;
 use numpy::PyReadonlyArray1;
-use pyo3::exceptions::{
-    PyBufferError, PyFileNotFoundError, PyIndexError, PyKeyError, PyOSError, PyPermissionError, PyTypeError,
-    PyValueError,
-};
+use pyo3::exceptions::{PyBufferError, PyIndexError, PyKeyError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::{ffi, IntoPyObjectExt};
@@ -23,20 +20,46 @@ pyo3::create_exception!(
     fastquant.gguf,
     GGUFError,
     PyValueError,
-    "A malformed or unsupported GGUF file. The message names the byte offset and the field."
+    "A malformed or unsupported GGUF file. The message names the byte offset and the field; they are also \
+     the attributes `offset` (int, or None) and `field` (str, or None)."
 );
 
 fn to_py_err(e: GgufError) -> PyErr {
     let msg = e.to_string();
     match e.kind {
-        ErrorKind::Malformed | ErrorKind::Unsupported => GGUFError::new_err(msg),
+        ErrorKind::Malformed | ErrorKind::Unsupported => gguf_error(msg, e.offset, &e.field),
         ErrorKind::NotFound => PyKeyError::new_err(msg),
         ErrorKind::InvalidInput => PyValueError::new_err(msg),
-        ErrorKind::Io => match e.io_kind {
-            Some(std::io::ErrorKind::NotFound) => PyFileNotFoundError::new_err(msg),
-            Some(std::io::ErrorKind::PermissionDenied) => PyPermissionError::new_err(msg),
-            _ => PyOSError::new_err(msg),
-        },
+        ErrorKind::Io => os_error(&e),
+    }
+}
+
+/// A `GGUFError` with `.offset` (byte offset or None) and `.field` (the field read, or None); the message is
+/// the full text.
+fn gguf_error(msg: String, offset: Option<u64>, field: &str) -> PyErr {
+    Python::attach(|py| {
+        let err = GGUFError::new_err(msg);
+        let v = err.value(py);
+        let field = if field.is_empty() { None } else { Some(field) };
+        if v.setattr("offset", offset).and_then(|_| v.setattr("field", field)).is_err() {
+            return err;
+        }
+        err
+    })
+}
+
+/// `OSError(errno, strerror, filename)`, which Python turns into the matching subclass
+/// (`FileNotFoundError`, `IsADirectoryError`, `PermissionError`, ...) with `errno` and `filename` set.
+fn os_error(e: &GgufError) -> PyErr {
+    let errno = e.errno.unwrap_or(gguf::EIO);
+    // std's messages end in " (os error N)": the errno attribute says that.
+    let strerror = match e.message.rfind(" (os error ") {
+        Some(i) if e.message.ends_with(')') => &e.message[..i],
+        _ => &e.message,
+    };
+    match &e.path {
+        Some(p) => PyOSError::new_err((errno, strerror.to_string(), p.clone())),
+        None => PyOSError::new_err((errno, format!("{}: {strerror}", e.field))),
     }
 }
 
@@ -75,7 +98,7 @@ pub struct PyGgufReader {
 
 impl PyGgufReader {
     fn entry(&self, key: &str) -> PyResult<&gguf::KvEntry> {
-        self.file.kv(key).ok_or_else(|| PyKeyError::new_err(key.to_string()))
+        self.file.kv(key).ok_or_else(|| PyKeyError::new_err(gguf::short_name(key).into_owned()))
     }
 }
 
@@ -122,7 +145,7 @@ impl PyGgufReader {
     /// The value of `key` as a Python object (arrays as lists).
     fn value<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         let e = self.entry(key)?;
-        let field = format!("metadata key '{key}'");
+        let field = format!("metadata key '{}'", gguf::short_name(key));
         meta_to_py(py, self.file.value(e).map_err(to_py_err)?, &field)
     }
 
@@ -155,14 +178,14 @@ impl PyGgufReader {
     fn array_item<'py>(&self, py: Python<'py>, key: &str, i: i64) -> PyResult<Bound<'py, PyAny>> {
         let e = self.entry(key)?;
         let MetaValue::Array(a) = self.file.value(e).map_err(to_py_err)? else {
-            return Err(PyTypeError::new_err(format!("metadata key '{key}' is not an array")));
+            return Err(PyTypeError::new_err(format!("metadata key '{}' is not an array", gguf::short_name(key))));
         };
         let n = a.len() as i128;
         let j = if i < 0 { n + i as i128 } else { i as i128 };
         if j < 0 || j >= n {
             return Err(PyIndexError::new_err(format!("index {i} out of range for an array of {n}")));
         }
-        let field = format!("metadata key '{key}'[{j}]");
+        let field = format!("metadata key '{}'[{j}]", gguf::short_name(key));
         match a.get(j as u64) {
             Some(v) => meta_to_py(py, v.map_err(to_py_err)?, &field),
             None => Err(PyIndexError::new_err(format!("index {i} out of range"))),
@@ -283,7 +306,7 @@ fn short_repr(v: &Bound<'_, PyAny>) -> String {
 }
 
 fn owned_from_py(vtype: &str, v: &Bound<'_, PyAny>, key: &str) -> PyResult<OwnedValue> {
-    let field = format!("metadata key '{key}'");
+    let field = format!("metadata key '{}'", gguf::short_name(key));
     let bad = || PyValueError::new_err(format!("{field}: unknown value type {vtype:?}"));
     if let Some(inner) = vtype.strip_prefix("array[").and_then(|s| s.strip_suffix(']')) {
         let et = ValueType::from_name(inner).ok_or_else(bad)?;
@@ -345,6 +368,7 @@ fn write_scalar(out: &mut Vec<u8>, v: &OwnedValue) {
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn _write_gguf(
+    py: Python<'_>,
     path: PathBuf,
     kvs: Vec<(String, String, Bound<'_, PyAny>)>,
     tensors: Vec<(String, String, Vec<u64>, PyReadonlyArray1<'_, u8>)>,
@@ -362,7 +386,9 @@ fn _write_gguf(
             .map_err(|e| PyValueError::new_err(format!("tensor '{name}': data is not contiguous ({e})")))?;
         specs.push(TensorSpec { name: name.clone(), ggml_type, ne: ne.clone(), data });
     }
-    gguf::write_file(&path, &owned, &specs).map_err(to_py_err)
+    // The GIL is released while the file is written (other Python threads keep running). The arrays stay
+    // borrowed (read-only) until this returns.
+    py.detach(|| gguf::write_file(&path, &owned, &specs)).map_err(to_py_err)
 }
 
 /// ggml type table as `{name: (id, block elements, block bytes)}`.
@@ -377,7 +403,10 @@ fn _ggml_types(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("GGUFError", m.py().get_type::<GGUFError>())?;
+    let err_type = m.py().get_type::<GGUFError>();
+    err_type.setattr("offset", m.py().None())?;
+    err_type.setattr("field", m.py().None())?;
+    m.add("GGUFError", err_type)?;
     m.add_class::<PyGgufReader>()?;
     m.add_class::<PyRawBuffer>()?;
     m.add_function(wrap_pyfunction!(_write_gguf, m)?)?;

@@ -2,7 +2,10 @@
 //! `fastquant_core::quants`, run with the GIL released.
 
 use fastquant_core::quants::{self, DequantError, GgmlType, Path, QuantizeError};
-use numpy::{Element, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use numpy::{
+    Element, PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -62,6 +65,75 @@ fn check_aligned<T: Element>(a: &Bound<'_, PyArrayDyn<T>>, what: &str) -> PyResu
     Ok(())
 }
 
+/// Refuse an `out` array that overlaps `src` or whose memory this process cannot write. numpy's WRITEABLE
+/// flag is not enough: `torch.from_numpy` of a read-only array (a tensor over a read-only file mapping)
+/// gives a tensor whose `.numpy()` claims to be writeable, and writing there is a SIGSEGV.
+fn check_out(src: &[u8], out: &Bound<'_, PyAny>) -> PyResult<()> {
+    let Ok(a) = out.cast::<PyUntypedArray>() else {
+        return Ok(()); // not an array: the typed extraction that follows gives the error
+    };
+    // SAFETY: `a` is a live numpy array; its `data` field is read, not dereferenced.
+    let ptr = unsafe { (*a.as_array_ptr()).fields.data } as usize;
+    let len = a.len().saturating_mul(a.dtype().itemsize());
+    let (s0, s1) = (src.as_ptr() as usize, src.as_ptr() as usize + src.len());
+    if len > 0 && !src.is_empty() && ptr < s1 && s0 < ptr + len {
+        return Err(PyValueError::new_err(
+            "out overlaps data: dequantizing in place would overwrite blocks before they are read; pass a separate out",
+        ));
+    }
+    if len > 0 && !memory_is_writable(ptr as *mut u8, len) {
+        return Err(PyValueError::new_err(
+            "out is not writable memory (e.g. a tensor over a read-only file mapping such as GGUFFile.raw()); \
+             pass a writable array or tensor",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether every page of `[ptr, ptr + len)` can be written, found without writing anything new: one byte of
+/// each page is copied into a pipe and read back into place; the kernel answers EFAULT (rather than
+/// faulting) for memory that cannot be read or written. 1024 pages per system call.
+#[cfg(unix)]
+fn memory_is_writable(ptr: *mut u8, len: usize) -> bool {
+    const PAGE: usize = 4096;
+    const BATCH: usize = 1024;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return true; // cannot probe (out of descriptors): keep the old behaviour
+    }
+    let mut ok = true;
+    let end = ptr as usize + len;
+    let mut next = ptr as usize;
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+    while ok && next < end {
+        iov.clear();
+        while iov.len() < BATCH && next < end {
+            iov.push(libc::iovec { iov_base: next as *mut libc::c_void, iov_len: 1 });
+            next = (next / PAGE + 1) * PAGE; // the start of the following page: every page is touched once
+        }
+        let n = iov.len() as libc::c_int;
+        // SAFETY: the iovecs point at single bytes inside `out`'s range; writev only reads them (and the
+        // kernel reports EFAULT for unreadable ones) into our own pipe, which holds 64 KiB > BATCH + 1 bytes.
+        let w = unsafe { libc::writev(fds[1], iov.as_ptr(), n) };
+        // SAFETY: readv writes the same bytes back to the same places; memory that cannot be written gives
+        // EFAULT or a short count instead of a fault. Nothing else holds a reference into these bytes now.
+        let r = if w == n as isize { unsafe { libc::readv(fds[0], iov.as_ptr(), n) } } else { -1 };
+        ok = w == n as isize && r == n as isize;
+    }
+    // SAFETY: closing the two descriptors pipe(2) gave us.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    ok
+}
+
+#[cfg(not(unix))]
+fn memory_is_writable(_ptr: *mut u8, _len: usize) -> bool {
+    true
+}
+
 /// Dequantize the contiguous uint8 array `data` into the contiguous array `out`: float32 for
 /// `kind == "float32"`, or a uint16 view holding float16/bfloat16 bits for `"float16"`/`"bfloat16"`.
 /// `stores`: "auto" (streaming stores for large outputs where they pay, see `Stores::Auto`), "regular" (for
@@ -95,6 +167,7 @@ fn dequantize_into(
         return Err(PyValueError::new_err("threads must be at least 1"));
     }
     let src = data.as_slice().map_err(|_| PyValueError::new_err("data must be C-contiguous"))?;
+    check_out(src, out)?;
     match kind {
         "float32" => {
             let mut o: PyReadwriteArrayDyn<'_, f32> = out.extract()?;

@@ -30,6 +30,13 @@ pub struct GgufError {
     pub message: String,
     /// For `Io` errors: the OS error kind (so the binding can raise `FileNotFoundError`).
     pub io_kind: Option<std::io::ErrorKind>,
+    /// For `Io` errors: the OS error number, when the OS gave one (Python: `OSError.errno`).
+    pub errno: Option<i32>,
+    /// For `Io` errors: the path involved (Python: `OSError.filename`); `field` holds it too, for messages.
+    pub path: Option<String>,
+    /// Internal to the reader: a parse of a file prefix needs the file read up to this offset. Never set on
+    /// an error that leaves the crate.
+    pub(crate) need_more: Option<u64>,
 }
 
 impl GgufError {
@@ -40,11 +47,23 @@ impl GgufError {
             field: field.into(),
             message: message.into(),
             io_kind: None,
+            errno: None,
+            path: None,
+            need_more: None,
         }
     }
 
     pub fn unsupported(offset: Option<u64>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        GgufError { kind: ErrorKind::Unsupported, offset, field: field.into(), message: message.into(), io_kind: None }
+        GgufError {
+            kind: ErrorKind::Unsupported,
+            offset,
+            field: field.into(),
+            message: message.into(),
+            io_kind: None,
+            errno: None,
+            path: None,
+            need_more: None,
+        }
     }
 
     pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -54,6 +73,9 @@ impl GgufError {
             field: field.into(),
             message: message.into(),
             io_kind: None,
+            errno: None,
+            path: None,
+            need_more: None,
         }
     }
 
@@ -64,17 +86,40 @@ impl GgufError {
             field: field.into(),
             message: message.into(),
             io_kind: None,
+            errno: None,
+            path: None,
+            need_more: None,
         }
     }
 
-    pub fn io(context: impl Into<String>, e: &std::io::Error) -> Self {
+    /// An I/O failure on `path` (which becomes the field, so every message names the file).
+    pub fn io(path: impl Into<String>, e: &std::io::Error) -> Self {
+        let path = path.into();
         GgufError {
             kind: ErrorKind::Io,
             offset: None,
-            field: context.into(),
+            field: path.clone(),
             message: e.to_string(),
             io_kind: Some(e.kind()),
+            errno: e.raw_os_error(),
+            path: Some(path),
+            need_more: None,
         }
+    }
+
+    /// An I/O failure on `path` with an OS error number and our own message (e.g. "is a directory").
+    pub fn os(path: impl Into<String>, errno: i32, message: impl Into<String>) -> Self {
+        let e = std::io::Error::from_raw_os_error(errno);
+        let mut err = GgufError::io(path, &e);
+        err.message = message.into();
+        err
+    }
+
+    /// The reader needs the file's bytes up to `upto` (a parse of a prefix ran past its end).
+    pub(crate) fn need_more(upto: u64) -> Self {
+        let mut e = GgufError::malformed(upto, "", "internal: more of the file is needed");
+        e.need_more = Some(upto);
+        e
     }
 }
 
@@ -102,4 +147,14 @@ pub(crate) fn count(n: u64) -> String {
     } else {
         n.to_string()
     }
+}
+
+/// A key or name as quoted in messages: whole up to 80 bytes, else its first 64 characters and a marker
+/// saying how long it is (a file can hold a 10 MB key; an error message should not).
+pub fn short_name(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= 80 {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let cut: String = s.chars().take(64).collect();
+    std::borrow::Cow::Owned(format!("{cut}…({} bytes)", s.len()))
 }

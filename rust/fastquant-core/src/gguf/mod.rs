@@ -14,10 +14,12 @@ pub mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_files;
 
-pub use error::{ErrorKind, GgufError, Result};
+pub use error::{short_name, ErrorKind, GgufError, Result};
 pub use metadata::{ArrayView, MetaValue, OwnedValue, StrRef, ValueType, MAX_ARRAY_DEPTH};
 pub use reader::{
-    parse, GgufFile, KvEntry, TensorInfo, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME,
+    parse, GgufFile, KvEntry, TensorInfo, DEFAULT_ALIGNMENT, EIO, MAGIC, MAX_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME,
 };
 pub use writer::{to_bytes, write_file, write_to, TensorSpec};

@@ -1,10 +1,12 @@
 //! The hardened, zero-copy GGUF reader.
 //!
-//! The file is memory-mapped and parsed with a bounds-checked cursor. Every count and length read from
-//! the file is compared with the bytes that are left before anything is sliced, walked or allocated, and
-//! all size arithmetic is checked, so a hostile file costs at most one pass over its own bytes. Metadata
-//! stays in the mapping: a key records where its value is; arrays record element type, count and byte
-//! range, and string arrays get an offset table only when an element is indexed.
+//! The header, metadata and tensor infos are read into memory (with `read`, never through a mapping, so a
+//! file truncated while it is open cannot fault a metadata access) and parsed with a bounds-checked
+//! cursor. Every count and length read from the file is compared with the bytes that are left before
+//! anything is sliced, walked or allocated, and all size arithmetic is checked, so a hostile file costs at
+//! most one pass over its own bytes. A key records where its value is; arrays record element type, count
+//! and byte range, and string arrays get an offset table only when an element is indexed. Tensor data is
+//! read from a read-only mapping of the file.
 //!
 //! Rules (see `docs/gguf.md` for where they differ from ggml and gguf-py):
 //! * magic `GGUF`, versions 2 and 3; v1, unknown versions and big-endian files are refused;
@@ -20,13 +22,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::ops::Deref;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use memmap2::Mmap;
 
-use super::error::{count, GgufError, Result};
+use super::error::{count, short_name, GgufError, Result};
 use super::metadata::{ArrayView, MetaValue, StrRef, ValueType, MAX_ARRAY_DEPTH};
 use crate::quants::GgmlType;
 
@@ -53,26 +54,36 @@ const MIN_TENSOR_INFO_BYTES: u64 = 24;
 pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The length of the file `buf` begins: every check is made against it. When it is longer than `buf`,
+    /// a read past `buf`'s end stops with a `need_more` error (the caller reads more and parses again).
+    end: usize,
 }
 
 type Field<'f> = &'f dyn Fn() -> String;
 
 impl<'a> Cursor<'a> {
     pub(crate) fn at(buf: &'a [u8], pos: usize) -> Self {
-        Cursor { buf, pos }
+        Cursor { buf, pos, end: buf.len() }
+    }
+
+    fn with_len(buf: &'a [u8], pos: usize, end: usize) -> Self {
+        Cursor { buf, pos, end: end.max(buf.len()) }
     }
 
     fn left(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+        self.end.saturating_sub(self.pos)
     }
 
     fn fixed<const N: usize>(&mut self, field: Field, what: &str) -> Result<[u8; N]> {
-        let Some(b) = self.buf.get(self.pos..).and_then(|s| s.get(..N)) else {
+        if N > self.left() {
             return Err(GgufError::malformed(
                 self.pos as u64,
                 field(),
                 format!("file ends inside {what} (needs {N} bytes, {} left)", self.left()),
             ));
+        }
+        let Some(b) = self.buf.get(self.pos..).and_then(|s| s.get(..N)) else {
+            return Err(GgufError::need_more((self.pos + N) as u64));
         };
         self.pos += N;
         Ok(b.try_into().expect("slice of length N"))
@@ -96,7 +107,9 @@ impl<'a> Cursor<'a> {
                 format!("{what} {} exceeds the {left} bytes left in the file", count(n)),
             ));
         }
-        let s = &self.buf[self.pos..self.pos + n as usize];
+        let Some(s) = self.buf.get(self.pos..self.pos + n as usize) else {
+            return Err(GgufError::need_more((self.pos + n as usize) as u64));
+        };
         self.pos += n as usize;
         Ok(s)
     }
@@ -223,7 +236,7 @@ impl KvEntry {
     }
 
     pub fn field(&self, index: usize) -> String {
-        format!("metadata key #{index} '{}'", self.key)
+        format!("metadata key #{index} '{}'", short_name(&self.key))
     }
 }
 
@@ -271,6 +284,8 @@ pub struct Parsed {
     pub alignment: u64,
     /// Absolute offset where the data section starts.
     pub data_offset: u64,
+    /// Where the tensor infos end: everything before it is header, metadata and infos.
+    pub infos_end: u64,
     pub kvs: Vec<KvEntry>,
     key_index: HashMap<Box<str>, usize>,
     pub tensors: Vec<TensorInfo>,
@@ -284,54 +299,42 @@ fn align_up(x: u64, a: u64) -> Option<u64> {
 
 /// Parse and validate a whole GGUF file held in `buf`.
 pub fn parse(buf: &[u8]) -> Result<Parsed> {
-    let file_len = buf.len() as u64;
-    let mut c = Cursor::at(buf, 0);
+    parse_prefix(buf, buf.len())
+}
+
+/// Parse a file of `file_len` bytes of which `buf` holds the first `buf.len()`. Every check is made against
+/// `file_len`, so the result and the errors are those of a parse of the whole file; a parse that needs bytes
+/// past the end of `buf` stops with an internal `need_more` error (see [`GgufFile::open`]).
+pub(crate) fn parse_prefix(buf: &[u8], file_len: usize) -> Result<Parsed> {
+    let mut c = Cursor::with_len(buf, 0, file_len);
+    let (version, n_tensors, n_kv) = parse_header(&mut c)?;
+    let (kvs, key_index) = parse_metadata(&mut c, n_kv)?;
+    let alignment = read_alignment(buf, &kvs, &key_index)?;
+    let (mut tensors, tensor_index, offset_pos) = parse_tensor_infos(&mut c, n_tensors)?;
+    let infos_end = c.pos as u64;
+    if c.pos > buf.len() {
+        // The last record was an array skipped over without reading: it must be in `buf` too.
+        return Err(GgufError::need_more(infos_end));
+    }
+    let data_offset = data_section_start(infos_end, n_tensors, alignment, file_len as u64)?;
+    place_tensors(&mut tensors, &offset_pos, data_offset, alignment, file_len as u64)?;
+    check_overlaps(&tensors, &offset_pos)?;
+    Ok(Parsed { version, alignment, data_offset, infos_end, kvs, key_index, tensors, tensor_index })
+}
+
+/// Magic, version and the two counts, with the counts checked against the bytes that follow.
+fn parse_header(c: &mut Cursor<'_>) -> Result<(u32, u64, u64)> {
     let hdr = || "header".to_string();
-    if buf.len() < 4 {
+    if c.end < 4 {
         return Err(GgufError::malformed(
             0,
             "header",
-            format!("file is {} bytes long; a GGUF file starts with the 4-byte magic 'GGUF'", buf.len()),
+            format!("file is {} bytes long; a GGUF file starts with the 4-byte magic 'GGUF'", c.end),
         ));
     }
-    let magic: [u8; 4] = c.fixed(&hdr, "magic")?;
-    if magic != MAGIC {
-        let msg = if magic == *b"FUGG" {
-            "magic is 'FUGG' (byte-reversed 'GGUF'): a big-endian file? only little-endian GGUF files are supported"
-                .to_string()
-        } else {
-            format!("bad magic {:?} (expected \"GGUF\"): not a GGUF file", String::from_utf8_lossy(&magic))
-        };
-        return Err(GgufError::malformed(0, "header: magic", msg));
-    }
+    check_magic(c.fixed(&hdr, "magic")?)?;
     let version = c.u32(&hdr, "version")?;
-    match version {
-        2 | 3 => {}
-        1 => {
-            return Err(GgufError::malformed(
-                4,
-                "header: version",
-                "GGUF version 1 is obsolete and not supported (versions 2 and 3 are)",
-            ))
-        }
-        v if v & 0xFFFF == 0 && matches!(v.swap_bytes(), 1..=3) => {
-            return Err(GgufError::malformed(
-                4,
-                "header: version",
-                format!(
-                    "version field is {v:#010x}, i.e. {} byte-swapped: a big-endian GGUF file; only little-endian files are supported",
-                    v.swap_bytes()
-                ),
-            ))
-        }
-        v => {
-            return Err(GgufError::malformed(
-                4,
-                "header: version",
-                format!("unsupported GGUF version {v} (versions 2 and 3 are supported)"),
-            ))
-        }
-    }
+    check_version(version)?;
     let n_tensors = c.u64(&hdr, "tensor count")?;
     let n_kv = c.u64(&hdr, "metadata key/value count")?;
     let left = c.left() as u64;
@@ -362,194 +365,255 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             ),
         ));
     }
+    Ok((version, n_tensors, n_kv))
+}
 
-    // Metadata.
-    // Capacities are capped: the counts come from the file, and records are only real once they have been read.
+fn check_magic(magic: [u8; 4]) -> Result<()> {
+    if magic == MAGIC {
+        return Ok(());
+    }
+    let msg = if magic == *b"FUGG" {
+        "magic is 'FUGG' (byte-reversed 'GGUF'): a big-endian file? only little-endian GGUF files are supported"
+            .to_string()
+    } else {
+        format!("bad magic {:?} (expected \"GGUF\"): not a GGUF file", String::from_utf8_lossy(&magic))
+    };
+    Err(GgufError::malformed(0, "header: magic", msg))
+}
+
+fn check_version(version: u32) -> Result<()> {
+    let msg = match version {
+        2 | 3 => return Ok(()),
+        1 => "GGUF version 1 is obsolete and not supported (versions 2 and 3 are)".to_string(),
+        v if v & 0xFFFF == 0 && matches!(v.swap_bytes(), 1..=3) => format!(
+            "version field is {v:#010x}, i.e. {} byte-swapped: a big-endian GGUF file; only little-endian files are supported",
+            v.swap_bytes()
+        ),
+        v => format!("unsupported GGUF version {v} (versions 2 and 3 are supported)"),
+    };
+    Err(GgufError::malformed(4, "header: version", msg))
+}
+
+/// The `n_kv` metadata records. Capacities are capped: the count comes from the file, and records are only
+/// real once they have been read.
+fn parse_metadata(c: &mut Cursor<'_>, n_kv: u64) -> Result<(Vec<KvEntry>, HashMap<Box<str>, usize>)> {
     let mut kvs: Vec<KvEntry> = Vec::with_capacity((n_kv as usize).min(MAX_PREALLOC));
     let mut key_index: HashMap<Box<str>, usize> = HashMap::with_capacity((n_kv as usize).min(MAX_PREALLOC));
     for i in 0..n_kv as usize {
-        let at = c.pos;
-        let f0 = || format!("metadata key #{i}");
-        let key = c.string(&f0, "key length")?;
-        if key.bytes.is_empty() {
-            return Err(GgufError::malformed(at as u64, f0(), "key is empty"));
-        }
-        let key = std::str::from_utf8(key.bytes)
-            .map_err(|e| GgufError::malformed(at as u64, f0(), format!("key is not valid UTF-8 ({e})")))?;
-        let f = || format!("metadata key #{i} '{key}'");
-        if let Some(&j) = key_index.get(key) {
-            return Err(GgufError::malformed(
-                at as u64,
-                f(),
-                format!("duplicate key (first defined by record #{j} at offset {})", kvs[j].offset),
-            ));
-        }
-        let value_type = c.value_type(&f, "value type")?;
-        let value_pos = c.pos;
-        let v = c.read_value(value_type, 0, &f)?;
-        let array = match v {
-            MetaValue::Array(a) => {
-                Some(ArrayHeader { elem_type: a.elem_type, count: a.count, start: a.start, end: a.end })
-            }
-            _ => None,
-        };
-        key_index.insert(key.into(), i);
-        kvs.push(KvEntry {
-            key: key.into(),
-            offset: at as u64,
-            value_type,
-            value_pos,
-            array,
-            str_index: OnceLock::new(),
-        });
+        let e = parse_kv_record(c, i, &kvs, &key_index)?;
+        key_index.insert(e.key.clone(), i);
+        kvs.push(e);
     }
+    Ok((kvs, key_index))
+}
 
-    // Alignment.
-    let mut alignment = DEFAULT_ALIGNMENT;
-    if let Some(&i) = key_index.get("general.alignment") {
-        let e = &kvs[i];
-        let field = e.field(i);
-        if e.value_type != ValueType::U32 {
-            return Err(GgufError::malformed(
-                e.offset,
-                field,
-                format!("alignment must be a u32, found {}", e.type_name()),
-            ));
-        }
-        let a = u32::from_le_bytes(buf[e.value_pos..e.value_pos + 4].try_into().expect("4 bytes"));
-        if a == 0 || !a.is_power_of_two() || a as u64 > MAX_ALIGNMENT {
-            return Err(GgufError::malformed(
-                e.value_pos as u64,
-                field,
-                format!("alignment {a} must be a power of two between 1 and {MAX_ALIGNMENT}"),
-            ));
-        }
-        alignment = a as u64;
+/// Metadata record #`i`: a non-empty, UTF-8, not yet seen key, a value type and a fully validated value.
+fn parse_kv_record(
+    c: &mut Cursor<'_>,
+    i: usize,
+    kvs: &[KvEntry],
+    key_index: &HashMap<Box<str>, usize>,
+) -> Result<KvEntry> {
+    let at = c.pos;
+    let f0 = || format!("metadata key #{i}");
+    let key = c.string(&f0, "key length")?;
+    if key.bytes.is_empty() {
+        return Err(GgufError::malformed(at as u64, f0(), "key is empty"));
     }
+    let key = std::str::from_utf8(key.bytes)
+        .map_err(|e| GgufError::malformed(at as u64, f0(), format!("key is not valid UTF-8 ({e})")))?;
+    let f = || format!("metadata key #{i} '{}'", short_name(key));
+    if let Some(&j) = key_index.get(key) {
+        return Err(GgufError::malformed(
+            at as u64,
+            f(),
+            format!("duplicate key (first defined by record #{j} at offset {})", kvs[j].offset),
+        ));
+    }
+    let value_type = c.value_type(&f, "value type")?;
+    let value_pos = c.pos;
+    let array = match c.read_value(value_type, 0, &f)? {
+        MetaValue::Array(a) => Some(ArrayHeader { elem_type: a.elem_type, count: a.count, start: a.start, end: a.end }),
+        _ => None,
+    };
+    Ok(KvEntry { key: key.into(), offset: at as u64, value_type, value_pos, array, str_index: OnceLock::new() })
+}
 
-    // Tensor infos.
-    let mut tensors: Vec<TensorInfo> = Vec::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
-    let mut tensor_index: HashMap<Box<str>, usize> = HashMap::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
-    let mut offset_pos: Vec<u64> = Vec::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
+/// `general.alignment` when present (a u32 power of two up to [`MAX_ALIGNMENT`]), else the default.
+fn read_alignment(buf: &[u8], kvs: &[KvEntry], key_index: &HashMap<Box<str>, usize>) -> Result<u64> {
+    let Some(&i) = key_index.get("general.alignment") else {
+        return Ok(DEFAULT_ALIGNMENT);
+    };
+    let e = &kvs[i];
+    let field = e.field(i);
+    if e.value_type != ValueType::U32 {
+        return Err(GgufError::malformed(e.offset, field, format!("alignment must be a u32, found {}", e.type_name())));
+    }
+    // The value was read by the cursor, so its 4 bytes are in `buf`.
+    let a = u32::from_le_bytes(buf[e.value_pos..e.value_pos + 4].try_into().expect("4 bytes"));
+    if a == 0 || !a.is_power_of_two() || a as u64 > MAX_ALIGNMENT {
+        return Err(GgufError::malformed(
+            e.value_pos as u64,
+            field,
+            format!("alignment {a} must be a power of two between 1 and {MAX_ALIGNMENT}"),
+        ));
+    }
+    Ok(a as u64)
+}
+
+type TensorInfos = (Vec<TensorInfo>, HashMap<Box<str>, usize>, Vec<u64>);
+
+/// The `n_tensors` tensor-info records, plus where each one's data offset field is (for messages).
+fn parse_tensor_infos(c: &mut Cursor<'_>, n_tensors: u64) -> Result<TensorInfos> {
+    let cap = (n_tensors as usize).min(MAX_PREALLOC);
+    let mut tensors: Vec<TensorInfo> = Vec::with_capacity(cap);
+    let mut tensor_index: HashMap<Box<str>, usize> = HashMap::with_capacity(cap);
+    let mut offset_pos: Vec<u64> = Vec::with_capacity(cap);
     for i in 0..n_tensors as usize {
-        let at = c.pos;
-        let f0 = || format!("tensor #{i}");
-        let name = c.string(&f0, "name length")?;
-        if name.bytes.len() > MAX_TENSOR_NAME {
-            return Err(GgufError::malformed(
-                at as u64,
-                f0(),
-                format!("name is {} bytes long; at most {MAX_TENSOR_NAME} are allowed", name.bytes.len()),
-            ));
+        let (t, o_at) = parse_tensor_info(c, i, &tensors, &tensor_index)?;
+        tensor_index.insert(t.name.clone(), i);
+        offset_pos.push(o_at);
+        tensors.push(t);
+    }
+    Ok((tensors, tensor_index, offset_pos))
+}
+
+/// Tensor-info record #`i` and the offset of its data-offset field.
+fn parse_tensor_info(
+    c: &mut Cursor<'_>,
+    i: usize,
+    tensors: &[TensorInfo],
+    tensor_index: &HashMap<Box<str>, usize>,
+) -> Result<(TensorInfo, u64)> {
+    let at = c.pos;
+    let f0 = || format!("tensor #{i}");
+    let name = c.string(&f0, "name length")?;
+    if name.bytes.len() > MAX_TENSOR_NAME {
+        return Err(GgufError::malformed(
+            at as u64,
+            f0(),
+            format!("name is {} bytes long; at most {MAX_TENSOR_NAME} are allowed", name.bytes.len()),
+        ));
+    }
+    let name = std::str::from_utf8(name.bytes)
+        .map_err(|e| GgufError::malformed(at as u64, f0(), format!("name is not valid UTF-8 ({e})")))?;
+    let f = || format!("tensor #{i} '{name}'");
+    if let Some(&j) = tensor_index.get(name) {
+        return Err(GgufError::malformed(
+            at as u64,
+            f(),
+            format!("duplicate tensor name (first used by tensor #{j} at offset {})", tensors[j].info_offset),
+        ));
+    }
+    let (n_dims, ne, n_elements) = read_dims(c, &f)?;
+    let t_at = c.pos as u64;
+    let type_id = c.u32(&f, "type")?;
+    let o_at = c.pos as u64;
+    let offset = c.u64(&f, "data offset")?;
+    let ggml_type = GgmlType::from_id(type_id);
+    let nbytes = match ggml_type {
+        None => None,
+        Some(t) => Some(tensor_nbytes(t, &ne, n_elements, t_at, &f)?),
+    };
+    let info = TensorInfo {
+        name: name.into(),
+        info_offset: at as u64,
+        n_dims,
+        ne,
+        type_id,
+        ggml_type,
+        offset,
+        abs_offset: 0,
+        n_elements,
+        nbytes,
+    };
+    Ok((info, o_at))
+}
+
+/// n_dims (at most [`MAX_DIMS`]), the dims (each in 1..2^63) and their product (fits in an i64).
+fn read_dims(c: &mut Cursor<'_>, f: Field) -> Result<(u32, Vec<u64>, u64)> {
+    let nd_at = c.pos;
+    let n_dims = c.u32(f, "n_dims")?;
+    if n_dims as usize > MAX_DIMS {
+        return Err(GgufError::malformed(
+            nd_at as u64,
+            f(),
+            format!("n_dims {n_dims} exceeds the maximum of {MAX_DIMS}"),
+        ));
+    }
+    let mut ne = Vec::with_capacity(n_dims as usize);
+    let mut n_elements: u64 = 1;
+    for d in 0..n_dims {
+        let d_at = c.pos as u64;
+        let v = c.u64(f, "dims")?;
+        if v > i64::MAX as u64 {
+            return Err(GgufError::malformed(d_at, f(), format!("ne[{d}] = {v} is negative as an int64")));
         }
-        let name = std::str::from_utf8(name.bytes)
-            .map_err(|e| GgufError::malformed(at as u64, f0(), format!("name is not valid UTF-8 ({e})")))?;
-        let f = || format!("tensor #{i} '{name}'");
-        if let Some(&j) = tensor_index.get(name) {
-            return Err(GgufError::malformed(
-                at as u64,
-                f(),
-                format!("duplicate tensor name (first used by tensor #{j} at offset {})", tensors[j].info_offset),
-            ));
+        if v == 0 {
+            return Err(GgufError::malformed(d_at, f(), format!("ne[{d}] is 0; every dimension must be at least 1")));
         }
-        let nd_at = c.pos;
-        let n_dims = c.u32(&f, "n_dims")?;
-        if n_dims as usize > MAX_DIMS {
-            return Err(GgufError::malformed(
-                nd_at as u64,
-                f(),
-                format!("n_dims {n_dims} exceeds the maximum of {MAX_DIMS}"),
-            ));
-        }
-        let mut ne = Vec::with_capacity(n_dims as usize);
-        let mut n_elements: u64 = 1;
-        for d in 0..n_dims {
-            let d_at = c.pos as u64;
-            let v = c.u64(&f, "dims")?;
-            if v > i64::MAX as u64 {
-                return Err(GgufError::malformed(d_at, f(), format!("ne[{d}] = {v} is negative as an int64")));
-            }
-            if v == 0 {
+        n_elements = match n_elements.checked_mul(v) {
+            Some(n) if n <= i64::MAX as u64 => n,
+            _ => {
                 return Err(GgufError::malformed(
                     d_at,
                     f(),
-                    format!("ne[{d}] is 0; every dimension must be at least 1"),
-                ));
-            }
-            n_elements = match n_elements.checked_mul(v) {
-                Some(n) if n <= i64::MAX as u64 => n,
-                _ => {
-                    return Err(GgufError::malformed(
-                        d_at,
-                        f(),
-                        format!("element count overflows an int64 at ne[{d}] = {v}"),
-                    ))
-                }
-            };
-            ne.push(v);
-        }
-        let t_at = c.pos as u64;
-        let type_id = c.u32(&f, "type")?;
-        let o_at = c.pos as u64;
-        let offset = c.u64(&f, "data offset")?;
-        let ggml_type = GgmlType::from_id(type_id);
-        let nbytes = match ggml_type {
-            None => None,
-            Some(t) => {
-                let blck = t.block_elems() as u64;
-                let ne0 = ne.first().copied().unwrap_or(1);
-                if ne0 % blck != 0 {
-                    return Err(GgufError::malformed(
-                        t_at,
-                        f(),
-                        format!("ne[0] = {ne0} is not a multiple of the {} block size {blck}", t.name()),
-                    ));
-                }
-                match t.bytes_for(n_elements) {
-                    Some(b) if b <= i64::MAX as u64 => Some(b),
-                    _ => {
-                        return Err(GgufError::malformed(
-                            t_at,
-                            f(),
-                            format!("byte size of {n_elements} {} elements overflows an int64", t.name()),
-                        ))
-                    }
-                }
+                    format!("element count overflows an int64 at ne[{d}] = {v}"),
+                ))
             }
         };
-        tensor_index.insert(name.into(), i);
-        offset_pos.push(o_at);
-        tensors.push(TensorInfo {
-            name: name.into(),
-            info_offset: at as u64,
-            n_dims,
-            ne,
-            type_id,
-            ggml_type,
-            offset,
-            abs_offset: 0,
-            n_elements,
-            nbytes,
-        });
+        ne.push(v);
     }
+    Ok((n_dims, ne, n_elements))
+}
 
-    // Data section.
-    let infos_end = c.pos as u64;
-    let data_offset = if n_tensors > 0 {
-        let d = align_up(infos_end, alignment).unwrap_or(u64::MAX);
-        if d > file_len {
-            return Err(GgufError::malformed(
-                infos_end,
-                "tensor data",
-                format!(
-                    "the data section would start at {d} (after padding to {alignment}), past the end of the {file_len}-byte file"
-                ),
-            ));
-        }
-        d
-    } else {
-        infos_end
-    };
+/// Bytes of a tensor of a known type: `ne[0]` a whole number of blocks, the size an i64.
+fn tensor_nbytes(t: GgmlType, ne: &[u64], n_elements: u64, t_at: u64, f: Field) -> Result<u64> {
+    let blck = t.block_elems() as u64;
+    let ne0 = ne.first().copied().unwrap_or(1);
+    if ne0 % blck != 0 {
+        return Err(GgufError::malformed(
+            t_at,
+            f(),
+            format!("ne[0] = {ne0} is not a multiple of the {} block size {blck}", t.name()),
+        ));
+    }
+    match t.bytes_for(n_elements) {
+        Some(b) if b <= i64::MAX as u64 => Ok(b),
+        _ => Err(GgufError::malformed(
+            t_at,
+            f(),
+            format!("byte size of {n_elements} {} elements overflows an int64", t.name()),
+        )),
+    }
+}
+
+/// Where the data section starts: after the infos, padded to the alignment (when there are tensors).
+fn data_section_start(infos_end: u64, n_tensors: u64, alignment: u64, file_len: u64) -> Result<u64> {
+    if n_tensors == 0 {
+        return Ok(infos_end);
+    }
+    let d = align_up(infos_end, alignment).unwrap_or(u64::MAX);
+    if d > file_len {
+        return Err(GgufError::malformed(
+            infos_end,
+            "tensor data",
+            format!(
+                "the data section would start at {d} (after padding to {alignment}), past the end of the {file_len}-byte file"
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Each tensor's absolute offset: its relative offset aligned, its bytes inside the file.
+fn place_tensors(
+    tensors: &mut [TensorInfo],
+    offset_pos: &[u64],
+    data_offset: u64,
+    alignment: u64,
+    file_len: u64,
+) -> Result<()> {
     for (i, t) in tensors.iter_mut().enumerate() {
         let f = || format!("tensor #{i} '{}'", t.name);
         if t.offset % alignment != 0 {
@@ -577,7 +641,11 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             }
         }
     }
-    // Overlaps: sort by start; each tensor must end before the next one starts.
+    Ok(())
+}
+
+/// No two tensors' bytes overlap: sorted by start, each ends before the next one starts.
+fn check_overlaps(tensors: &[TensorInfo], offset_pos: &[u64]) -> Result<()> {
     let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].nbytes.unwrap_or(0) > 0).collect();
     order.sort_by_key(|&i| tensors[i].abs_offset);
     for w in order.windows(2) {
@@ -598,37 +666,35 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             ));
         }
     }
-
-    Ok(Parsed { version, alignment, data_offset, kvs, key_index, tensors, tensor_index })
+    Ok(())
 }
 
-/// Where the bytes live.
-enum Backing {
-    Mmap(Mmap),
-    Owned(Vec<u8>),
-}
+/// `EISDIR` and `EINVAL` (the same numbers on Linux and macOS).
+pub(crate) const EISDIR: i32 = 21;
+const EINVAL: i32 = 22;
+/// `EIO`, for I/O failures the OS gave no number for (e.g. a file that shrank while it was read).
+pub const EIO: i32 = 5;
+/// The first read of a file's head; more is read (doubling) when the metadata runs past it.
+const FIRST_READ: u64 = 1 << 20;
 
-impl Deref for Backing {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Backing::Mmap(m) => m,
-            Backing::Owned(v) => v,
-        }
-    }
-}
-
-/// An open GGUF file: the mapping plus the parsed layout. Cheap to share behind an `Arc`; every accessor
-/// borrows from the mapping.
+/// An open GGUF file: the parsed layout, the bytes of the header, metadata and tensor infos (read into
+/// memory when the file is opened, so no metadata access can fault however the file changes later), and a
+/// read-only mapping of the file for the tensor data. Cheap to share behind an `Arc`.
 pub struct GgufFile {
-    backing: Backing,
+    /// From `open`: the file's first `infos_end` bytes. From `from_bytes`: the whole file.
+    head: Vec<u8>,
+    /// From `open`, when a tensor has data: the whole file, mapped.
+    map: Option<Mmap>,
+    /// From `open`: the file (its current size is checked before tensor data is handed out) and its path.
+    file: Option<(File, String)>,
+    len: u64,
     parsed: Parsed,
 }
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufFile")
-            .field("len", &self.backing.len())
+            .field("len", &self.len)
             .field("version", &self.parsed.version)
             .field("n_kv", &self.parsed.kvs.len())
             .field("n_tensors", &self.parsed.tensors.len())
@@ -636,42 +702,145 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
+/// Open `path` for reading if it is a regular file. On Unix it is opened with `O_NONBLOCK`, so a FIFO (or a
+/// device) cannot block the open; it is then refused by its type. Returns the file and its size.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let ctx = || path.display().to_string();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(|e| GgufError::io(ctx(), &e))?;
+    let md = file.metadata().map_err(|e| GgufError::io(ctx(), &e))?;
+    if md.is_dir() {
+        return Err(GgufError::os(ctx(), EISDIR, "is a directory, not a GGUF file"));
+    }
+    if !md.is_file() {
+        return Err(GgufError::os(
+            ctx(),
+            EINVAL,
+            format!("is not a regular file ({}); only regular files are read", file_kind(&md)),
+        ));
+    }
+    Ok((file, md.len()))
+}
+
+fn file_kind(md: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = md.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    let _ = md;
+    "not a plain file"
+}
+
+/// Read `file`'s bytes `[buf.len(), upto)` onto the end of `buf`.
+fn read_more(file: &File, buf: &mut Vec<u8>, upto: u64, path: &str) -> Result<()> {
+    let start = buf.len();
+    let upto = usize::try_from(upto).map_err(|_| GgufError::os(path, EINVAL, "file too large for this platform"))?;
+    buf.resize(upto, 0);
+    let mut done = start;
+    while done < upto {
+        #[cfg(unix)]
+        let r = std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], done as u64);
+        #[cfg(windows)]
+        let r = std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], done as u64);
+        match r {
+            Ok(0) => {
+                return Err(GgufError::os(
+                    path,
+                    EIO,
+                    format!("the file ended at byte {done} while being read (it was {upto}+ bytes when opened)"),
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(GgufError::io(path, &e)),
+        }
+    }
+    Ok(())
+}
+
+/// Read as much of the file as its metadata needs (a megabyte, doubled as needed) and parse it.
+fn read_head(file: &File, len: u64, path: &str) -> Result<(Vec<u8>, Parsed)> {
+    let file_len = usize::try_from(len).map_err(|_| GgufError::os(path, EINVAL, "file too large for this platform"))?;
+    let mut head = Vec::new();
+    let mut want = len.min(FIRST_READ);
+    loop {
+        read_more(file, &mut head, want, path)?;
+        match parse_prefix(&head, file_len) {
+            Err(e) if e.need_more.is_some() => {
+                let need = e.need_more.unwrap_or(len);
+                let next = need.max(want.saturating_mul(2)).min(len);
+                if next <= want {
+                    return Err(GgufError::os(path, EIO, "internal: the metadata reader made no progress"));
+                }
+                want = next;
+            }
+            Err(e) => return Err(e),
+            Ok(p) => {
+                head.truncate(p.infos_end as usize);
+                head.shrink_to_fit();
+                return Ok((head, p));
+            }
+        }
+    }
+}
+
 impl GgufFile {
-    /// Memory-map and parse `path`.
+    /// Open and parse `path` (a regular file). The header, metadata and tensor infos are read into memory;
+    /// tensor data stays in a read-only mapping.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let ctx = || format!("{}", path.display());
-        let file = File::open(path).map_err(|e| GgufError::io(ctx(), &e))?;
-        let len = file.metadata().map_err(|e| GgufError::io(ctx(), &e))?.len();
-        let backing = if len == 0 {
-            Backing::Owned(Vec::new())
-        } else {
+        let name = path.display().to_string();
+        let (file, len) = open_regular(path)?;
+        let (head, parsed) = read_head(&file, len, &name)?;
+        let map = if parsed.tensors.iter().any(|t| t.nbytes.unwrap_or(0) > 0) {
             // SAFETY: the mapping is read-only and owned by this object; we never write through it. It is a
             // shared mapping (MAP_SHARED): another process rewriting the file changes what we read (every read
-            // is bounds-checked, so that cannot go out of bounds), and one truncating it while mapped makes
-            // reads past the new end fault (SIGBUS) — as with every mmap-based reader (safetensors,
-            // llama.cpp). fastquant's own writer replaces files by rename, which is safe.
-            let m = unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(ctx(), &e))?;
-            Backing::Mmap(m)
+            // is bounds-checked, so that cannot go out of bounds). Only tensor data is read from it (metadata
+            // was copied above), and `tensor_data` checks the file's current size first; a file truncated
+            // after that while a view of it is in use still makes reads past the new end fault (SIGBUS), as
+            // with every mmap-based reader (safetensors, llama.cpp). fastquant's own writer replaces files by
+            // rename, which is safe.
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(name.clone(), &e))?)
+        } else {
+            None
         };
-        let parsed = parse(&backing)?;
-        Ok(GgufFile { backing, parsed })
+        Ok(GgufFile { head, map, file: Some((file, name)), len, parsed })
     }
 
     /// Parse an in-memory file.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile> {
-        let backing = Backing::Owned(bytes);
-        let parsed = parse(&backing)?;
-        Ok(GgufFile { backing, parsed })
+        let parsed = parse(&bytes)?;
+        let len = bytes.len() as u64;
+        Ok(GgufFile { head: bytes, map: None, file: None, len, parsed })
     }
 
-    /// The whole file.
+    /// The bytes tensor data lives in: the mapping (from `open`) or the in-memory file (`from_bytes`).
     pub fn bytes(&self) -> &[u8] {
-        &self.backing
+        match &self.map {
+            Some(m) => m,
+            None => &self.head,
+        }
     }
 
+    /// Size of the file when it was opened.
     pub fn file_size(&self) -> u64 {
-        self.backing.len() as u64
+        self.len
     }
 
     pub fn version(&self) -> u32 {
@@ -698,14 +867,14 @@ impl GgufFile {
         self.kv_index(key).map(|i| &self.parsed.kvs[i])
     }
 
-    /// The value of a record (arrays stay lazy).
+    /// The value of a record (arrays stay lazy; they read from the in-memory copy of the metadata).
     pub fn value<'a>(&'a self, e: &'a KvEntry) -> Result<MetaValue<'a>> {
         // `e` must be one of this file's entries: its offsets (and its lazily built string index) describe
         // this file's bytes only.
         if !self.parsed.kvs.iter().any(|k| std::ptr::eq(k, e)) {
             return Err(GgufError::malformed(0, "metadata", "this KvEntry belongs to another GGUF file"));
         }
-        let buf: &'a [u8] = &self.backing;
+        let buf: &'a [u8] = &self.head;
         if let Some(a) = e.array {
             return Ok(MetaValue::Array(ArrayView {
                 elem_type: a.elem_type,
@@ -718,7 +887,7 @@ impl GgufFile {
             }));
         }
         let key = &*e.key;
-        Cursor::at(buf, e.value_pos).read_value(e.value_type, 0, &|| format!("metadata key '{key}'"))
+        Cursor::at(buf, e.value_pos).read_value(e.value_type, 0, &|| format!("metadata key '{}'", short_name(key)))
     }
 
     /// The value of `key`, `None` when absent.
@@ -734,7 +903,8 @@ impl GgufFile {
         self.parsed.tensor_index.get(name).map(|&i| &self.parsed.tensors[i])
     }
 
-    /// The packed bytes of a tensor (zero copy). Refused for type ids ggml no longer defines.
+    /// The packed bytes of a tensor (zero copy). Refused for type ids ggml no longer defines, and (for an
+    /// opened file) when the file is now shorter than the tensor's end.
     pub fn tensor_data(&self, t: &TensorInfo) -> Result<&[u8]> {
         let Some(nbytes) = t.nbytes else {
             return Err(GgufError::unsupported(
@@ -743,8 +913,23 @@ impl GgufFile {
                 format!("type id {} is not a ggml type this reader knows; its data cannot be read", t.type_id),
             ));
         };
+        let end = t.abs_offset.saturating_add(nbytes);
+        if let Some((file, path)) = &self.file {
+            let now = file.metadata().map_err(|e| GgufError::io(path.clone(), &e))?.len();
+            if end > now {
+                return Err(GgufError::os(
+                    path.clone(),
+                    EIO,
+                    format!(
+                        "tensor '{}': its data [{}, {end}) is past the end of the file, which is now {now} bytes \
+                         ({} when opened): the file was truncated or rewritten in place",
+                        t.name, t.abs_offset, self.len
+                    ),
+                ));
+            }
+        }
         let s = t.abs_offset as usize;
-        self.backing.get(s..s.saturating_add(nbytes as usize)).ok_or_else(|| {
+        self.bytes().get(s..s.saturating_add(nbytes as usize)).ok_or_else(|| {
             GgufError::malformed(t.abs_offset, format!("tensor '{}'", t.name), "data lies outside the file")
         })
     }

@@ -72,7 +72,7 @@ fn expect_err(bytes: Vec<u8>, needle: &str) -> GgufError {
     e
 }
 
-fn sample_kvs() -> Vec<(String, OwnedValue)> {
+pub(crate) fn sample_kvs() -> Vec<(String, OwnedValue)> {
     use OwnedValue::*;
     vec![
         ("general.architecture".into(), Str("llama".into())),
@@ -101,7 +101,7 @@ fn sample_kvs() -> Vec<(String, OwnedValue)> {
     ]
 }
 
-fn sample_file() -> Vec<u8> {
+pub(crate) fn sample_file() -> Vec<u8> {
     let a: Vec<u8> = (0..4 * 8 * 2).map(|i| i as u8).collect(); // F32 [2, 8]
     let b: Vec<u8> = (0..34 * 2).map(|i| (i * 7) as u8).collect(); // Q8_0 [64]
     let c: Vec<u8> = vec![1, 2, 3]; // I8 [3]
