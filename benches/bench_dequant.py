@@ -101,7 +101,7 @@ COPY_BYTES = 256 << 20
 def machine() -> str:
     model = cpu_model()
     try:
-        mem = next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]
+        mem = next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1]
         mem = f", {int(mem) / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration):
         mem = ""

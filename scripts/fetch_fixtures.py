@@ -149,7 +149,7 @@ def convert(name: str) -> None:
     if not (folder / "config.json").exists():
         _log(f"building a random {name} model")
         build_model(name, folder)
-    for t, o in zip(OUTTYPES, outs):
+    for t, o in zip(OUTTYPES, outs, strict=False):
         if o.exists():
             continue
         _log(f"converting {name} to {t} with llama.cpp's convert_hf_to_gguf.py")

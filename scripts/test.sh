@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then run every check: the static checks (scripts/lint.sh: rustfmt, clippy,
-# ruff, stubtest), the Rust core's cargo tests, the Python suite, and the built wheel in a bare venv.
+# ruff), the Rust core's cargo tests, the Python suite, and the built wheel in a bare venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

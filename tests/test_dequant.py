@@ -91,7 +91,7 @@ def special_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
     _, _, be, bb, _ = _dequant._type_info(name)
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(n_blocks, bb), dtype=np.uint8)
-    for k, off in enumerate(F16_SCALE_OFFSETS.get(name, [])):
+    for _k, off in enumerate(F16_SCALE_OFFSETS.get(name, [])):
         pick = rng.integers(0, len(SPECIAL_F16), n_blocks)
         use = rng.random(n_blocks) < 0.6
         vals = np.where(use, SPECIAL_F16[pick], blocks[:, off : off + 2].copy().view(np.uint16)[:, 0])

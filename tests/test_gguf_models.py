@@ -94,14 +94,18 @@ def test_bf16_and_k_quants(fixtures, tmp_path):
     """torch_dtype is honoured by plain and packed layers; a file re-quantized to Q4_K keeps the Q/K order."""
     with fg.open(fixtures / "llama-f16.gguf") as f:
         tensors = {}
-        for n, info in f.tensors.items():
+        for n, _info in f.tensors.items():
             w = f.get_tensor(n, dtype=torch.float32)
             tensors[n] = (fg.quantize(w, "Q4_K"), "Q4_K", tuple(w.shape)) if w.dim() == 2 else w
     # keep the stored value types (u32 counts, f32 floats): transformers reads them as llama.cpp wrote them
     with fg.open(fixtures / "llama-f16.gguf") as f:
-        md = {k: fg.Value(f.metadata[k], f.value_type(k)) for k in f.keys() if not f.value_type(k).startswith("array")}
-        md.update({k: f.metadata[k] for k in f.keys() if f.value_type(k) == "array[str]"})
-        md.update({k: f.array(k) for k in f.keys() if f.value_type(k) in ("array[f32]", "array[i32]")})
+        md = {
+            k: fg.Value(f.metadata[k], f.value_type(k))
+            for k in f.metadata.keys()
+            if not f.value_type(k).startswith("array")
+        }
+        md.update({k: f.metadata[k] for k in f.metadata.keys() if f.value_type(k) == "array[str]"})
+        md.update({k: f.array(k) for k in f.metadata.keys() if f.value_type(k) in ("array[f32]", "array[i32]")})
     p = tmp_path / "llama-q4_k.gguf"
     fg.write(p, tensors, md)
     from transformers import AutoModelForCausalLM

@@ -10,8 +10,6 @@ imported only when their backend is used.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Optional, Sequence
 
 from .hf._save import save_pretrained

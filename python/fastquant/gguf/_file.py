@@ -167,7 +167,7 @@ class GGUFFile:
         m = self._metadata
         if m is None:
             m = self._metadata = _Metadata(self, self._reader.keys())
-        self._reader  # raise if closed
+        _ = self._reader  # raise if closed
         return m
 
     def keys(self):
@@ -216,7 +216,7 @@ class GGUFFile:
         t = self._tensors
         if t is None:
             t = self._tensors = _Tensors(TensorInfo(*x) for x in self._reader.tensor_infos())
-        self._reader
+        _ = self._reader  # raise if closed
         return t
 
     def raw(self, name):

@@ -134,7 +134,7 @@ class GGUFLoraLinear(_LoraLinear):
         if not self.merged:
             import warnings
 
-            warnings.warn("Already unmerged. Nothing to do.")
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
             return
         base = self.get_base_layer()
         blocks, orig_type, orig_bias = self._fq_original

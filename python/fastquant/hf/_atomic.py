@@ -46,7 +46,7 @@ def _fsync_path(path: str, directory: bool) -> None:
 
 def fsync_tree(root: str) -> None:
     """fsync every regular file and folder under `root` (folders after their contents)."""
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames:
             p = os.path.join(dirpath, name)
             if os.path.isfile(p) and not os.path.islink(p):

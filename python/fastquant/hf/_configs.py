@@ -105,7 +105,7 @@ def to_diffusers(cfg, *, modules_to_not_convert: Optional[Sequence[str]] = None)
 def is_library_config(obj) -> bool:
     """Whether `obj` is a transformers or diffusers quantization config object."""
     module = type(obj).__module__ or ""
-    return (module.startswith("transformers.") or module.startswith("diffusers.")) and hasattr(obj, "to_dict")
+    return (module.startswith(("transformers.", "diffusers."))) and hasattr(obj, "to_dict")
 
 
 def from_library(obj):

@@ -154,7 +154,7 @@ AutoQuantizer = DiffusersAutoQuantizer
 def _from_library_config(config):
     """A transformers/diffusers config object -> fastquant's (anything else is returned as it is)."""
     module = type(config).__module__ or ""
-    if module.startswith("transformers.") or module.startswith("diffusers."):
+    if module.startswith(("transformers.", "diffusers.")):
         from ..hf._configs import from_library
 
         return from_library(config)

@@ -114,8 +114,8 @@ class QuantoQuantizer(DiffusersQuantizer):
         qnames = [n for n, m in model.named_modules() if isinstance(m, QModuleMixin)]
         keep = []
         for key in missing_keys:
-            owned = any(key.startswith(n + ".") or key.startswith(f"{prefix}.{n}.") for n in qnames)
-            if owned and not (key.endswith(".weight") or key.endswith(".bias")):
+            owned = any(key.startswith((n + ".", f"{prefix}.{n}.")) for n in qnames)
+            if owned and not (key.endswith((".weight", ".bias"))):
                 continue  # quanto's scale buffers, filled when the weights are frozen
             keep.append(key)
         return keep

@@ -22,7 +22,7 @@ _TRAINABLE = {
 def _cuda_requirement(name: str, data: dict):
     """Why config class `name` cannot run on the CPU with the installed torchao (None when it can).
     Checked here because torchao either asserts deep inside or, for some configs, silently leaves layers alone."""
-    if name.startswith("Float8DynamicActivation") or name.startswith("Float8StaticActivation"):
+    if name.startswith(("Float8DynamicActivation", "Float8StaticActivation")):
         return "float8 activation quantization needs a CUDA GPU with compute capability >= 8.9 (or MI300 / XPU)"
     if name == "Int4WeightOnlyConfig":
         return (
@@ -96,7 +96,7 @@ class TorchAoHfQuantizer(DiffusersQuantizer):
         import torch
 
         name = self.quantization_config.quant_type_name
-        if name.startswith("Int4") or name.startswith("Intx") or name.startswith("UIntx"):
+        if name.startswith(("Int4", "Intx", "UIntx")):
             try:
                 from accelerate.utils import CustomDtype
 

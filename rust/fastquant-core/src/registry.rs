@@ -82,6 +82,8 @@ pub fn resolve_method(items: &[(String, Value)]) -> Result<Method<'_>, ConfigErr
 
 /// What [`parse_dict`] found.
 #[derive(Debug, Clone, PartialEq)]
+// One value per dispatch, consumed at once: boxing the large variant would allocate on every call.
+#[allow(clippy::large_enum_variant)]
 pub enum DictOutcome {
     /// A built-in method: its registry key and the validated config.
     Parsed(&'static str, Parsed),

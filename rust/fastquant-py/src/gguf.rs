@@ -232,42 +232,45 @@ impl PyRawBuffer {
     /// # Safety
     /// Called by CPython with a valid `view` pointer.
     unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
-        if view.is_null() {
-            return Err(PyBufferError::new_err("view is null"));
-        }
-        if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
-            return Err(PyBufferError::new_err("GGUF tensor data is read-only"));
-        }
-        let this = slf.get();
-        let bytes = &this.file.bytes()[this.start..this.start + this.len];
-        // SAFETY: `view` is non-null and CPython hands us a writable Py_buffer struct to fill. The data
-        // pointer stays valid while `view.obj` (a strong reference to this object, which owns an `Arc` of
-        // the mapping) is alive; the mapping never moves and is never written, and the buffer is marked
-        // read-only so numpy/memoryview refuse writes. `format` points to a static C string; `shape` and
-        // `strides` point into the view itself, as CPython allows for 1-D buffers.
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
         unsafe {
-            (*view).obj = slf.clone().into_any().into_ptr();
-            (*view).buf = bytes.as_ptr() as *mut std::ffi::c_void;
-            (*view).len = bytes.len() as isize;
-            (*view).readonly = 1;
-            (*view).itemsize = 1;
-            (*view).format = if (flags & ffi::PyBUF_FORMAT) == ffi::PyBUF_FORMAT {
-                c"B".as_ptr() as *mut std::ffi::c_char
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape =
-                if (flags & ffi::PyBUF_ND) == ffi::PyBUF_ND { &mut (*view).len } else { std::ptr::null_mut() };
-            (*view).strides = if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES {
-                &mut (*view).itemsize
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
+            if view.is_null() {
+                return Err(PyBufferError::new_err("view is null"));
+            }
+            if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
+                return Err(PyBufferError::new_err("GGUF tensor data is read-only"));
+            }
+            let this = slf.get();
+            let bytes = &this.file.bytes()[this.start..this.start + this.len];
+            // SAFETY: `view` is non-null and CPython hands us a writable Py_buffer struct to fill. The data
+            // pointer stays valid while `view.obj` (a strong reference to this object, which owns an `Arc` of
+            // the mapping) is alive; the mapping never moves and is never written, and the buffer is marked
+            // read-only so numpy/memoryview refuse writes. `format` points to a static C string; `shape` and
+            // `strides` point into the view itself, as CPython allows for 1-D buffers.
+            {
+                (*view).obj = slf.clone().into_any().into_ptr();
+                (*view).buf = bytes.as_ptr() as *mut std::ffi::c_void;
+                (*view).len = bytes.len() as isize;
+                (*view).readonly = 1;
+                (*view).itemsize = 1;
+                (*view).format = if (flags & ffi::PyBUF_FORMAT) == ffi::PyBUF_FORMAT {
+                    c"B".as_ptr() as *mut std::ffi::c_char
+                } else {
+                    std::ptr::null_mut()
+                };
+                (*view).ndim = 1;
+                (*view).shape =
+                    if (flags & ffi::PyBUF_ND) == ffi::PyBUF_ND { &mut (*view).len } else { std::ptr::null_mut() };
+                (*view).strides = if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES {
+                    &mut (*view).itemsize
+                } else {
+                    std::ptr::null_mut()
+                };
+                (*view).suboffsets = std::ptr::null_mut();
+                (*view).internal = std::ptr::null_mut();
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}

@@ -57,7 +57,7 @@ fn ggml_type_info(key: &Bound<'_, PyAny>) -> PyResult<(u32, &'static str, usize,
 /// behaviour, so every non-byte array is checked before it is viewed as a slice.
 fn check_aligned<T: Element>(a: &Bound<'_, PyArrayDyn<T>>, what: &str) -> PyResult<()> {
     let align = std::mem::align_of::<T>();
-    if (a.data() as usize) % align != 0 {
+    if !(a.data() as usize).is_multiple_of(align) {
         return Err(PyValueError::new_err(format!(
             "{what} is not aligned to its {align}-byte elements; pass an aligned copy (e.g. a.copy())"
         )));
@@ -258,7 +258,7 @@ fn linear_fused(
         _ => PyValueError::new_err(e.to_string()),
     };
     let rows = |len: usize| -> PyResult<usize> {
-        if k == 0 || len % k != 0 {
+        if k == 0 || !len.is_multiple_of(k) {
             return Err(PyValueError::new_err(format!("x holds {len} values, not whole rows of {k}")));
         }
         Ok(len / k)

@@ -396,7 +396,10 @@ fn check_version(version: u32) -> Result<()> {
 
 /// The `n_kv` metadata records. Capacities are capped: the count comes from the file, and records are only
 /// real once they have been read.
-fn parse_metadata(c: &mut Cursor<'_>, n_kv: u64) -> Result<(Vec<KvEntry>, HashMap<Box<str>, usize>)> {
+/// The metadata entries in file order and the index from key to entry.
+type Metadata = (Vec<KvEntry>, HashMap<Box<str>, usize>);
+
+fn parse_metadata(c: &mut Cursor<'_>, n_kv: u64) -> Result<Metadata> {
     let mut kvs: Vec<KvEntry> = Vec::with_capacity((n_kv as usize).min(MAX_PREALLOC));
     let mut key_index: HashMap<Box<str>, usize> = HashMap::with_capacity((n_kv as usize).min(MAX_PREALLOC));
     for i in 0..n_kv as usize {

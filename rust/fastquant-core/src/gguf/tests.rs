@@ -43,7 +43,7 @@ impl B {
         self.u32(ty).u64(off)
     }
     fn pad(&mut self, a: usize) -> &mut Self {
-        while self.0.len() % a != 0 {
+        while !self.0.len().is_multiple_of(a) {
             self.0.push(0);
         }
         self
@@ -436,7 +436,8 @@ fn writer_refuses_bad_input() {
     use OwnedValue::*;
     let d = [0u8; 16];
     let t = |name: &str, ne: Vec<u64>, ty: GgmlType| TensorSpec { name: name.into(), ggml_type: ty, ne, data: &d };
-    let bad: Vec<(Vec<(String, OwnedValue)>, Vec<TensorSpec>)> = vec![
+    type Case<'a> = (Vec<(String, OwnedValue)>, Vec<TensorSpec<'a>>);
+    let bad: Vec<Case> = vec![
         (vec![("".into(), U8(1))], vec![]),
         (vec![("a".into(), U8(1)), ("a".into(), U8(2))], vec![]),
         (vec![("general.alignment".into(), U32(12))], vec![]),

@@ -59,7 +59,7 @@ fn validate_metadata(kvs: &[(String, OwnedValue)]) -> Result<u64> {
 
 fn validate_packed_array(elem_type: ValueType, n_bytes: usize, field: &str) -> Result<()> {
     match elem_type.fixed_size() {
-        Some(sz) if n_bytes % sz == 0 => Ok(()),
+        Some(sz) if n_bytes.is_multiple_of(sz) => Ok(()),
         Some(sz) => {
             Err(GgufError::invalid_input(field, format!("{n_bytes} bytes is not a whole number of {sz}-byte elements")))
         }

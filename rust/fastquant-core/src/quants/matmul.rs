@@ -131,7 +131,7 @@ pub fn linear_fused_with<X: InElem, Y: OutElem>(
     threads: Option<usize>,
 ) -> Result<(), FusedError> {
     let (be, bb) = ty.block_geometry();
-    if k % be != 0 {
+    if !k.is_multiple_of(be) {
         return Err(FusedError::Features { ty, k, block: be });
     }
     let row_bytes = k / be * bb;
@@ -267,81 +267,83 @@ impl Job<'_> {
     /// # Safety
     /// `out` points at `m × n` elements; no other thread writes rows `j0..j1` of any output row meanwhile.
     unsafe fn run<Y: OutElem>(&self, j0: usize, j1: usize, n: usize, out: SendPtr<Y>) {
-        let (m, k, chunk) = (self.m, self.k, self.chunk);
-        let need = GROUP * chunk + m * GROUP * LANES + m * STAGE;
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < need {
-                s.resize(need, 0.0);
-            }
-            let (buf, rest) = s.split_at_mut(GROUP * chunk);
-            let (acc, res) = rest.split_at_mut(m * GROUP * LANES);
-            let res = &mut res[..m * STAGE];
-            let mut s0 = j0;
-            while s0 < j1 {
-                let s1 = (s0 + STAGE).min(j1);
-                let rows = s1 - s0;
-                let mut r = s0;
-                while r < s1 {
-                    let rb = (s1 - r).min(GROUP);
-                    if let Some(f) = self.rowk {
-                        let wp = self.w[r * self.row_bytes..].as_ptr();
-                        // SAFETY: `rowk` exists only for a path whose features `prepare` confirmed; rows r..r + rb
-                        // hold `k / be` whole blocks each, x rows `k` values, acc `m × GROUP × LANES`.
-                        unsafe { f(self.x.as_ptr(), k, m, wp, self.row_bytes, rb, k / self.be, acc.as_mut_ptr()) };
-                        for i in 0..m {
-                            for q in 0..rb {
-                                let lanes: &[f32; LANES] = acc[(i * GROUP + q) * LANES..][..LANES].try_into().unwrap();
-                                res[i * STAGE + (r - s0) + q] = hsum(lanes);
-                            }
-                        }
-                        r += rb;
-                        continue;
-                    }
-                    acc.fill(0.0);
-                    let mut c0 = 0;
-                    while c0 < k {
-                        let len = chunk.min(k - c0);
-                        let (b0, b1) = (c0 / self.be * self.bb, (c0 + len) / self.be * self.bb);
-                        for q in 0..rb {
-                            let src = &self.w[(r + q) * self.row_bytes..][b0..b1];
-                            // SAFETY: `src` is whole blocks decoding to `len` values (k and the chunk are
-                            // multiples of the block size), `buf` rows hold `chunk >= len` values; `prepare`
-                            // checked the kernel's CPU features.
-                            unsafe { (self.kernel)(src, &mut buf[q * chunk..q * chunk + len]) };
-                        }
-                        let lv = len / LANES * LANES;
-                        // SAFETY: `mul` belongs to `path`, whose features `prepare` confirmed; x rows hold `k`
-                        // values from `c0` (`c0 + lv <= k`), buf rows `lv`, acc `m × GROUP × LANES`.
-                        unsafe {
-                            (self.mul)(self.x.as_ptr().add(c0), k, m, buf.as_ptr(), chunk, rb, lv, acc.as_mut_ptr())
-                        };
-                        if c0 + len == k {
-                            // Last chunk (only it can end in a partial vector): lane sums plus that tail.
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let (m, k, chunk) = (self.m, self.k, self.chunk);
+            let need = GROUP * chunk + m * GROUP * LANES + m * STAGE;
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < need {
+                    s.resize(need, 0.0);
+                }
+                let (buf, rest) = s.split_at_mut(GROUP * chunk);
+                let (acc, res) = rest.split_at_mut(m * GROUP * LANES);
+                let res = &mut res[..m * STAGE];
+                let mut s0 = j0;
+                while s0 < j1 {
+                    let s1 = (s0 + STAGE).min(j1);
+                    let rows = s1 - s0;
+                    let mut r = s0;
+                    while r < s1 {
+                        let rb = (s1 - r).min(GROUP);
+                        if let Some(f) = self.rowk {
+                            let wp = self.w[r * self.row_bytes..].as_ptr();
+                            // SAFETY: `rowk` exists only for a path whose features `prepare` confirmed; rows r..r + rb
+                            // hold `k / be` whole blocks each, x rows `k` values, acc `m × GROUP × LANES`.
+                            f(self.x.as_ptr(), k, m, wp, self.row_bytes, rb, k / self.be, acc.as_mut_ptr());
                             for i in 0..m {
                                 for q in 0..rb {
                                     let lanes: &[f32; LANES] =
                                         acc[(i * GROUP + q) * LANES..][..LANES].try_into().unwrap();
-                                    let mut v = hsum(lanes);
-                                    for t in lv..len {
-                                        v = fma(self.path, self.x[i * k + c0 + t], buf[q * chunk + t], v);
-                                    }
-                                    res[i * STAGE + (r - s0) + q] = v;
+                                    res[i * STAGE + (r - s0) + q] = hsum(lanes);
                                 }
                             }
+                            r += rb;
+                            continue;
                         }
-                        c0 += len;
+                        acc.fill(0.0);
+                        let mut c0 = 0;
+                        while c0 < k {
+                            let len = chunk.min(k - c0);
+                            let (b0, b1) = (c0 / self.be * self.bb, (c0 + len) / self.be * self.bb);
+                            for q in 0..rb {
+                                let src = &self.w[(r + q) * self.row_bytes..][b0..b1];
+                                // SAFETY: `src` is whole blocks decoding to `len` values (k and the chunk are
+                                // multiples of the block size), `buf` rows hold `chunk >= len` values; `prepare`
+                                // checked the kernel's CPU features.
+                                (self.kernel)(src, &mut buf[q * chunk..q * chunk + len]);
+                            }
+                            let lv = len / LANES * LANES;
+                            // SAFETY: `mul` belongs to `path`, whose features `prepare` confirmed; x rows hold `k`
+                            // values from `c0` (`c0 + lv <= k`), buf rows `lv`, acc `m × GROUP × LANES`.
+                            (self.mul)(self.x.as_ptr().add(c0), k, m, buf.as_ptr(), chunk, rb, lv, acc.as_mut_ptr());
+                            if c0 + len == k {
+                                // Last chunk (only it can end in a partial vector): lane sums plus that tail.
+                                for i in 0..m {
+                                    for q in 0..rb {
+                                        let lanes: &[f32; LANES] =
+                                            acc[(i * GROUP + q) * LANES..][..LANES].try_into().unwrap();
+                                        let mut v = hsum(lanes);
+                                        for t in lv..len {
+                                            v = fma(self.path, self.x[i * k + c0 + t], buf[q * chunk + t], v);
+                                        }
+                                        res[i * STAGE + (r - s0) + q] = v;
+                                    }
+                                }
+                            }
+                            c0 += len;
+                        }
+                        r += rb;
                     }
-                    r += rb;
+                    for i in 0..m {
+                        // SAFETY: row i's elements s0..s1 lie inside `out` (m × n) and belong to this task alone.
+                        let o = { std::slice::from_raw_parts_mut(out.0.add(i * n + s0), rows) };
+                        Y::from_f32_slice(&res[i * STAGE..i * STAGE + rows], o, self.path);
+                    }
+                    s0 = s1;
                 }
-                for i in 0..m {
-                    // SAFETY: row i's elements s0..s1 lie inside `out` (m × n) and belong to this task alone.
-                    let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(i * n + s0), rows) };
-                    Y::from_f32_slice(&res[i * STAGE..i * STAGE + rows], o, self.path);
-                }
-                s0 = s1;
-            }
-        });
+            });
+        }
     }
 }
 
@@ -419,21 +421,24 @@ unsafe fn mul_body<F: Fn(f32, f32, f32) -> f32 + Copy>(
     acc: *mut f32,
     f: F,
 ) {
-    for i in 0..m {
-        // SAFETY: the caller guarantees these ranges.
-        let xr = unsafe { std::slice::from_raw_parts(x.add(i * xs), len) };
-        for q in 0..rb {
-            // SAFETY: as above.
-            let wr = unsafe { std::slice::from_raw_parts(w.add(q * ws), len) };
-            // SAFETY: as above.
-            let a = unsafe { std::slice::from_raw_parts_mut(acc.add((i * GROUP + q) * LANES), LANES) };
-            let mut lanes: [f32; LANES] = a.try_into().unwrap();
-            for (xv, wv) in xr.chunks_exact(LANES).zip(wr.chunks_exact(LANES)) {
-                for t in 0..LANES {
-                    lanes[t] = f(xv[t], wv[t], lanes[t]);
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        for i in 0..m {
+            // SAFETY: the caller guarantees these ranges.
+            let xr = { std::slice::from_raw_parts(x.add(i * xs), len) };
+            for q in 0..rb {
+                // SAFETY: as above.
+                let wr = { std::slice::from_raw_parts(w.add(q * ws), len) };
+                // SAFETY: as above.
+                let a = { std::slice::from_raw_parts_mut(acc.add((i * GROUP + q) * LANES), LANES) };
+                let mut lanes: [f32; LANES] = a.try_into().unwrap();
+                for (xv, wv) in xr.chunks_exact(LANES).zip(wr.chunks_exact(LANES)) {
+                    for t in 0..LANES {
+                        lanes[t] = f(xv[t], wv[t], lanes[t]);
+                    }
                 }
+                a.copy_from_slice(&lanes);
             }
-            a.copy_from_slice(&lanes);
         }
     }
 }

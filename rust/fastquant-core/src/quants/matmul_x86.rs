@@ -32,30 +32,33 @@ unsafe fn pass512<const IB: usize>(
     len: usize,
     acc: *mut f32,
 ) {
-    let mut a = [[_mm512_setzero_ps(); GROUP]; IB];
-    for (p, ap) in a.iter_mut().enumerate() {
-        for (q, v) in ap.iter_mut().enumerate().take(rb) {
-            // SAFETY: slot (i + p, q) of the m × GROUP × LANES partial sums.
-            *v = unsafe { _mm512_loadu_ps(acc.add(((i + p) * GROUP + q) * LANES)) };
-        }
-    }
-    let mut l = 0;
-    while l < len {
-        // SAFETY: l + 16 <= len, inside every weight row and activation row (caller contract).
-        let wv = wp.map(|r| unsafe { _mm512_loadu_ps(r.add(l)) });
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        let mut a = [[_mm512_setzero_ps(); GROUP]; IB];
         for (p, ap) in a.iter_mut().enumerate() {
-            // SAFETY: as above.
-            let xv = unsafe { _mm512_loadu_ps(x.add((i + p) * xs + l)) };
-            for q in 0..GROUP {
-                ap[q] = _mm512_fmadd_ps(xv, wv[q], ap[q]);
+            for (q, v) in ap.iter_mut().enumerate().take(rb) {
+                // SAFETY: slot (i + p, q) of the m × GROUP × LANES partial sums.
+                *v = _mm512_loadu_ps(acc.add(((i + p) * GROUP + q) * LANES));
             }
         }
-        l += LANES;
-    }
-    for (p, ap) in a.iter().enumerate() {
-        for (q, v) in ap.iter().enumerate().take(rb) {
-            // SAFETY: as for the loads.
-            unsafe { _mm512_storeu_ps(acc.add(((i + p) * GROUP + q) * LANES), *v) };
+        let mut l = 0;
+        while l < len {
+            // SAFETY: l + 16 <= len, inside every weight row and activation row (caller contract).
+            let wv = wp.map(|r| _mm512_loadu_ps(r.add(l)));
+            for (p, ap) in a.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let xv = { _mm512_loadu_ps(x.add((i + p) * xs + l)) };
+                for q in 0..GROUP {
+                    ap[q] = _mm512_fmadd_ps(xv, wv[q], ap[q]);
+                }
+            }
+            l += LANES;
+        }
+        for (p, ap) in a.iter().enumerate() {
+            for (q, v) in ap.iter().enumerate().take(rb) {
+                // SAFETY: as for the loads.
+                _mm512_storeu_ps(acc.add(((i + p) * GROUP + q) * LANES), *v);
+            }
         }
     }
 }
@@ -76,22 +79,25 @@ pub(crate) unsafe fn mul_avx512(
     len: usize,
     acc: *mut f32,
 ) {
-    let wp = rows(w, ws, rb);
-    let mut i = 0;
-    while i < m {
-        // SAFETY: forwarded contract; rows i.. exist.
-        unsafe {
-            match m - i {
-                1 => pass512::<1>(x, xs, i, wp, rb, len, acc),
-                2 | 3 => pass512::<2>(x, xs, i, wp, rb, len, acc),
-                _ => pass512::<4>(x, xs, i, wp, rb, len, acc),
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        let wp = rows(w, ws, rb);
+        let mut i = 0;
+        while i < m {
+            // SAFETY: forwarded contract; rows i.. exist.
+            {
+                match m - i {
+                    1 => pass512::<1>(x, xs, i, wp, rb, len, acc),
+                    2 | 3 => pass512::<2>(x, xs, i, wp, rb, len, acc),
+                    _ => pass512::<4>(x, xs, i, wp, rb, len, acc),
+                }
             }
+            i += match m - i {
+                1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            };
         }
-        i += match m - i {
-            1 => 1,
-            2 | 3 => 2,
-            _ => 4,
-        };
     }
 }
 
@@ -112,30 +118,33 @@ unsafe fn pass256<const IB: usize>(
     acc: *mut f32,
     h: usize,
 ) {
-    let mut a = [[_mm256_setzero_ps(); GROUP]; IB];
-    for (p, ap) in a.iter_mut().enumerate() {
-        for (q, v) in ap.iter_mut().enumerate().take(rb) {
-            // SAFETY: half h of slot (i + p, q) of the partial sums.
-            *v = unsafe { _mm256_loadu_ps(acc.add(((i + p) * GROUP + q) * LANES + 8 * h)) };
-        }
-    }
-    let mut l = 8 * h;
-    while l < len {
-        // SAFETY: l + 8 <= len (len is a multiple of 16), inside every row (caller contract).
-        let wv = wp.map(|r| unsafe { _mm256_loadu_ps(r.add(l)) });
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        let mut a = [[_mm256_setzero_ps(); GROUP]; IB];
         for (p, ap) in a.iter_mut().enumerate() {
-            // SAFETY: as above.
-            let xv = unsafe { _mm256_loadu_ps(x.add((i + p) * xs + l)) };
-            for q in 0..GROUP {
-                ap[q] = _mm256_fmadd_ps(xv, wv[q], ap[q]);
+            for (q, v) in ap.iter_mut().enumerate().take(rb) {
+                // SAFETY: half h of slot (i + p, q) of the partial sums.
+                *v = _mm256_loadu_ps(acc.add(((i + p) * GROUP + q) * LANES + 8 * h));
             }
         }
-        l += LANES;
-    }
-    for (p, ap) in a.iter().enumerate() {
-        for (q, v) in ap.iter().enumerate().take(rb) {
-            // SAFETY: as for the loads.
-            unsafe { _mm256_storeu_ps(acc.add(((i + p) * GROUP + q) * LANES + 8 * h), *v) };
+        let mut l = 8 * h;
+        while l < len {
+            // SAFETY: l + 8 <= len (len is a multiple of 16), inside every row (caller contract).
+            let wv = wp.map(|r| _mm256_loadu_ps(r.add(l)));
+            for (p, ap) in a.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let xv = { _mm256_loadu_ps(x.add((i + p) * xs + l)) };
+                for q in 0..GROUP {
+                    ap[q] = _mm256_fmadd_ps(xv, wv[q], ap[q]);
+                }
+            }
+            l += LANES;
+        }
+        for (p, ap) in a.iter().enumerate() {
+            for (q, v) in ap.iter().enumerate().take(rb) {
+                // SAFETY: as for the loads.
+                _mm256_storeu_ps(acc.add(((i + p) * GROUP + q) * LANES + 8 * h), *v);
+            }
         }
     }
 }
@@ -156,20 +165,23 @@ pub(crate) unsafe fn mul_avx2(
     len: usize,
     acc: *mut f32,
 ) {
-    let wp = rows(w, ws, rb);
-    let mut i = 0;
-    while i < m {
-        let ib = if m - i >= 2 { 2 } else { 1 };
-        for h in 0..2 {
-            // SAFETY: forwarded contract; rows i..i + ib exist.
-            unsafe {
-                if ib == 2 {
-                    pass256::<2>(x, xs, i, wp, rb, len, acc, h)
-                } else {
-                    pass256::<1>(x, xs, i, wp, rb, len, acc, h)
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        let wp = rows(w, ws, rb);
+        let mut i = 0;
+        while i < m {
+            let ib = if m - i >= 2 { 2 } else { 1 };
+            for h in 0..2 {
+                // SAFETY: forwarded contract; rows i..i + ib exist.
+                {
+                    if ib == 2 {
+                        pass256::<2>(x, xs, i, wp, rb, len, acc, h)
+                    } else {
+                        pass256::<1>(x, xs, i, wp, rb, len, acc, h)
+                    }
                 }
             }
+            i += ib;
         }
-        i += ib;
     }
 }

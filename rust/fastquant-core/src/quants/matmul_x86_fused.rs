@@ -39,9 +39,12 @@ pub(crate) fn row_kernel(ty: GgmlType) -> Option<RowFn> {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[inline]
 unsafe fn h2f(b: *const u8) -> f32 {
-    // SAFETY: the caller points `b` at two readable bytes.
-    let h = unsafe { u16::from_le_bytes([*b, *b.add(1)]) };
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        // SAFETY: the caller points `b` at two readable bytes.
+        let h = { u16::from_le_bytes([*b, *b.add(1)]) };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -80,28 +83,35 @@ macro_rules! row_kernel {
             nblocks: usize,
             sums: *mut f32,
         ) {
-            let mut acc = [[_mm512_setzero_ps(); GROUP]; IB];
-            for blk in 0..nblocks {
-                let xb = x.wrapping_add(blk * $be);
-                for q in 0..GROUP {
-                    // A short group repeats its last row (computed, never stored).
-                    let $b = w.wrapping_add(q.min(rb - 1) * row_bytes + blk * $bb);
-                    let a = &mut acc;
-                    let mut $emit = |off: usize, v: __m512| {
-                        for p in 0..IB {
-                            // SAFETY: column blk·be + off + 16 <= k of activation row p (caller contract).
-                            let xv = unsafe { _mm512_loadu_ps(xb.add(p * xs + off)) };
-                            a[p][q] = _mm512_fmadd_ps(xv, v, a[p][q]);
+            // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); GROUP]; IB];
+                for blk in 0..nblocks {
+                    let xb = x.wrapping_add(blk * $be);
+                    for q in 0..GROUP {
+                        // A short group repeats its last row (computed, never stored).
+                        let $b = w.wrapping_add(q.min(rb - 1) * row_bytes + blk * $bb);
+                        let a = &mut acc;
+                        let mut $emit = |off: usize, v: __m512| {
+                            for p in 0..IB {
+                                // SAFETY: column blk·be + off + 16 <= k of activation row p (caller contract).
+                                let xv = { _mm512_loadu_ps(xb.add(p * xs + off)) };
+                                a[p][q] = _mm512_fmadd_ps(xv, v, a[p][q]);
+                            }
+                        };
+                        // SAFETY: `$b` points at a whole block of the caller's rows.
+                        {
+                            $body
                         }
-                    };
-                    // SAFETY: `$b` points at a whole block of the caller's rows.
-                    unsafe { $body }
+                    }
                 }
-            }
-            for (p, ap) in acc.iter().enumerate() {
-                for (q, v) in ap.iter().enumerate().take(rb) {
-                    // SAFETY: slot (p, q) of the caller's partial sums.
-                    unsafe { _mm512_storeu_ps(sums.add((p * GROUP + q) * LANES), *v) };
+                for (p, ap) in acc.iter().enumerate() {
+                    for (q, v) in ap.iter().enumerate().take(rb) {
+                        // SAFETY: slot (p, q) of the caller's partial sums.
+                        {
+                            _mm512_storeu_ps(sums.add((p * GROUP + q) * LANES), *v)
+                        };
+                    }
                 }
             }
         }
@@ -119,18 +129,21 @@ macro_rules! row_kernel {
             nblocks: usize,
             sums: *mut f32,
         ) {
-            let mut i = 0;
-            while i < m {
-                let ib = (m - i).min(IB_MAX);
-                let (xi, si) = (x.wrapping_add(i * xs), sums.wrapping_add(i * GROUP * LANES));
-                // SAFETY: forwarded contract, rows i..i + ib.
-                unsafe {
-                    match ib {
-                        1 => $inner::<1>(xi, xs, w, row_bytes, rb, nblocks, si),
-                        _ => $inner::<2>(xi, xs, w, row_bytes, rb, nblocks, si),
+            // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+            unsafe {
+                let mut i = 0;
+                while i < m {
+                    let ib = (m - i).min(IB_MAX);
+                    let (xi, si) = (x.wrapping_add(i * xs), sums.wrapping_add(i * GROUP * LANES));
+                    // SAFETY: forwarded contract, rows i..i + ib.
+                    {
+                        match ib {
+                            1 => $inner::<1>(xi, xs, w, row_bytes, rb, nblocks, si),
+                            _ => $inner::<2>(xi, xs, w, row_bytes, rb, nblocks, si),
+                        }
                     }
+                    i += ib;
                 }
-                i += ib;
             }
         }
     };

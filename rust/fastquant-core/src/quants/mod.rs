@@ -210,7 +210,7 @@ fn simd_kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
 fn prepare(ty: GgmlType, data_len: usize, out_len: usize, path: Path) -> Result<(Kernel, Path), DequantError> {
     let scalar = scalar_kernel(ty).ok_or(DequantError::Unsupported { ty })?;
     let (be, bb) = ty.block_geometry();
-    if data_len % bb != 0 {
+    if !data_len.is_multiple_of(bb) {
         return Err(DequantError::PartialBlock { ty, len: data_len, block_bytes: bb });
     }
     let expected = data_len / bb * be;
@@ -228,7 +228,7 @@ fn prepare(ty: GgmlType, data_len: usize, out_len: usize, path: Path) -> Result<
 pub fn decoded_len(ty: GgmlType, data_len: usize) -> Result<usize, DequantError> {
     scalar_kernel(ty).ok_or(DequantError::Unsupported { ty })?;
     let (be, bb) = ty.block_geometry();
-    if data_len % bb != 0 {
+    if !data_len.is_multiple_of(bb) {
         return Err(DequantError::PartialBlock { ty, len: data_len, block_bytes: bb });
     }
     Ok(data_len / bb * be)
@@ -364,7 +364,7 @@ fn choose<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, out: &mut [T], s
     }
     if is_f32 {
         #[cfg(target_arch = "x86_64")]
-        if out.as_ptr() as usize % 16 == 0 {
+        if (out.as_ptr() as usize).is_multiple_of(16) {
             if let Some(k) = x86::kernel_nt(ty, path) {
                 return (k, true);
             }
@@ -420,22 +420,25 @@ fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8],
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 unsafe fn stream_staged(k16: Kernel16, be: usize, bb: usize, data: &[u8], out: &mut [u16]) {
-    debug_assert!(be <= STAGE_ELEMS);
-    #[repr(align(64))]
-    struct Stage([u16; STAGE_ELEMS]);
-    let mut stage = Stage([0; STAGE_ELEMS]);
-    // `choose` only streams types whose blocks fit the stage.
-    let blocks = STAGE_ELEMS / be;
-    for (d, o) in data.chunks(blocks * bb).zip(out.chunks_mut(blocks * be)) {
-        let s = &mut stage.0[..o.len()];
-        // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` (= `s.len()`) elements, and
-        // the CPU has `k16`'s features, AVX2 included (this function's contract).
-        unsafe {
-            k16(d, s);
-            x86::stream_lines_u16(s, o);
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        debug_assert!(be <= STAGE_ELEMS);
+        #[repr(align(64))]
+        struct Stage([u16; STAGE_ELEMS]);
+        let mut stage = Stage([0; STAGE_ELEMS]);
+        // `choose` only streams types whose blocks fit the stage.
+        let blocks = STAGE_ELEMS / be;
+        for (d, o) in data.chunks(blocks * bb).zip(out.chunks_mut(blocks * be)) {
+            let s = &mut stage.0[..o.len()];
+            // SAFETY: `d` is a whole number of blocks decoding to exactly `o.len()` (= `s.len()`) elements, and
+            // the CPU has `k16`'s features, AVX2 included (this function's contract).
+            {
+                k16(d, s);
+                x86::stream_lines_u16(s, o);
+            }
         }
+        fence(true);
     }
-    fence(true);
 }
 
 /// Order this thread's streaming stores before whatever it does next (returning, or rayon's join).

@@ -52,7 +52,7 @@ pub fn quantized_len(ty: GgmlType, n_values: usize) -> Result<usize, QuantizeErr
         return Err(QuantizeError::Unsupported { ty });
     }
     let (be, bb) = ty.block_geometry();
-    if n_values % be != 0 {
+    if !n_values.is_multiple_of(be) {
         return Err(QuantizeError::PartialBlock { ty, len: n_values, block: be });
     }
     Ok(n_values / be * bb)
@@ -150,24 +150,27 @@ fn halves<T: super::OutElem + Default>(x: &[f32], o: &mut [u8], path: Path, bits
 /// # Safety
 /// `path` is resolved (not `Auto`) and available on this CPU.
 unsafe fn run(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
-    match ty {
-        GgmlType::F16 => return halves(x, o, path, half::f16::to_bits),
-        GgmlType::BF16 => return halves(x, o, path, half::bf16::to_bits),
-        _ => {}
-    }
-    #[cfg(target_arch = "x86_64")]
-    if matches!(path, Path::Avx2 | Path::Avx512) {
-        if matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1) {
-            // SAFETY: both x86 SIMD paths include AVX2 and F16C, and the path is available.
-            unsafe { simd::legacy(ty, x, o) };
-        } else {
-            // SAFETY: both paths include AVX2, F16C and SSE4.1 and were checked available by the caller.
-            unsafe { blocks_avx2(ty, x, o) };
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        match ty {
+            GgmlType::F16 => return halves(x, o, path, half::f16::to_bits),
+            GgmlType::BF16 => return halves(x, o, path, half::bf16::to_bits),
+            _ => {}
         }
-        return;
+        #[cfg(target_arch = "x86_64")]
+        if matches!(path, Path::Avx2 | Path::Avx512) {
+            if matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1) {
+                // SAFETY: both x86 SIMD paths include AVX2 and F16C, and the path is available.
+                simd::legacy(ty, x, o);
+            } else {
+                // SAFETY: both paths include AVX2, F16C and SSE4.1 and were checked available by the caller.
+                blocks_avx2(ty, x, o);
+            }
+            return;
+        }
+        let _ = path;
+        blocks_generic(ty, x, o);
     }
-    let _ = path;
-    blocks_generic(ty, x, o);
 }
 
 /// Quantize `src` into `dst` (exactly the encoded size) with the best code for this CPU, on the calling thread.
@@ -634,38 +637,44 @@ mod simd {
     /// The CPU has AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
     pub(super) unsafe fn legacy(ty: GgmlType, x: &[f32], o: &mut [u8]) {
-        debug_assert!(matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1));
-        let bb = ty.block_geometry().1;
-        for (xb, ob) in x.chunks_exact(crate::quants::block::QK).zip(o.chunks_exact_mut(bb)) {
-            // SAFETY: `xb` holds 32 values and `ob` one block (chunks_exact); AVX2/F16C by this fn's contract.
-            let v = [
-                _mm256_loadu_ps(xb.as_ptr()),
-                _mm256_loadu_ps(xb.as_ptr().add(8)),
-                _mm256_loadu_ps(xb.as_ptr().add(16)),
-                _mm256_loadu_ps(xb.as_ptr().add(24)),
-            ];
-            if has_nan(&v) {
-                match ty {
-                    GgmlType::Q8_0 => q8_0(xb, ob),
-                    GgmlType::Q4_0 => sym_nibbles(xb, ob, 8.0, 15),
-                    GgmlType::Q5_0 => sym_nibbles(xb, ob, 16.0, 31),
-                    GgmlType::Q4_1 => asym_nibbles(xb, ob, 15),
-                    _ => asym_nibbles(xb, ob, 31),
-                }
-                continue;
-            }
-            match ty {
-                GgmlType::Q8_0 => block_q8_0(&v, ob),
-                GgmlType::Q4_0 => block_sym(&v, ob, 8.0, 15),
-                GgmlType::Q5_0 => block_sym(&v, ob, 16.0, 31),
-                GgmlType::Q4_1 => {
-                    if !block_asym(&v, ob, 15) {
-                        asym_nibbles(xb, ob, 15);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            debug_assert!(matches!(
+                ty,
+                GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1
+            ));
+            let bb = ty.block_geometry().1;
+            for (xb, ob) in x.chunks_exact(crate::quants::block::QK).zip(o.chunks_exact_mut(bb)) {
+                // SAFETY: `xb` holds 32 values and `ob` one block (chunks_exact); AVX2/F16C by this fn's contract.
+                let v = [
+                    _mm256_loadu_ps(xb.as_ptr()),
+                    _mm256_loadu_ps(xb.as_ptr().add(8)),
+                    _mm256_loadu_ps(xb.as_ptr().add(16)),
+                    _mm256_loadu_ps(xb.as_ptr().add(24)),
+                ];
+                if has_nan(&v) {
+                    match ty {
+                        GgmlType::Q8_0 => q8_0(xb, ob),
+                        GgmlType::Q4_0 => sym_nibbles(xb, ob, 8.0, 15),
+                        GgmlType::Q5_0 => sym_nibbles(xb, ob, 16.0, 31),
+                        GgmlType::Q4_1 => asym_nibbles(xb, ob, 15),
+                        _ => asym_nibbles(xb, ob, 31),
                     }
+                    continue;
                 }
-                _ => {
-                    if !block_asym(&v, ob, 31) {
-                        asym_nibbles(xb, ob, 31);
+                match ty {
+                    GgmlType::Q8_0 => block_q8_0(&v, ob),
+                    GgmlType::Q4_0 => block_sym(&v, ob, 8.0, 15),
+                    GgmlType::Q5_0 => block_sym(&v, ob, 16.0, 31),
+                    GgmlType::Q4_1 => {
+                        if !block_asym(&v, ob, 15) {
+                            asym_nibbles(xb, ob, 15);
+                        }
+                    }
+                    _ => {
+                        if !block_asym(&v, ob, 31) {
+                            asym_nibbles(xb, ob, 31);
+                        }
                     }
                 }
             }
@@ -743,75 +752,84 @@ mod simd {
     #[target_feature(enable = "avx2,f16c")]
     #[inline]
     unsafe fn store_nibbles(q: __m256i, o: &mut [u8], at: usize, five_bits: bool) {
-        let mut at = at;
-        if five_bits {
-            // Bit 4 of each byte to bit 7 (16-bit shifts only spill the low byte's top bits into the
-            // high byte's low bits), then one bit per byte.
-            let qh = _mm256_movemask_epi8(_mm256_slli_epi16::<3>(q)) as u32;
-            o[at..at + 4].copy_from_slice(&qh.to_le_bytes());
-            at += 4;
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let mut at = at;
+            if five_bits {
+                // Bit 4 of each byte to bit 7 (16-bit shifts only spill the low byte's top bits into the
+                // high byte's low bits), then one bit per byte.
+                let qh = _mm256_movemask_epi8(_mm256_slli_epi16::<3>(q)) as u32;
+                o[at..at + 4].copy_from_slice(&qh.to_le_bytes());
+                at += 4;
+            }
+            let m = _mm_set1_epi8(0x0F);
+            let lo = _mm_and_si128(_mm256_castsi256_si128(q), m);
+            let hi = _mm_and_si128(_mm256_extracti128_si256::<1>(q), m);
+            let r = _mm_or_si128(lo, _mm_slli_epi16::<4>(hi));
+            let dst = &mut o[at..at + 16];
+            // SAFETY: `dst` is 16 bytes; unaligned store.
+            _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, r);
         }
-        let m = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(_mm256_castsi256_si128(q), m);
-        let hi = _mm_and_si128(_mm256_extracti128_si256::<1>(q), m);
-        let r = _mm_or_si128(lo, _mm_slli_epi16::<4>(hi));
-        let dst = &mut o[at..at + 16];
-        // SAFETY: `dst` is 16 bytes; unaligned store.
-        _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, r);
     }
 
     #[target_feature(enable = "avx2,f16c")]
     #[inline]
     unsafe fn block_q8_0(v: &[__m256; 4], o: &mut [u8]) {
-        let a = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
-        let d = hmax(a) / 127.0;
-        let id = _mm256_set1_ps(inv(d));
-        o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-        let sign = _mm256_set1_ps(-0.0);
-        let half = _mm256_set1_ps(0.5);
-        let one = _mm256_set1_ps(1.0);
-        let mut q = [_mm256_setzero_ps(); 4];
-        for k in 0..4 {
-            let p = _mm256_mul_ps(v[k], id);
-            // Round half away from zero on |p| (floor, then +1 when the exact fraction is >= 0.5), sign back.
-            let a = abs(p);
-            let f = _mm256_floor_ps(a);
-            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, f), half), one);
-            let r = _mm256_or_ps(_mm256_add_ps(f, up), _mm256_and_ps(p, sign));
-            // `as i8`: saturate, NaN to 0.
-            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(r, r);
-            let c = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
-            q[k] = _mm256_andnot_ps(nan, c);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let a = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+            let d = hmax(a) / 127.0;
+            let id = _mm256_set1_ps(inv(d));
+            o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+            let sign = _mm256_set1_ps(-0.0);
+            let half = _mm256_set1_ps(0.5);
+            let one = _mm256_set1_ps(1.0);
+            let mut q = [_mm256_setzero_ps(); 4];
+            for k in 0..4 {
+                let p = _mm256_mul_ps(v[k], id);
+                // Round half away from zero on |p| (floor, then +1 when the exact fraction is >= 0.5), sign back.
+                let a = abs(p);
+                let f = _mm256_floor_ps(a);
+                let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, f), half), one);
+                let r = _mm256_or_ps(_mm256_add_ps(f, up), _mm256_and_ps(p, sign));
+                // `as i8`: saturate, NaN to 0.
+                let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(r, r);
+                let c = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
+                q[k] = _mm256_andnot_ps(nan, c);
+            }
+            let dst = &mut o[2..crate::quants::block::Q8_0.bytes];
+            // SAFETY: `dst` is 32 bytes; unaligned store.
+            _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, pack32(&q));
         }
-        let dst = &mut o[2..crate::quants::block::Q8_0.bytes];
-        // SAFETY: `dst` is 32 bytes; unaligned store.
-        _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, pack32(&q));
     }
 
     /// Q4_0/Q5_0: d = (the first value of largest magnitude) / -off.
     #[target_feature(enable = "avx2,f16c")]
     #[inline]
     unsafe fn block_sym(v: &[__m256; 4], o: &mut [u8], off: f32, qmax: u8) {
-        let a = [abs(v[0]), abs(v[1]), abs(v[2]), abs(v[3])];
-        let amax = _mm256_set1_ps(hmax(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]))));
-        let mut hits = 0u32;
-        for k in 0..4 {
-            hits |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a[k], amax)) as u32) << (8 * k);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let a = [abs(v[0]), abs(v[1]), abs(v[2]), abs(v[3])];
+            let amax = _mm256_set1_ps(hmax(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]))));
+            let mut hits = 0u32;
+            for (k, &ak) in a.iter().enumerate() {
+                hits |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(ak, amax)) as u32) << (8 * k);
+            }
+            let imax = hits.trailing_zeros() as usize; // some lane equals the maximum: no NaN here
+            let mut lanes = [0f32; 32];
+            for (k, &vk) in v.iter().enumerate() {
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), vk);
+            }
+            let d = lanes[imax] / -off;
+            let id = _mm256_set1_ps(inv(d));
+            let c = _mm256_set1_ps(off + 0.5);
+            let mut q = [_mm256_setzero_ps(); 4];
+            for k in 0..4 {
+                q[k] = clip(trunc(_mm256_add_ps(_mm256_mul_ps(v[k], id), c)), qmax as f32);
+            }
+            o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+            store_nibbles(pack32(&q), o, 2, qmax > 15);
         }
-        let imax = hits.trailing_zeros() as usize; // some lane equals the maximum: no NaN here
-        let mut lanes = [0f32; 32];
-        for k in 0..4 {
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), v[k]);
-        }
-        let d = lanes[imax] / -off;
-        let id = _mm256_set1_ps(inv(d));
-        let c = _mm256_set1_ps(off + 0.5);
-        let mut q = [_mm256_setzero_ps(); 4];
-        for k in 0..4 {
-            q[k] = clip(trunc(_mm256_add_ps(_mm256_mul_ps(v[k], id), c)), qmax as f32);
-        }
-        o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-        store_nibbles(pack32(&q), o, 2, qmax > 15);
     }
 
     /// Q4_1/Q5_1: d = (max - min) / qmax, m = min. Returns false, writing nothing, when the max or the min is
@@ -819,23 +837,26 @@ mod simd {
     #[target_feature(enable = "avx2,f16c")]
     #[inline]
     unsafe fn block_asym(v: &[__m256; 4], o: &mut [u8], qmax: u8) -> bool {
-        let max = hmax(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
-        let min = hmin(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
-        if max == 0.0 || min == 0.0 {
-            return false;
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let max = hmax(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+            let min = hmin(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+            if max == 0.0 || min == 0.0 {
+                return false;
+            }
+            let d = (max - min) / qmax as f32;
+            let id = _mm256_set1_ps(inv(d));
+            let mn = _mm256_set1_ps(min);
+            let half = _mm256_set1_ps(0.5);
+            let mut q = [_mm256_setzero_ps(); 4];
+            for k in 0..4 {
+                q[k] = clip(trunc(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], mn), id), half)), qmax as f32);
+            }
+            o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+            o[2..4].copy_from_slice(&f32_to_f16(min).to_le_bytes());
+            store_nibbles(pack32(&q), o, 4, qmax > 15);
+            true
         }
-        let d = (max - min) / qmax as f32;
-        let id = _mm256_set1_ps(inv(d));
-        let mn = _mm256_set1_ps(min);
-        let half = _mm256_set1_ps(0.5);
-        let mut q = [_mm256_setzero_ps(); 4];
-        for k in 0..4 {
-            q[k] = clip(trunc(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], mn), id), half)), qmax as f32);
-        }
-        o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-        o[2..4].copy_from_slice(&f32_to_f16(min).to_le_bytes());
-        store_nibbles(pack32(&q), o, 4, qmax > 15);
-        true
     }
 }
 

@@ -130,7 +130,7 @@ fn adversarial_blocks(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let mut data = rng.bytes(n * bb);
     for (i, b) in data.chunks_exact_mut(bb).enumerate() {
         for (k, &off) in f16_scale_offsets(ty).iter().enumerate() {
-            if rng.next() % 4 != 0 {
+            if !rng.next().is_multiple_of(4) {
                 let v = SPECIAL_F16[(i + 5 * k + (rng.next() % 3) as usize) % SPECIAL_F16.len()];
                 b[off..off + 2].copy_from_slice(&v.to_le_bytes());
             }
@@ -156,7 +156,7 @@ fn adversarial_blocks(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
             GgmlType::NVFP4 => {
                 const S: [u8; 8] = [0x00, 0x7F, 0x80, 0xFF, 0x01, 0x08, 0x77, 0x7E];
                 for s in 0..4 {
-                    if rng.next() % 2 == 0 {
+                    if rng.next().is_multiple_of(2) {
                         b[s] = S[(i + s) % S.len()];
                     }
                 }

@@ -118,25 +118,28 @@ pub(crate) fn kernel16_with(ty: GgmlType, path: Path, bf16: bool, native_bf16: b
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn stream_lines_u16(src: &[u16], dst: &mut [u16]) -> usize {
-    debug_assert_eq!(src.len(), dst.len());
-    let n = src.len().min(dst.len());
-    // `dst` is 2-byte aligned (a u16 slice), so the head is a whole number of elements.
-    let head = (dst.as_ptr().align_offset(64)).min(n);
-    dst[..head].copy_from_slice(&src[..head]);
-    let lines = (n - head) / 32;
-    let s = src.as_ptr().add(head);
-    let d = dst.as_mut_ptr().add(head);
-    for l in 0..lines {
-        // SAFETY: `d + 32 l` is 64-byte aligned (after the head) and the line's 32 elements lie inside both
-        // slices (l < lines); the loads are unaligned loads from `src`.
-        let a = _mm256_loadu_si256(s.add(32 * l) as *const __m256i);
-        let b = _mm256_loadu_si256(s.add(32 * l + 16) as *const __m256i);
-        _mm256_stream_si256(d.add(32 * l) as *mut __m256i, a);
-        _mm256_stream_si256(d.add(32 * l + 16) as *mut __m256i, b);
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        debug_assert_eq!(src.len(), dst.len());
+        let n = src.len().min(dst.len());
+        // `dst` is 2-byte aligned (a u16 slice), so the head is a whole number of elements.
+        let head = (dst.as_ptr().align_offset(64)).min(n);
+        dst[..head].copy_from_slice(&src[..head]);
+        let lines = (n - head) / 32;
+        let s = src.as_ptr().add(head);
+        let d = dst.as_mut_ptr().add(head);
+        for l in 0..lines {
+            // SAFETY: `d + 32 l` is 64-byte aligned (after the head) and the line's 32 elements lie inside both
+            // slices (l < lines); the loads are unaligned loads from `src`.
+            let a = _mm256_loadu_si256(s.add(32 * l) as *const __m256i);
+            let b = _mm256_loadu_si256(s.add(32 * l + 16) as *const __m256i);
+            _mm256_stream_si256(d.add(32 * l) as *mut __m256i, a);
+            _mm256_stream_si256(d.add(32 * l + 16) as *mut __m256i, b);
+        }
+        let done = head + 32 * lines;
+        dst[done..n].copy_from_slice(&src[done..n]);
+        32 * lines
     }
-    let done = head + 32 * lines;
-    dst[done..n].copy_from_slice(&src[done..n]);
-    32 * lines
 }
 
 /// BF16 tensor → bf16 output. Widening a bf16 to f32 and rounding it back is the identity on every non-NaN
@@ -149,24 +152,27 @@ pub(crate) unsafe fn stream_lines_u16(src: &[u16], dst: &mut [u16]) -> usize {
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn bf16_to_bf16(data: &[u8], out: &mut [u16]) {
-    let n = (data.len() / 2).min(out.len());
-    let s = data.as_ptr();
-    let d = out.as_mut_ptr();
-    let abs_mask = _mm256_set1_epi16(0x7fff);
-    let inf = _mm256_set1_epi16(0x7f80);
-    let quiet = _mm256_set1_epi16(0x0040);
-    let mut i = 0;
-    while i + 16 <= n {
-        // SAFETY: elements i..i + 16 lie inside both slices (2 bytes each in `data`); unaligned accesses.
-        let h = _mm256_loadu_si256(s.add(2 * i) as *const __m256i);
-        // |h| <= 0x7fff, so the signed 16-bit compare is the unsigned one: NaN when |h| > 0x7f80.
-        let nan = _mm256_cmpgt_epi16(_mm256_and_si256(h, abs_mask), inf);
-        _mm256_storeu_si256(d.add(i) as *mut __m256i, _mm256_or_si256(h, _mm256_and_si256(nan, quiet)));
-        i += 16;
-    }
-    for k in i..n {
-        let h = u16::from_le_bytes([*s.add(2 * k), *s.add(2 * k + 1)]);
-        *d.add(k) = if h & 0x7fff > 0x7f80 { h | 0x0040 } else { h };
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        let n = (data.len() / 2).min(out.len());
+        let s = data.as_ptr();
+        let d = out.as_mut_ptr();
+        let abs_mask = _mm256_set1_epi16(0x7fff);
+        let inf = _mm256_set1_epi16(0x7f80);
+        let quiet = _mm256_set1_epi16(0x0040);
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: elements i..i + 16 lie inside both slices (2 bytes each in `data`); unaligned accesses.
+            let h = _mm256_loadu_si256(s.add(2 * i) as *const __m256i);
+            // |h| <= 0x7fff, so the signed 16-bit compare is the unsigned one: NaN when |h| > 0x7f80.
+            let nan = _mm256_cmpgt_epi16(_mm256_and_si256(h, abs_mask), inf);
+            _mm256_storeu_si256(d.add(i) as *mut __m256i, _mm256_or_si256(h, _mm256_and_si256(nan, quiet)));
+            i += 16;
+        }
+        for k in i..n {
+            let h = u16::from_le_bytes([*s.add(2 * k), *s.add(2 * k + 1)]);
+            *d.add(k) = if h & 0x7fff > 0x7f80 { h | 0x0040 } else { h };
+        }
     }
 }
 
@@ -197,6 +203,8 @@ macro_rules! kernels {
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn h2f(b: *const u8) -> f32 {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let h = u16::from_le_bytes([*b, *b.add(1)]) as u32;
                 let x: __m128i;
                 // SAFETY: `vmovd xmm, r32` (AVX, which every kernel here requires) only moves a register into another; it
@@ -204,39 +212,51 @@ macro_rules! kernels {
                 std::arch::asm!("vmovd {x}, {h:e}", x = out(xmm_reg) x, h = in(reg) h, options(pure, nomem, nostack, preserves_flags));
                 _mm_cvtss_f32(_mm_cvtph_ps(x))
             }
+}
 
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn load16(p: *const u8) -> __m128i {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 _mm_loadu_si128(p as *const __m128i)
             }
+}
 
             /// out[i] = f32(q[i] as i8) * d for 16 lanes, always f32 (per-block scale tables, not output).
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn scales16(q: __m128i, d: f32, out: *mut f32) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let dv = _mm256_set1_ps(d);
                 let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
                 let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
                 _mm256_storeu_ps(out, _mm256_mul_ps(a, dv));
                 _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, dv));
             }
+}
 
             /// out[i] = f32(q[i] as i8) * (i < 8 ? d_lo : d_hi) for 16 lanes (always f32).
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn scales16_2(q: __m128i, d_lo: f32, d_hi: f32, out: *mut f32) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
                 let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
                 _mm256_storeu_ps(out, _mm256_mul_ps(a, _mm256_set1_ps(d_lo)));
                 _mm256_storeu_ps(out.add(8), _mm256_mul_ps(b, _mm256_set1_ps(d_hi)));
             }
+}
 
             /// The 8 (scale, min) pairs of Q4_K/Q5_K's 12-byte packed array as [d * scale[0..8], dmin * min[0..8]]
             /// (the values of `kquants::scale_min_k4`, unpacked four at a time with 32-bit masks).
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn k4_scales(s: *const u8, d: f32, dmin: f32, out: *mut f32) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let a = (s as *const u32).read_unaligned().to_le();
                 let b = (s.add(4) as *const u32).read_unaligned().to_le();
                 let c = (s.add(8) as *const u32).read_unaligned().to_le();
@@ -247,26 +267,33 @@ macro_rules! kernels {
                 let q = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
                 scales16_2(q, d, dmin, out);
             }
+}
 
             /// `_mm_srli_epi16` with a run-time count (the immediate form needs a constant).
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn srli16_var(v: __m128i, n: i32) -> __m128i {
+
                 _mm_srl_epi16(v, _mm_cvtsi32_si128(n))
-            }
+
+}
 
             /// 16 bits → 16 bytes: byte j = 0x10 if bit j is set, else 0 (the Q5 high bit, shifted into place).
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn bits16_to_0x10(bits: u32) -> __m128i {
+
                 let v = _mm_set1_epi16(bits as u16 as i16);
                 let v = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
                 let m = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
                 _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(v, m), m), _mm_set1_epi8(0x10))
-            }
+
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q4_0(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k8 = _mm_set1_epi8(8);
                 blocks!(data, out, block::Q4_0.bytes, block::Q4_0.elems, |b, y| {
@@ -278,9 +305,12 @@ macro_rules! kernels {
                     emit_i8_mul(hi, d, y.add(16));
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q4_1(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 blocks!(data, out, block::Q4_1.bytes, block::Q4_1.elems, |b, y| {
                     let d = splat(h2f(b));
@@ -290,9 +320,12 @@ macro_rules! kernels {
                     emit_u8_mul_add(_mm_and_si128(_mm_srli_epi16(q, 4), m4), d, m, y.add(16));
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q5_0(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k16 = _mm_set1_epi8(16);
                 blocks!(data, out, block::Q5_0.bytes, block::Q5_0.elems, |b, y| {
@@ -305,9 +338,12 @@ macro_rules! kernels {
                     emit_i8_mul(_mm_sub_epi8(hi, k16), d, y.add(16));
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q5_1(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 blocks!(data, out, block::Q5_1.bytes, block::Q5_1.elems, |b, y| {
                     let d = splat(h2f(b));
@@ -320,18 +356,24 @@ macro_rules! kernels {
                     emit_u8_mul_add(hi, d, m, y.add(16));
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q8_0(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 blocks!(data, out, block::Q8_0.bytes, block::Q8_0.elems, |b, y| {
                     let d = splat(h2f(b));
                     emit_i8_mul(load16(b.add(2)), d, y);
                     emit_i8_mul(load16(b.add(18)), d, y.add(16));
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq4_nl(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
                 blocks!(data, out, block::IQ4_NL.bytes, block::IQ4_NL.elems, |b, y| {
@@ -342,9 +384,12 @@ macro_rules! kernels {
                     emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4)), d, y.add(16));
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn mxfp4(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
                 blocks!(data, out, block::MXFP4.bytes, block::MXFP4.elems, |b, y| {
@@ -354,9 +399,12 @@ macro_rules! kernels {
                     emit_i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4)), d, y.add(16));
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq4_xs(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
                 blocks!(data, out, block::IQ4_XS.bytes, block::IQ4_XS.elems, |b, y| {
@@ -376,9 +424,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q4_k(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 blocks!(data, out, block::Q4_K.bytes, block::Q4_K.elems, |b, y| {
                     let d = h2f(b);
@@ -403,9 +454,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q5_k(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let k16 = _mm_set1_epi8(0x10);
                 blocks!(data, out, block::Q5_K.bytes, block::Q5_K.elems, |b, y| {
@@ -436,9 +490,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q6_k(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let m2 = _mm_set1_epi8(0x03);
                 let k32 = _mm_set1_epi8(32);
@@ -470,9 +527,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn tq2_0(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m2 = _mm_set1_epi8(3);
                 let one = _mm_set1_epi8(1);
                 blocks!(data, out, block::TQ2_0.bytes, block::TQ2_0.elems, |b, y| {
@@ -491,12 +551,15 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             /// TQ1_0. Each 16 input bytes are widened to 32-bit lanes once and reused for all five base-3
             /// digits: digit = ((x * 3^n mod 256) * 3) >> 8, computed with 16-bit multiplies (the products fit
             /// in the low 16 bits of each lane, the high halves stay zero).
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn tq1_0(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 const P3: [i32; 5] = [1, 3, 9, 27, 81];
                 blocks!(data, out, block::TQ1_0.bytes, block::TQ1_0.elems, |b, y| {
                     let d = splat(h2f(b.add(52)));
@@ -514,11 +577,14 @@ macro_rules! kernels {
                     emit_trit(widen_u8(_mm_set1_epi32(qh as i32)), pow_qh(), d, y.add(240));
                 });
             }
+}
 
             /// Q2_K. The 16 sub-block factors `d * (s & 15)` and `dmin * (s >> 4)` are computed once per block
             /// with vector multiplies (same products as the reference's scalar ones) and broadcast from memory.
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q2_k(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let m2 = _mm_set1_epi8(3);
                 blocks!(data, out, block::Q2_K.bytes, block::Q2_K.elems, |b, y| {
@@ -547,10 +613,13 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             /// Q3_K: 2 low bits minus 4 where the hmask bit is clear, times `d * scale` (16 factors per block).
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q3_k(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m2 = _mm_set1_epi8(3);
                 let k4 = _mm_set1_epi8(4);
                 blocks!(data, out, block::Q3_K.bytes, block::Q3_K.elems, |b, y| {
@@ -582,23 +651,30 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             /// Two 8-byte grid rows as one 16-byte vector (row `a` first).
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn rows2(a: u64, b: u64) -> __m128i {
+
                 _mm_set_epi64x(b as i64, a as i64)
-            }
+
+}
 
             /// Four 4-byte grid rows as one 16-byte vector.
             #[target_feature(enable = $tf)]
             #[inline]
             unsafe fn rows4(a: u32, b: u32, c: u32, e: u32) -> __m128i {
+
                 _mm_setr_epi32(a as i32, b as i32, c as i32, e as i32)
-            }
+
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq1_s(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
                 blocks!(data, out, block::IQ1_S.bytes, block::IQ1_S.elems, |b, y| {
                     let d = h2f(b);
@@ -617,9 +693,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq1_m(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let grid = crate::quants::tables::IQ1S_GRID.as_ptr();
                 blocks!(data, out, block::IQ1_M.bytes, block::IQ1_M.elems, |b, y| {
                     let sc = [
@@ -647,9 +726,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq2_xxs(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let grid = crate::quants::tables::IQ2XXS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
                 blocks!(data, out, block::IQ2_XXS.bytes, block::IQ2_XXS.elems, |b, y| {
@@ -669,9 +751,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq2_xs(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let grid = crate::quants::tables::IQ2XS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
                 blocks!(data, out, block::IQ2_XS.bytes, block::IQ2_XS.elems, |b, y| {
@@ -690,9 +775,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq2_s(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let grid = crate::quants::tables::IQ2S_GRID.as_ptr();
                 blocks!(data, out, block::IQ2_S.bytes, block::IQ2_S.elems, |b, y| {
                     let d = h2f(b);
@@ -710,9 +798,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq3_xxs(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let grid = crate::quants::tables::IQ3XXS_GRID.as_ptr();
                 let signs = crate::quants::tables::KSIGNS_IQ2XS.as_ptr();
                 blocks!(data, out, block::IQ3_XXS.bytes, block::IQ3_XXS.elems, |b, y| {
@@ -736,9 +827,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn iq3_s(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let grid = crate::quants::tables::IQ3S_GRID.as_ptr();
                 blocks!(data, out, block::IQ3_S.bytes, block::IQ3_S.elems, |b, y| {
                     let d = h2f(b);
@@ -756,9 +850,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn nvfp4(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let m4 = _mm_set1_epi8(0x0F);
                 let lut = load16(crate::quants::tables::KVALUES_FP4.as_ptr() as *const u8);
                 blocks!(data, out, block::NVFP4.bytes, block::NVFP4.elems, |b, y| {
@@ -770,9 +867,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q1_0(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 blocks!(data, out, block::Q1_0.bytes, block::Q1_0.elems, |b, y| {
                     let d = h2f(b);
                     for g in 0..8 {
@@ -781,9 +881,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn q2_0(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 blocks!(data, out, block::Q2_0.bytes, block::Q2_0.elems, |b, y| {
                     let d = splat(h2f(b));
                     for g in 0..4 {
@@ -792,9 +895,12 @@ macro_rules! kernels {
                     }
                 });
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn f16(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let n = data.len() / 2;
                 let src = data.as_ptr();
                 let dst = out.as_mut_ptr();
@@ -807,9 +913,12 @@ macro_rules! kernels {
                     put1(h2f(src.add(2 * k)), dst.add(k));
                 }
             }
+}
 
             #[target_feature(enable = $tf)]
             pub(crate) unsafe fn bf16(data: &[u8], out: &mut [O]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
                 let n = data.len() / 2;
                 let src = data.as_ptr();
                 let dst = out.as_mut_ptr();
@@ -823,6 +932,7 @@ macro_rules! kernels {
                     put1(f32::from_bits((h as u32) << 16), dst.add(k));
                 }
             }
+}
         }
     };
 }
@@ -847,25 +957,34 @@ mod put_avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f32(a: __m256, b: __m256, out: *mut f32) {
-        _mm256_storeu_ps(out, a);
-        _mm256_storeu_ps(out.add(8), b);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm256_storeu_ps(out, a);
+            _mm256_storeu_ps(out.add(8), b);
+        }
     }
 
     /// As [`f32`] with non-temporal stores; `out` must be 16-byte aligned.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f32_nt(a: __m256, b: __m256, out: *mut f32) {
-        _mm_stream_ps(out, _mm256_castps256_ps128(a));
-        _mm_stream_ps(out.add(4), _mm256_extractf128_ps(a, 1));
-        _mm_stream_ps(out.add(8), _mm256_castps256_ps128(b));
-        _mm_stream_ps(out.add(12), _mm256_extractf128_ps(b, 1));
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm_stream_ps(out, _mm256_castps256_ps128(a));
+            _mm_stream_ps(out.add(4), _mm256_extractf128_ps(a, 1));
+            _mm_stream_ps(out.add(8), _mm256_castps256_ps128(b));
+            _mm_stream_ps(out.add(12), _mm256_extractf128_ps(b, 1));
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f16(a: __m256, b: __m256, out: *mut u16) {
-        _mm_storeu_si128(out as *mut __m128i, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
-        _mm_storeu_si128(out.add(8) as *mut __m128i, _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm_storeu_si128(out as *mut __m128i, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+            _mm_storeu_si128(out.add(8) as *mut __m128i, _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
+        }
     }
 
     /// Round-to-nearest-even bf16 of 8 floats as 8 u32 lanes (NaN → quiet NaN), same as `f32_to_bf16`.
@@ -883,17 +1002,23 @@ mod put_avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn bf16x16(a: __m256, b: __m256) -> __m256i {
-        let a = bf16x8(_mm256_castps_si256(a));
-        let b = bf16x8(_mm256_castps_si256(b));
-        // packus works per 128-bit lane: [a0 b0 a1 b1] → reorder the 64-bit quarters to [a0 a1 b0 b1].
-        let p = _mm256_packus_epi32(a, b);
-        _mm256_permute4x64_epi64(p, 0b11_01_10_00)
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let a = bf16x8(_mm256_castps_si256(a));
+            let b = bf16x8(_mm256_castps_si256(b));
+            // packus works per 128-bit lane: [a0 b0 a1 b1] → reorder the 64-bit quarters to [a0 a1 b0 b1].
+            let p = _mm256_packus_epi32(a, b);
+            _mm256_permute4x64_epi64(p, 0b11_01_10_00)
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub unsafe fn bf16(a: __m256, b: __m256, out: *mut u16) {
-        _mm256_storeu_si256(out as *mut __m256i, bf16x16(a, b));
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm256_storeu_si256(out as *mut __m256i, bf16x16(a, b));
+        }
     }
 }
 
@@ -903,7 +1028,10 @@ mod put_avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f32(v: __m512, out: *mut f32) {
-        _mm512_storeu_ps(out, v);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm512_storeu_ps(out, v);
+        }
     }
 
     /// As [`f32`] with non-temporal stores; `out` must be 16-byte aligned (numpy's large arrays are 16-byte
@@ -911,23 +1039,32 @@ mod put_avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f32_nt(v: __m512, out: *mut f32) {
-        _mm_stream_ps(out, _mm512_castps512_ps128(v));
-        _mm_stream_ps(out.add(4), _mm512_extractf32x4_ps(v, 1));
-        _mm_stream_ps(out.add(8), _mm512_extractf32x4_ps(v, 2));
-        _mm_stream_ps(out.add(12), _mm512_extractf32x4_ps(v, 3));
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm_stream_ps(out, _mm512_castps512_ps128(v));
+            _mm_stream_ps(out.add(4), _mm512_extractf32x4_ps(v, 1));
+            _mm_stream_ps(out.add(8), _mm512_extractf32x4_ps(v, 2));
+            _mm_stream_ps(out.add(12), _mm512_extractf32x4_ps(v, 3));
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn f16(v: __m512, out: *mut u16) {
-        let h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm256_storeu_si256(out as *mut __m256i, h);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            _mm256_storeu_si256(out as *mut __m256i, h);
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn bf16(v: __m512, out: *mut u16) {
-        _mm256_storeu_si256(out as *mut __m256i, bf16x16(v));
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm256_storeu_si256(out as *mut __m256i, bf16x16(v));
+        }
     }
 
     /// bf16 of 16 floats with `vcvtneps2bf16`. The instruction rounds to nearest even and quiets NaNs exactly
@@ -937,12 +1074,15 @@ mod put_avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
     #[inline]
     unsafe fn bf16x16_native(v: __m512) -> __m256i {
-        let r: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
-        // fpclass category 0x20: denormal (either sign).
-        if _mm512_fpclass_ps_mask::<0x20>(v) != 0 {
-            return bf16x16(v);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            let r: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+            // fpclass category 0x20: denormal (either sign).
+            if _mm512_fpclass_ps_mask::<0x20>(v) != 0 {
+                return bf16x16(v);
+            }
+            r
         }
-        r
     }
 
     /// `vcvtneps2bf16` alone, for kernels whose results are never subnormal (see `may_be_subnormal`); the
@@ -950,19 +1090,26 @@ mod put_avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
     #[inline]
     unsafe fn bf16x16_native_normal(v: __m512) -> __m256i {
-        std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v))
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn bf16nx(v: __m512, out: *mut u16) {
-        _mm256_storeu_si256(out as *mut __m256i, bf16x16_native_normal(v));
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm256_storeu_si256(out as *mut __m256i, bf16x16_native_normal(v));
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")]
     #[inline]
     pub unsafe fn bf16ne(v: __m512, out: *mut u16) {
-        _mm256_storeu_si256(out as *mut __m256i, bf16x16_native(v));
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            _mm256_storeu_si256(out as *mut __m256i, bf16x16_native(v));
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -985,19 +1132,28 @@ mod put1 {
     /// `out` is valid for one write.
     #[inline(always)]
     pub unsafe fn f32(v: f32, out: *mut f32) {
-        *out = v;
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            *out = v;
+        }
     }
     /// # Safety
     /// `out` is valid for one write.
     #[inline(always)]
     pub unsafe fn f16(v: f32, out: *mut u16) {
-        *out = crate::quants::float::f32_to_f16(v);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            *out = crate::quants::float::f32_to_f16(v);
+        }
     }
     /// # Safety
     /// `out` is valid for one write.
     #[inline(always)]
     pub unsafe fn bf16(v: f32, out: *mut u16) {
-        *out = crate::quants::float::f32_to_bf16(v);
+        // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+        unsafe {
+            *out = crate::quants::float::f32_to_bf16(v);
+        }
     }
 }
 
@@ -1019,7 +1175,8 @@ macro_rules! helpers_avx2 {
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn splat_at(p: *const f32) -> __m256 {
-                _mm256_broadcast_ss(&*p)
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe { _mm256_broadcast_ss(&*p) }
             }
 
             /// Lane i (of 8) all-ones where bit i of `bits` is set.
@@ -1063,101 +1220,139 @@ macro_rules! helpers_avx2 {
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_trit(w: (__m256i, __m256i), p: (__m256i, __m256i), d: __m256, out: *mut O) {
-                $put(_mm256_mul_ps(trit8(w.0, p.0), d), _mm256_mul_ps(trit8(w.1, p.1), d), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    $put(_mm256_mul_ps(trit8(w.0, p.0), d), _mm256_mul_ps(trit8(w.1, p.1), d), out);
+                }
             }
 
             /// out[i] = (f32(q[i] as i8) + delta) * d, delta = `dlo` for lanes 0..8 and `dhi` for 8..16.
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m256, out: *mut O) {
-                let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-                let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
-                $put(
-                    _mm256_mul_ps(_mm256_add_ps(a, _mm256_set1_ps(dlo)), d),
-                    _mm256_mul_ps(_mm256_add_ps(b, _mm256_set1_ps(dhi)), d),
-                    out,
-                );
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                    let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+                    $put(
+                        _mm256_mul_ps(_mm256_add_ps(a, _mm256_set1_ps(dlo)), d),
+                        _mm256_mul_ps(_mm256_add_ps(b, _mm256_set1_ps(dhi)), d),
+                        out,
+                    );
+                }
             }
 
             /// out[i] = f32(q[i] as u8) * d, negated (sign bit flipped) where bit i of `signs` is set.
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m256, signs: u32, out: *mut O) {
-                let sb = _mm256_set1_ps(-0.0);
-                let a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d);
-                let b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8))), d);
-                let na = _mm256_and_ps(_mm256_castsi256_ps(lanes8(signs & 0xFF)), sb);
-                let nb = _mm256_and_ps(_mm256_castsi256_ps(lanes8((signs >> 8) & 0xFF)), sb);
-                $put(_mm256_xor_ps(a, na), _mm256_xor_ps(b, nb), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let sb = _mm256_set1_ps(-0.0);
+                    let a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d);
+                    let b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8))), d);
+                    let na = _mm256_and_ps(_mm256_castsi256_ps(lanes8(signs & 0xFF)), sb);
+                    let nb = _mm256_and_ps(_mm256_castsi256_ps(lanes8((signs >> 8) & 0xFF)), sb);
+                    $put(_mm256_xor_ps(a, na), _mm256_xor_ps(b, nb), out);
+                }
             }
 
             /// out[i] = bit i of `bits` ? d : -d (i < 16).
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
-                let p = _mm256_set1_ps(d);
-                let n = _mm256_set1_ps(-d);
-                $put(
-                    _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8(bits & 0xFF))),
-                    _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8((bits >> 8) & 0xFF))),
-                    out,
-                );
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let p = _mm256_set1_ps(d);
+                    let n = _mm256_set1_ps(-d);
+                    $put(
+                        _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8(bits & 0xFF))),
+                        _mm256_blendv_ps(n, p, _mm256_castsi256_ps(lanes8((bits >> 8) & 0xFF))),
+                        out,
+                    );
+                }
             }
 
             /// out[i] = f32(((x >> 2i) & 3) - 1) * d (i < 16).
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_2bit(x: u32, d: __m256, out: *mut O) {
-                let v = _mm256_set1_epi32(x as i32);
-                let m3 = _mm256_set1_epi32(3);
-                let one = _mm256_set1_epi32(1);
-                let a = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
-                let b = _mm256_srlv_epi32(v, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30));
-                let a = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(a, m3), one));
-                let b = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, m3), one));
-                $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let v = _mm256_set1_epi32(x as i32);
+                    let m3 = _mm256_set1_epi32(3);
+                    let one = _mm256_set1_epi32(1);
+                    let a = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+                    let b = _mm256_srlv_epi32(v, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30));
+                    let a = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(a, m3), one));
+                    let b = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, m3), one));
+                    $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
+                }
             }
 
             /// out[0..16] = f32(q[i] as i8) * d
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_i8_mul(q: __m128i, d: __m256, out: *mut O) {
-                let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-                let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
-                $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                    let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+                    $put(_mm256_mul_ps(a, d), _mm256_mul_ps(b, d), out);
+                }
             }
 
             /// out[0..16] = f32(q[i] as u8) * d + m (separate multiply and add, as the reference)
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m256, m: __m256, out: *mut O) {
-                let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
-                let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
-                $put(_mm256_add_ps(_mm256_mul_ps(a, d), m), _mm256_add_ps(_mm256_mul_ps(b, d), m), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+                    let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+                    $put(_mm256_add_ps(_mm256_mul_ps(a, d), m), _mm256_add_ps(_mm256_mul_ps(b, d), m), out);
+                }
             }
 
             /// out[0..16] = d * f32(q[i] as u8) - m
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m256, m: __m256, out: *mut O) {
-                let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
-                let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
-                $put(_mm256_sub_ps(_mm256_mul_ps(d, a), m), _mm256_sub_ps(_mm256_mul_ps(d, b), m), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+                    let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+                    $put(_mm256_sub_ps(_mm256_mul_ps(d, a), m), _mm256_sub_ps(_mm256_mul_ps(d, b), m), out);
+                }
             }
 
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
-                let h = _mm256_loadu_si256(src as *const __m256i);
-                $put(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let h = _mm256_loadu_si256(src as *const __m256i);
+                    $put(
+                        _mm256_cvtph_ps(_mm256_castsi256_si128(h)),
+                        _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)),
+                        out,
+                    );
+                }
             }
 
             #[target_feature(enable = "avx2,fma,f16c")]
             #[inline]
             pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
-                let a = _mm256_cvtepu16_epi32(_mm_loadu_si128(src as *const __m128i));
-                let b = _mm256_cvtepu16_epi32(_mm_loadu_si128(src.add(16) as *const __m128i));
-                $put(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let a = _mm256_cvtepu16_epi32(_mm_loadu_si128(src as *const __m128i));
+                    let b = _mm256_cvtepu16_epi32(_mm_loadu_si128(src.add(16) as *const __m128i));
+                    $put(
+                        _mm256_castsi256_ps(_mm256_slli_epi32(a, 16)),
+                        _mm256_castsi256_ps(_mm256_slli_epi32(b, 16)),
+                        out,
+                    );
+                }
             }
         }
     };
@@ -1181,7 +1376,8 @@ macro_rules! helpers_avx512 {
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn splat_at(p: *const f32) -> __m512 {
-                _mm512_set1_ps(*p)
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe { _mm512_set1_ps(*p) }
             }
 
             #[target_feature(enable = $tf)]
@@ -1205,75 +1401,105 @@ macro_rules! helpers_avx512 {
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_trit(w: __m512i, p: __m512i, d: __m512, out: *mut O) {
-                let q = _mm512_and_si512(_mm512_mullo_epi16(w, p), _mm512_set1_epi32(0xFF));
-                let t = _mm512_srli_epi32(_mm512_mullo_epi16(q, _mm512_set1_epi32(3)), 8);
-                let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(t, _mm512_set1_epi32(1)));
-                $put(_mm512_mul_ps(v, d), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let q = _mm512_and_si512(_mm512_mullo_epi16(w, p), _mm512_set1_epi32(0xFF));
+                    let t = _mm512_srli_epi32(_mm512_mullo_epi16(q, _mm512_set1_epi32(3)), 8);
+                    let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(t, _mm512_set1_epi32(1)));
+                    $put(_mm512_mul_ps(v, d), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_i8_add_mul(q: __m128i, dlo: f32, dhi: f32, d: __m512, out: *mut O) {
-                let delta = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dlo), _mm512_set1_ps(dhi));
-                let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-                $put(_mm512_mul_ps(_mm512_add_ps(a, delta), d), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let delta = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dlo), _mm512_set1_ps(dhi));
+                    let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+                    $put(_mm512_mul_ps(_mm512_add_ps(a, delta), d), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_u8_mul_sign(q: __m128i, d: __m512, signs: u32, out: *mut O) {
-                let v = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d));
-                let r = _mm512_mask_xor_epi32(v, signs as u16 as __mmask16, v, _mm512_set1_epi32(i32::MIN));
-                $put(_mm512_castsi512_ps(r), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let v = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d));
+                    let r = _mm512_mask_xor_epi32(v, signs as u16 as __mmask16, v, _mm512_set1_epi32(i32::MIN));
+                    $put(_mm512_castsi512_ps(r), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_pm(d: f32, bits: u32, out: *mut O) {
-                let r = _mm512_mask_blend_ps(bits as u16 as __mmask16, _mm512_set1_ps(-d), _mm512_set1_ps(d));
-                $put(r, out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let r = _mm512_mask_blend_ps(bits as u16 as __mmask16, _mm512_set1_ps(-d), _mm512_set1_ps(d));
+                    $put(r, out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_2bit(x: u32, d: __m512, out: *mut O) {
-                let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                let v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(x as i32), sh), _mm512_set1_epi32(3));
-                let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(1)));
-                $put(_mm512_mul_ps(v, d), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    let v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(x as i32), sh), _mm512_set1_epi32(3));
+                    let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(1)));
+                    $put(_mm512_mul_ps(v, d), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_i8_mul(q: __m128i, d: __m512, out: *mut O) {
-                $put(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    $put(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_u8_mul_add(q: __m128i, d: __m512, m: __m512, out: *mut O) {
-                let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-                $put(_mm512_add_ps(_mm512_mul_ps(a, d), m), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                    $put(_mm512_add_ps(_mm512_mul_ps(a, d), m), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_u8_mul_sub(q: __m128i, d: __m512, m: __m512, out: *mut O) {
-                let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-                $put(_mm512_sub_ps(_mm512_mul_ps(d, a), m), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                    $put(_mm512_sub_ps(_mm512_mul_ps(d, a), m), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_f16x16(src: *const u8, out: *mut O) {
-                $put(_mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    $put(_mm512_cvtph_ps(_mm256_loadu_si256(src as *const __m256i)), out);
+                }
             }
 
             #[target_feature(enable = $tf)]
             #[inline]
             pub unsafe fn emit_bf16x16(src: *const u8, out: *mut O) {
-                let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src as *const __m256i));
-                $put(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), out);
+                // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+                unsafe {
+                    let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src as *const __m256i));
+                    $put(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), out);
+                }
             }
         }
     };
@@ -1321,6 +1547,8 @@ macro_rules! convert {
         /// The CPU supports `$tf`.
         #[target_feature(enable = $tf)]
         unsafe fn $fname(src: &[f32], dst: &mut [$half]) {
+// SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+unsafe {
             let n = src.len().min(dst.len());
             let s = src.as_ptr();
             let o = dst.as_mut_ptr() as *mut u16;
@@ -1333,6 +1561,7 @@ macro_rules! convert {
                 $put1(*s.add(k), o.add(k));
             }
         }
+}
     };
     (@avx2 $s:ident, $i:ident, $o:ident, $put:path) => {
         $put(_mm256_loadu_ps($s.add($i)), _mm256_loadu_ps($s.add($i + 8)), $o.add($i))
@@ -1359,9 +1588,12 @@ convert!(
 /// # Safety
 /// `path` must be `Avx2` or `Avx512` and available on this CPU.
 pub(crate) unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [half::f16], path: Path) {
-    match path {
-        Path::Avx512 => to_f16_avx512(src, dst),
-        _ => to_f16_avx2(src, dst),
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        match path {
+            Path::Avx512 => to_f16_avx512(src, dst),
+            _ => to_f16_avx2(src, dst),
+        }
     }
 }
 
@@ -1370,9 +1602,12 @@ pub(crate) unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [half::f16], path: 
 /// # Safety
 /// `path` must be `Avx2` or `Avx512` and available on this CPU.
 pub(crate) unsafe fn f32_to_bf16_slice(src: &[f32], dst: &mut [half::bf16], path: Path) {
-    match path {
-        Path::Avx512 if has_avx512bf16() => to_bf16_avx512ne(src, dst),
-        Path::Avx512 => to_bf16_avx512(src, dst),
-        _ => to_bf16_avx2(src, dst),
+    // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
+    unsafe {
+        match path {
+            Path::Avx512 if has_avx512bf16() => to_bf16_avx512ne(src, dst),
+            Path::Avx512 => to_bf16_avx512(src, dst),
+            _ => to_bf16_avx2(src, dst),
+        }
     }
 }
