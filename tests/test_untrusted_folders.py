@@ -1,5 +1,5 @@
-"""Hardening of the backends' folder loads and saves (issue 14): a modelopt folder cannot run code through its
-state file, and a bitsandbytes 4-bit model run in eval mode on the CPU saves exactly what was quantized."""
+"""Hardening of the backends' folder loads and saves (issue 14): a folder cannot run code through a pickle it
+carries, and a bitsandbytes 4-bit model run in eval mode on the CPU saves exactly what was quantized."""
 
 from __future__ import annotations
 
@@ -17,11 +17,6 @@ import fastquant as fq  # noqa: E402
 warnings.filterwarnings("ignore", message=".*is not tested with current version of modelopt.*")
 
 
-def tiny():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64))
-
-
 class _RunsCode:
     """Unpickling this calls os.system: what a hostile checkpoint would do."""
 
@@ -32,38 +27,39 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _modelopt_folder(tmp_path):
-    pytest.importorskip("modelopt")
-    from fastquant import NVIDIAModelOptConfig
+def tiny_lm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("state_name", ["modelopt_state.pth", "modelopt_state.pt"])
+def test_a_pickle_in_a_folder_never_runs(tmp_path, state_name):
+    """A folder that says it is modelopt-quantized and carries a hostile pickle: loading refuses, nothing runs."""
+    from transformers import LlamaForCausalLM
 
     folder = tmp_path / "q"
-    fq.save_quantized(fq.quantize(tiny(), NVIDIAModelOptConfig("INT8")), folder)
-    return folder
-
-
-def test_modelopt_state_file_cannot_run_code(tmp_path):
-    folder = _modelopt_folder(tmp_path)
-    assert fq.load_quantized(tiny(), folder) is not None  # the honest folder loads
-    marker = tmp_path / "pwned"
-    with open(folder / "modelopt_state.pt", "wb") as f:
-        pickle.dump({"state": _RunsCode(marker)}, f)
-    with pytest.raises(Exception) as ei:
-        fq.load_quantized(tiny(), folder)
-    assert not marker.exists(), "the pickle in the folder ran code"
-    assert "modelopt_state.pt" in str(ei.value) or "weights_only" in str(ei.value) or "Unpickl" in str(ei.value)
-
-
-@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.pt", "sub/x.pt", "..", "", "a\\b.pt", 7])
-def test_modelopt_state_file_name_must_be_plain(tmp_path, name):
-    folder = _modelopt_folder(tmp_path)
-    cfg_path = folder / "quantization_config.json"
+    tiny_lm().save_pretrained(folder)
+    cfg_path = folder / "config.json"
     record = json.loads(cfg_path.read_text())
-    record["extras"]["modelopt_state_file"] = name
+    record["quantization_config"] = {"quant_method": "modelopt", "quant_type": "INT8"}
     cfg_path.write_text(json.dumps(record))
-    # a valid state file outside the folder must not be reachable
-    (tmp_path / "outside.pt").write_bytes((folder / "modelopt_state.pt").read_bytes())
-    with pytest.raises(ValueError, match="plain file name"):
-        fq.load_quantized(tiny(), folder)
+    marker = tmp_path / "pwned"
+    with open(folder / state_name, "wb") as f:
+        pickle.dump({"state": _RunsCode(marker)}, f)
+    with pytest.raises((ValueError, OSError, TypeError)):
+        fq.from_pretrained(LlamaForCausalLM, folder)
+    assert not marker.exists(), "the pickle in the folder ran code"
 
 
 def test_bnb_nf4_eval_forward_then_save_keeps_the_quantized_weights(tmp_path):
@@ -71,15 +67,16 @@ def test_bnb_nf4_eval_forward_then_save_keeps_the_quantized_weights(tmp_path):
     from fastquant import BitsAndBytesConfig
 
     cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
-    model = fq.quantize(tiny(), cfg)
-    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
-    layer = model[0]
+    model = fq.quantize(tiny_lm(), cfg)
+    x = torch.randint(0, 128, (1, 8), generator=torch.Generator().manual_seed(1))
+    layer = model.model.layers[0].mlp.gate_proj
     before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    model.train()
     with torch.no_grad():
-        y_train = model(x)
+        y_train = model(x).logits
     model.eval()
     with torch.no_grad():
-        y_eval = model(x)  # bitsandbytes' CPU path would repack the weight here (AVX512-BF16 CPUs)
+        y_eval = model(x).logits  # bitsandbytes' CPU path would repack the weight here (AVX512-BF16 CPUs)
     assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
     assert torch.equal(y_eval, y_train)
     fq.save_quantized(model, tmp_path / "q")
@@ -87,15 +84,18 @@ def test_bnb_nf4_eval_forward_then_save_keeps_the_quantized_weights(tmp_path):
     for k, v in before.items():
         assert torch.equal(after[k], v), f"{k} changed in the live model"
     with torch.no_grad():
-        assert torch.equal(model(x), y_eval), "the live model changed"
-    loaded = fq.load_quantized(tiny(), tmp_path / "q").eval()
+        assert torch.equal(model(x).logits, y_eval), "the live model changed"
+    from transformers import LlamaForCausalLM
+
+    loaded = fq.from_pretrained(LlamaForCausalLM, tmp_path / "q")
     with torch.no_grad():
-        assert torch.equal(loaded(x), y_eval)
+        assert torch.equal(loaded(x).logits, y_eval)
     # the dequantized weight is nf4's own: bitsandbytes' reference dequantization of what was saved
     import bitsandbytes as bnb
 
-    w = bnb.functional.dequantize_4bit(loaded[0].weight.data, loaded[0].weight.quant_state)
-    ref = tiny()[0].weight
+    lw = loaded.model.layers[0].mlp.gate_proj.weight
+    w = bnb.functional.dequantize_4bit(lw.data, lw.quant_state)
+    ref = tiny_lm().model.layers[0].mlp.gate_proj.weight
     err = ((w.float() - ref).norm() / ref.norm()).item()
     assert err < 0.25, err
 
@@ -108,10 +108,11 @@ def test_bnb_refuses_to_save_a_repacked_layer(tmp_path):
 
     if not has_avx512bf16():
         pytest.skip("the repack path needs an AVX512-BF16 CPU")  # not hardware we can fake
-    model = fq.quantize(tiny(), BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")).eval()
-    model[0].support_avx512bf16_for_cpu = True  # a user turning bitsandbytes' repack back on
+    model = fq.quantize(tiny_lm(), BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")).eval()
+    layer = model.model.layers[0].mlp.gate_proj
+    layer.support_avx512bf16_for_cpu = True  # a user turning bitsandbytes' repack back on
     with torch.no_grad():
-        model(torch.randn(2, 64))
-    assert model[0].weight.quant_state.packing_format_for_cpu
+        model(torch.randint(0, 128, (1, 4)))
+    assert layer.weight.quant_state.packing_format_for_cpu
     with pytest.raises(ValueError, match="repacked"):
         fq.save_quantized(model, tmp_path / "q")
