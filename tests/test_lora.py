@@ -598,9 +598,8 @@ def test_peft_on_bitsandbytes_through_fastquant():
 
     for i in (0, 2):
         ref[i].weight.data = bf.dequantize_4bit(q[i].weight.data, q[i].weight.quant_state).float()
-    # peft picks its bitsandbytes LoRA layer by the model flag diffusers' and transformers' bnb quantizers set;
-    # fastquant.quantize does not set it (yet), so set it here as they would
-    q.is_loaded_in_4bit = True
+    # peft picks its bitsandbytes LoRA layer by the model flag diffusers' and transformers' bnb quantizers set
+    assert q.is_loaded_in_4bit is True and q.is_loaded_in_8bit is False
     torch.manual_seed(21)
     pq = get_peft_model(q, lora_cfg())
     pr = get_peft_model(ref, lora_cfg())

@@ -10,6 +10,7 @@ import importlib
 import os
 import shutil
 import sys
+from .. import _core
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 __all__ = [
@@ -188,7 +189,15 @@ def ensure_ninja_on_path() -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # model bookkeeping (what `quantize` records and `dequantize` removes)
 
-_MODEL_ATTRS = ("hf_quantizer", "is_quantized", "quantization_method", "_pre_quantization_dtype", "save_pretrained")
+_MODEL_ATTRS = (
+    "hf_quantizer",
+    "is_quantized",
+    "quantization_method",
+    "_pre_quantization_dtype",
+    "save_pretrained",
+    "is_loaded_in_4bit",
+    "is_loaded_in_8bit",
+)
 
 
 def _config_set(config, key: str, value) -> None:
@@ -208,6 +217,13 @@ def set_model_quantized(model, quantizer) -> None:
     model.hf_quantizer = quantizer
     model.is_quantized = True
     model.quantization_method = cfg.quant_method
+    if _core.method_key(cfg) in ("bitsandbytes_4bit", "bitsandbytes_8bit"):
+        # the flags transformers' and diffusers' bnb loaders set; peft picks its bitsandbytes LoRA layers by them
+        for flag, value in (("is_loaded_in_4bit", cfg.load_in_4bit), ("is_loaded_in_8bit", cfg.load_in_8bit)):
+            try:
+                setattr(model, flag, bool(value))
+            except AttributeError:  # a read-only property on the model class
+                pass
     if hasattr(model, "register_to_config") and hasattr(model, "_internal_dict"):
         model.register_to_config(quantization_config=cfg)  # diffusers ConfigMixin
     elif getattr(model, "config", None) is not None:
