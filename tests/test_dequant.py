@@ -18,6 +18,7 @@ GOLDEN = Path(__file__).parent / "data" / "golden"
 
 from gguf import GGMLQuantizationType as T  # noqa: E402
 from gguf import quants as gq  # noqa: E402
+from _blocks import F16_SCALE_OFFSETS  # noqa: E402
 
 
 def assert_bits_equal(got: np.ndarray, want: np.ndarray, what: str = ""):
@@ -60,30 +61,6 @@ SPECIAL_F16 = np.array(
     [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x3C00, 0xBC00, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00, 0xFE01],
     dtype=np.uint16,
 )
-F16_SCALE_OFFSETS = {
-    "Q4_0": [0],
-    "Q5_0": [0],
-    "Q8_0": [0],
-    "IQ4_NL": [0],
-    "IQ2_XXS": [0],
-    "IQ2_XS": [0],
-    "IQ2_S": [0],
-    "IQ3_XXS": [0],
-    "IQ3_S": [0],
-    "IQ1_S": [0],
-    "IQ4_XS": [0],
-    "Q1_0": [0],
-    "Q2_0": [0],
-    "Q4_1": [0, 2],
-    "Q5_1": [0, 2],
-    "Q4_K": [0, 2],
-    "Q5_K": [0, 2],
-    "Q2_K": [80, 82],
-    "Q3_K": [108],
-    "Q6_K": [208],
-    "TQ1_0": [52],
-    "TQ2_0": [64],
-}
 
 
 def special_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:

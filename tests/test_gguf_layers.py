@@ -23,6 +23,7 @@ from torch import nn
 import fastquant.gguf as fg
 from fastquant import _core
 from fastquant.gguf import _layers, _model
+from _blocks import F16_SCALE_OFFSETS as F16_SCALES  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not CUDA, reason="requires CUDA")
@@ -30,31 +31,6 @@ requires_cuda = pytest.mark.skipif(not CUDA, reason="requires CUDA")
 ALL_TYPES = sorted(n for n in _core._ggml_types() if _core.ggml_type_info(n)[4])
 QUANTIZABLE = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
 
-# byte offsets of f16 scale fields per block (as tests/test_dequant.py uses them)
-F16_SCALES = {
-    "Q4_0": [0],
-    "Q5_0": [0],
-    "Q8_0": [0],
-    "IQ4_NL": [0],
-    "IQ2_XXS": [0],
-    "IQ2_XS": [0],
-    "IQ2_S": [0],
-    "IQ3_XXS": [0],
-    "IQ3_S": [0],
-    "IQ1_S": [0],
-    "IQ4_XS": [0],
-    "Q1_0": [0],
-    "Q2_0": [0],
-    "Q4_1": [0, 2],
-    "Q5_1": [0, 2],
-    "Q4_K": [0, 2],
-    "Q5_K": [0, 2],
-    "Q2_K": [80, 82],
-    "Q3_K": [108],
-    "Q6_K": [208],
-    "TQ1_0": [52],
-    "TQ2_0": [64],
-}
 # finite f16 scales incl. ±0, subnormals, ±1 and a large one
 SCALE_BITS = np.array([0x0000, 0x8000, 0x0001, 0x03FF, 0x3C00, 0xBC00, 0x5BFF], dtype=np.uint16)
 
