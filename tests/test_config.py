@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import pickle
 import warnings
@@ -114,10 +115,47 @@ def test_positional_arguments_follow_diffusers():
     assert BitsAndBytesConfig(False, True).load_in_4bit is True
     assert QuantoConfig("int2", ["x"]).modules_to_not_convert == ["x"]
     assert NVIDIAModelOptConfig("fp8").quant_type == "FP8"
-    with pytest.raises(TypeError, match="at most 2 positional"):
+    with pytest.raises(TypeError, match="takes from 0 to 2 positional arguments but 3 were given"):
         QuantoConfig("int2", ["x"], 3)
     with pytest.raises(TypeError, match="multiple values for argument 'weights_dtype'"):
         QuantoConfig("int2", weights_dtype="int4")
+
+
+@pytest.mark.parametrize(
+    "cls, base",
+    [
+        (BitsAndBytesConfig, {"load_in_4bit": True}),
+        (GGUFQuantizationConfig, {}),
+        (QuantoConfig, {}),
+        (TorchAoConfig, {"quant_type": "int8wo"}),
+        (NVIDIAModelOptConfig, {"quant_type": "FP8"}),
+    ],
+)
+def test_constructor_signatures_are_real_and_their_defaults_are_the_defaults(cls, base):
+    params = list(inspect.signature(cls).parameters.values())
+    assert params[-1].kind is inspect.Parameter.VAR_KEYWORD  # unknown keys: warned about, as diffusers does
+    named = params[:-1]
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in named)
+    assert [p.name for p in named if p.default is inspect.Parameter.empty] == [k for k in base if k == "quant_type"]
+    plain = cls(**base)
+    # Every named parameter is a field, and passing the default shown changes nothing.
+    assert {p.name for p in named} <= set(dir(plain))
+    for p in named:
+        if p.name not in base:
+            assert cls(**base, **{p.name: p.default}) == plain, p.name
+            assert isinstance(getattr(cls, p.name), type(BitsAndBytesConfig.load_in_8bit))  # a real attribute
+    # The same call written positionally, in the signature's order.
+    assert cls(*[base.get(p.name, p.default) for p in named]) == plain
+
+
+def test_a_left_out_argument_is_not_the_same_as_its_default():
+    # diffusers writes the private `_load_in_4bit` too: it counts when `load_in_4bit` is absent and must agree
+    # with it when given, so the constructor passes on only what the caller wrote.
+    assert BitsAndBytesConfig(_load_in_4bit=True).load_in_4bit is True
+    with pytest.raises(ValueError, match="_load_in_4bit: True contradicts load_in_4bit=False"):
+        BitsAndBytesConfig(load_in_4bit=False, _load_in_4bit=True)
+    with pytest.raises(TypeError, match="algorithm: expected a str"):
+        NVIDIAModelOptConfig("FP8", algorithm=None)
 
 
 def test_callers_lists_and_dicts_are_not_shared_or_mutated():

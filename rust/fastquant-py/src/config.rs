@@ -283,20 +283,67 @@ pub(crate) fn dict_items(d: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(Stri
     Ok(items)
 }
 
-/// `Class(*args, **kwargs)` as dict items: the values converted here, bound by the core.
+/// One constructor argument: the object the caller passed (`None` included), or `Absent` when the caller left
+/// it out. The schemas tell the two apart (an explicit `load_in_8bit=False` must agree with a private
+/// `_load_in_8bit` key, a missing one takes its value), so the defaults are never filled in here: the core does
+/// that, exactly as for a dict without the key.
+pub(crate) enum Arg<'py> {
+    Absent,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Arg::Given(obj.to_owned()))
+    }
+}
+
+/// The arguments of a constructor call as dict items: the named parameters that were given, in the class's
+/// parameter order, then the other keyword arguments in call order. Python has already bound the call to the
+/// signature (too many positional arguments, a name given twice); the values are converted here and checked
+/// by the core.
 fn call_items(
-    kind: ConfigKind,
-    args: &Bound<'_, PyTuple>,
+    named: Vec<(&'static str, Arg<'_>)>,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Vec<(String, Value)>> {
-    let args = args.iter().map(|a| py_to_value(&a, 1)).collect::<PyResult<Vec<_>>>()?;
-    let kwargs = match kwargs {
-        Some(kw) => {
-            kw.iter().map(|(k, v)| Ok((k.extract::<String>()?, py_to_value(&v, 1)?))).collect::<PyResult<_>>()?
+    let mut items = Vec::with_capacity(named.len() + kwargs.map_or(0, |kw| kw.len()));
+    for (name, arg) in named {
+        if let Arg::Given(obj) = arg {
+            items.push((name.to_owned(), py_to_value(&obj, 1)?));
         }
-        None => Vec::new(),
-    };
-    config::bind_arguments(kind, args, kwargs).map_err(config_err)
+    }
+    if let Some(kw) = kwargs {
+        for (k, v) in kw.iter() {
+            items.push((k.extract::<String>()?, py_to_value(&v, 1)?));
+        }
+    }
+    Ok(items)
+}
+
+/// Compile-time check that a constructor's parameters are the core's names in the core's order
+/// (`ConfigKind::positional`, diffusers' order).
+const fn same_names(a: &[&str], b: &[&str]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        let (x, y) = (a[i].as_bytes(), b[i].as_bytes());
+        if x.len() != y.len() {
+            return false;
+        }
+        let mut j = 0;
+        while j < x.len() {
+            if x[j] != y[j] {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -349,6 +396,18 @@ pub fn config_of(obj: &Bound<'_, PyAny>) -> Option<Arc<QuantConfig>> {
     None
 }
 
+/// The field `name` of `cfg` as a fresh Python object (dtypes as `torch.dtype`).
+fn field_to_py(py: Python<'_>, cfg: &QuantConfig, name: &str) -> PyResult<Py<PyAny>> {
+    match cfg.field(name) {
+        Some(v) => value_to_py(py, &v, true),
+        None => Err(pyo3::exceptions::PyAttributeError::new_err(format!(
+            "'{}' object has no attribute '{}'",
+            cfg.class_name(),
+            name
+        ))),
+    }
+}
+
 fn full_repr(py: Python<'_>, cfg: &QuantConfig) -> PyResult<String> {
     let mut parts = Vec::new();
     for (k, v) in cfg.fields() {
@@ -362,8 +421,11 @@ fn full_repr(py: Python<'_>, cfg: &QuantConfig) -> PyResult<String> {
     Ok(format!("{}({})", cfg.class_name(), parts.join(", ")))
 }
 
+/// One config class. `($($param),*)` are the constructor's named parameters (the core's positional order,
+/// checked at compile time) and `$text_signature` is the signature Python shows for it (`inspect.signature`,
+/// `help`, stubtest): the defaults there are what the core fills in for a missing argument.
 macro_rules! config_class {
-    ($name:ident, $kind:expr, $doc:literal $(, { $($extra:tt)* })?) => {
+    ($name:ident, $kind:expr, $doc:literal, ($($param:ident),*), $text_signature:literal $(, { $($extra:tt)* })?) => {
         #[doc = $doc]
         #[pyclass(frozen, subclass, module = "fastquant")]
         pub struct $name {
@@ -380,9 +442,14 @@ macro_rules! config_class {
         #[pymethods]
         impl $name {
             #[new]
-            #[pyo3(signature = (*args, **kwargs))]
-            fn new(py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-                let items = call_items(Self::KIND, args, kwargs)?;
+            #[pyo3(signature = ($($param = Arg::Absent,)* **kwargs), text_signature = $text_signature)]
+            #[allow(clippy::too_many_arguments)]
+            fn new<'py>(py: Python<'py>, $($param: Arg<'py>,)* kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Self> {
+                const _: () = assert!(
+                    same_names(&[$(stringify!($param)),*], $kind.positional()),
+                    concat!(stringify!($name), ": the constructor's parameters differ from the core's positional order")
+                );
+                let items = call_items(vec![$((stringify!($param), $param)),*], kwargs)?;
                 let (cfg, _) = parse_items(py, Self::KIND, &items, true)?;
                 Ok(Self::wrap(Arc::new(cfg)))
             }
@@ -487,15 +554,23 @@ macro_rules! config_class {
                 method_to_py(py, self.inner.quant_method())
             }
 
-            fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-                match self.inner.field(name) {
-                    Some(v) => value_to_py(py, &v, true),
-                    None => Err(pyo3::exceptions::PyAttributeError::new_err(format!(
-                        "'{}' object has no attribute '{}'",
-                        self.inner.class_name(),
-                        name
-                    ))),
+            // One read-only attribute per constructor parameter (a fresh object each read; dtypes as
+            // `torch.dtype`). Fields that are not parameters get theirs in the class's extra block.
+            $(
+                #[getter]
+                fn $param(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                    field_to_py(py, &self.inner, stringify!($param))
                 }
+            )*
+
+            /// Only reached for a name that is not an attribute: the message names the class as before the
+            /// fields had getters.
+            fn __getattr__(&self, name: &str) -> PyResult<Py<PyAny>> {
+                Err(pyo3::exceptions::PyAttributeError::new_err(format!(
+                    "'{}' object has no attribute '{}'",
+                    self.inner.class_name(),
+                    name
+                )))
             }
 
             fn __dir__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -545,6 +620,19 @@ config_class!(
     BitsAndBytesConfig,
     ConfigKind::BitsAndBytes,
     "bitsandbytes 4-bit (fp4/nf4) or 8-bit (LLM.int8) quantization. Exactly one of `load_in_4bit` / `load_in_8bit` must be True.",
+    (
+        load_in_8bit,
+        load_in_4bit,
+        llm_int8_threshold,
+        llm_int8_skip_modules,
+        llm_int8_enable_fp32_cpu_offload,
+        llm_int8_has_fp16_weight,
+        bnb_4bit_compute_dtype,
+        bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant,
+        bnb_4bit_quant_storage
+    ),
+    "(load_in_8bit=False, load_in_4bit=False, llm_int8_threshold=6.0, llm_int8_skip_modules=None, llm_int8_enable_fp32_cpu_offload=False, llm_int8_has_fp16_weight=False, bnb_4bit_compute_dtype=None, bnb_4bit_quant_type='fp4', bnb_4bit_use_double_quant=False, bnb_4bit_quant_storage=None, **kwargs)",
     {
 /// `True`: a valid bitsandbytes config always quantizes.
     fn is_quantizable(&self) -> bool {
@@ -563,18 +651,37 @@ config_class!(
 config_class!(
     GGUFQuantizationConfig,
     ConfigKind::Gguf,
-    "Weights that arrive pre-quantized in a GGUF file; `compute_dtype` is the dtype they are dequantized to."
+    "Weights that arrive pre-quantized in a GGUF file; `compute_dtype` is the dtype they are dequantized to.",
+    (compute_dtype, modules_to_not_convert),
+    "(compute_dtype=None, modules_to_not_convert=None, **kwargs)",
+    {
+        /// Always `True`: GGUF weights arrive quantized (diffusers writes the key).
+        #[getter]
+        fn pre_quantized(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            field_to_py(py, &self.inner, "pre_quantized")
+        }
+    }
 );
 config_class!(
     QuantoConfig,
     ConfigKind::Quanto,
-    "optimum-quanto weight quantization (`weights_dtype`: float8, int8, int4, int2)."
+    "optimum-quanto weight quantization (`weights_dtype`: float8, int8, int4, int2).",
+    (weights_dtype, modules_to_not_convert),
+    "(weights_dtype='int8', modules_to_not_convert=None, **kwargs)"
 );
 config_class!(
     TorchAoConfig,
     ConfigKind::TorchAo,
     "torchao quantization: a serialized AOBaseConfig, a live torchao config object, or a legacy shorthand such as 'int8wo'.",
+    (quant_type, modules_to_not_convert),
+    "(quant_type, modules_to_not_convert=None, **kwargs)",
     {
+/// The keyword arguments of a shorthand `quant_type` (`{}` for a serialized config).
+    #[getter]
+    fn quant_type_kwargs(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        field_to_py(py, &self.inner, "quant_type_kwargs")
+    }
+
 /// The torchao class this config asks for (`"Int8WeightOnlyConfig"`), known without torchao.
     #[getter]
     fn quant_type_name(&self) -> String {
@@ -597,7 +704,21 @@ config_class!(
 config_class!(
     NVIDIAModelOptConfig,
     ConfigKind::ModelOpt,
-    "NVIDIA ModelOpt quantization: `quant_type` 'W' or 'W_A' with W, A in FP8, INT8, INT4, NF4, NVFP4."
+    "NVIDIA ModelOpt quantization: `quant_type` 'W' or 'W_A' with W, A in FP8, INT8, INT4, NF4, NVFP4.",
+    (
+        quant_type,
+        modules_to_not_convert,
+        weight_only,
+        channel_quantize,
+        block_quantize,
+        scale_channel_quantize,
+        scale_block_quantize,
+        algorithm,
+        forward_loop,
+        modelopt_config,
+        disable_conv_quantization
+    ),
+    "(quant_type, modules_to_not_convert=None, weight_only=True, channel_quantize=None, block_quantize=None, scale_channel_quantize=None, scale_block_quantize=None, algorithm='max', forward_loop=None, modelopt_config=None, disable_conv_quantization=False, **kwargs)"
 );
 
 pub fn make_config_arc(py: Python<'_>, inner: Arc<QuantConfig>) -> PyResult<Py<PyAny>> {

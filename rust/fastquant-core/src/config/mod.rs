@@ -60,8 +60,9 @@ impl ConfigKind {
         }
     }
 
-    /// Names of the constructor's positional parameters, in order (as diffusers declares them).
-    pub fn positional(self) -> &'static [&'static str] {
+    /// Names of the constructor's parameters, in positional order (as diffusers declares them). The binding's
+    /// constructors declare these names, checked against this list at compile time.
+    pub const fn positional(self) -> &'static [&'static str] {
         match self {
             ConfigKind::BitsAndBytes => bnb::POSITIONAL,
             ConfigKind::Gguf => gguf::POSITIONAL,
@@ -140,40 +141,6 @@ pub fn parse(kind: ConfigKind, mut items: Vec<(String, Value)>) -> Result<Parsed
         return Err(e);
     }
     Ok(Parsed { config, unknown_keys: f.unknown_keys() })
-}
-
-/// Bind a constructor call `Class(*args, **kwargs)` to dict items: positional arguments take the class's
-/// parameter names in diffusers' order; too many of them, or a name given twice, is a `TypeError` as Python
-/// raises it.
-pub fn bind_arguments(
-    kind: ConfigKind,
-    args: Vec<Value>,
-    kwargs: Vec<(String, Value)>,
-) -> Result<Vec<(String, Value)>, ConfigError> {
-    let names = kind.positional();
-    let class = kind.class_name();
-    if args.len() > names.len() {
-        return Err(ConfigError::type_error(
-            vec![class.into()],
-            format!(
-                "{class}() takes at most {} positional argument{} ({}) but {} were given",
-                names.len(),
-                if names.len() == 1 { "" } else { "s" },
-                names.join(", "),
-                args.len()
-            ),
-        ));
-    }
-    let mut items: Vec<(String, Value)> = Vec::with_capacity(args.len() + kwargs.len());
-    items.extend(names.iter().map(|n| n.to_string()).zip(args));
-    for (k, v) in kwargs {
-        if items.iter().any(|(n, _)| *n == k) {
-            let message = format!("{class}() got multiple values for argument '{k}'");
-            return Err(ConfigError::type_error(vec![class.into(), k], message));
-        }
-        items.push((k, v));
-    }
-    Ok(items)
 }
 
 /// `from_dict(d, **kwargs)`: keyword arguments replace the dict's keys (in place) or are added after them.
@@ -357,15 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn call_arguments_bind_like_python() {
-        let items = bind_arguments(ConfigKind::Quanto, vec![Value::Str("int4".into())], vec![]).unwrap();
-        assert_eq!(items, dict(&[("weights_dtype", Value::Str("int4".into()))]));
-        let e = bind_arguments(ConfigKind::Quanto, vec![Value::Null; 3], vec![]).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Type);
-        assert!(e.message.contains("takes at most 2 positional arguments"), "{}", e.message);
-        let e =
-            bind_arguments(ConfigKind::Quanto, vec![Value::Null], dict(&[("weights_dtype", Value::Null)])).unwrap_err();
-        assert!(e.message.contains("multiple values for argument 'weights_dtype'"));
+    fn overrides_replace_or_append() {
         let mut items = dict(&[("a", Value::Int(1)), ("b", Value::Int(2))]);
         merge_overrides(&mut items, dict(&[("b", Value::Int(3)), ("c", Value::Int(4))]));
         assert_eq!(items, dict(&[("a", Value::Int(1)), ("b", Value::Int(3)), ("c", Value::Int(4))]));
