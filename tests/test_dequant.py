@@ -214,7 +214,7 @@ def test_misaligned_arrays_are_refused_or_copied():
     from fastquant import _core
 
     with pytest.raises(ValueError, match="not aligned"):
-        _core.quantize(odd, 8)
+        _core.quantize_blocks(odd, 8)
 
 
 def test_torch_in_and_out_zero_copy():

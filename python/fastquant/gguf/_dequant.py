@@ -246,5 +246,5 @@ def quantize(array: Any, ggml_type: Any, threads: Optional[int] = None) -> np.nd
         raise ValueError(f"{name}: rows of {a.shape[-1]} values are not a whole number of {block_elems}-element blocks")
     if threads is not None and int(threads) < 1:
         raise ValueError("threads must be at least 1")
-    raw = _core.quantize(a, tid, None if threads is None else int(threads))
+    raw = _core.quantize_blocks(a, tid, None if threads is None else int(threads))
     return raw.reshape((*a.shape[:-1], a.shape[-1] // block_elems * block_bytes))

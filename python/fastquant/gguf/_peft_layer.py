@@ -34,7 +34,7 @@ def _quantizer_check(tid: int, block_elems: int) -> Optional[str]:
     """``None`` if fastquant can quantize to the type, else the quantizer's own message (which lists the types
     it can write): one block of zeros is tried, so the answer follows the Rust core."""
     try:
-        _core.quantize(np.zeros((1, block_elems), dtype=np.float32), tid, 1)
+        _core.quantize_blocks(np.zeros((1, block_elems), dtype=np.float32), tid, 1)
     except ValueError as e:
         return str(e)
     return None

@@ -196,10 +196,11 @@ fn dequantize_into(
 }
 
 /// Quantize a contiguous float32 array (flattened) to raw blocks of `ggml_type`, on `threads` threads
-/// (`None`: one per core) with the GIL released.
+/// (`None`: one per core) with the GIL released. (Named for what it makes: `fastquant.quantize` quantizes a model,
+/// `fastquant.gguf.quantize` is the public, row-aware form of this function.)
 #[pyfunction]
 #[pyo3(signature = (src, ggml_type, threads=None))]
-fn quantize<'py>(
+fn quantize_blocks<'py>(
     py: Python<'py>,
     src: PyReadonlyArrayDyn<'py, f32>,
     ggml_type: u32,
@@ -322,7 +323,7 @@ fn simd_path() -> &'static str {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ggml_type_info, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize_into, m)?)?;
-    m.add_function(wrap_pyfunction!(quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     m.add_function(wrap_pyfunction!(linear_fused, m)?)?;
     // Tables the torch decoders need, from their one definition in the core.
