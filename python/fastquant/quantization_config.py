@@ -98,20 +98,20 @@ class QuantizationConfigMixin(metaclass=abc.ABCMeta):
 _BUILTIN_CONFIGS = (BitsAndBytesConfig, GGUFQuantizationConfig, QuantoConfig, TorchAoConfig, NVIDIAModelOptConfig)
 
 
-def _to_transformers(self, **kwargs):
+def _to_transformers(self, *, modules_to_not_convert=None):
     """transformers' own config object for this config (`transformers.BitsAndBytesConfig`, `TorchAoConfig`,
     `QuantoConfig`), for `transformers` `from_pretrained(quantization_config=...)`; see docs/saving.md."""
     from .hf._configs import to_transformers
 
-    return to_transformers(self, **kwargs)
+    return to_transformers(self, modules_to_not_convert=modules_to_not_convert)
 
 
-def _to_diffusers(self, **kwargs):
+def _to_diffusers(self, *, modules_to_not_convert=None):
     """diffusers' own config object for this config, for diffusers `from_pretrained(quantization_config=...)` and
     `PipelineQuantizationConfig(quant_mapping=...)`; see docs/saving.md."""
     from .hf._configs import to_diffusers
 
-    return to_diffusers(self, **kwargs)
+    return to_diffusers(self, modules_to_not_convert=modules_to_not_convert)
 
 
 def _from_library(cls, config):
