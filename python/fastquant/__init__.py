@@ -3,6 +3,8 @@
 `import fastquant` imports neither torch nor any backend package; they load when first needed.
 """
 
+from typing import TYPE_CHECKING
+
 from . import _core
 from .errors import ConfigError, ConfigTypeError
 from .quantization_config import (
@@ -29,6 +31,15 @@ from .quantizers import (
     register_quantization_config,
     register_quantizer,
 )
+
+if TYPE_CHECKING:
+    # The names that load on first use (see `_LAZY` and `__getattr__` below), spelled out for type checkers;
+    # nothing here runs.
+    from . import gguf as gguf
+    from .api import dequantize, load_quantized, quantize, save_quantized
+    from .hf._load import from_pretrained
+    from .hf._save import save_pretrained
+    from .quantizers._utils import BackendImportError
 
 __version__ = _core.__version__
 
@@ -77,17 +88,19 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    # Submodules that pull in numpy/torch load on first use.
-    if name == "gguf":
-        import importlib
+if not TYPE_CHECKING:
+    # Hidden from type checkers, so that a misspelt name is an error there rather than Any.
+    def __getattr__(name):
+        # Submodules that pull in numpy/torch load on first use.
+        if name == "gguf":
+            import importlib
 
-        return importlib.import_module(".gguf", __name__)
-    target = _LAZY.get(name)
-    if target is not None:
-        import importlib
+            return importlib.import_module(".gguf", __name__)
+        target = _LAZY.get(name)
+        if target is not None:
+            import importlib
 
-        value = getattr(importlib.import_module("." + target[0], __name__), target[1])
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fastquant' has no attribute {name!r}")
+            value = getattr(importlib.import_module("." + target[0], __name__), target[1])
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'fastquant' has no attribute {name!r}")

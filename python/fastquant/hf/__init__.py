@@ -5,17 +5,25 @@ load or reading a pre-quantized checkpoint; `save_pretrained` (module `_save`) w
 libraries' own layout. Both import torch and the backends only when called.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the lazy names, for type checkers (nothing here runs)
+    from ._load import from_pretrained
+    from ._save import save_pretrained
+
 __all__ = ["from_pretrained", "save_pretrained"]
 
 _LAZY = {"from_pretrained": "._load", "save_pretrained": "._save"}
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fastquant.hf' has no attribute {name!r}")
-    import importlib
+if not TYPE_CHECKING:
+    # Hidden from type checkers, so that a misspelt name is an error there rather than Any.
+    def __getattr__(name):
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'fastquant.hf' has no attribute {name!r}")
+        import importlib
 
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
