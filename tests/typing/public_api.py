@@ -1,10 +1,9 @@
 """Checked by mypy (scripts/lint.sh and tests/test_typing.py), never run: the public names, lazy ones included,
 have the types the stubs and signatures give them."""
 
-from typing import List, Optional
+from typing import List, Optional, assert_type
 
 import numpy as np
-from typing_extensions import assert_type
 
 import fastquant
 import fastquant.gguf as fg
