@@ -250,6 +250,17 @@ def test_wan_with_comfyui_reshaped_tensors(tmp_path):
         y = mine(**inp)[0]
         assert rel(y, exact(**inp)[0]) <= 1e-5
         assert rel(y, model(**inp)[0]) <= 0.05
+    # bf16, with Wan's _keep_in_fp32_modules kept in float32 as diffusers' GGUF loading keeps them
+    with pytest.warns(UserWarning):
+        half = fg.from_single_file(WanTransformer3DModel, path, config=cfg_dir, torch_dtype=torch.bfloat16)
+    assert half.scale_shift_table.dtype == torch.float32 and half.blocks[0].scale_shift_table.dtype == torch.float32
+    assert half.patch_embedding.weight.dtype == torch.bfloat16
+    assert half.blocks[0].attn1.norm_q.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        yh = half(
+            **{k: v.bfloat16() if k == "hidden_states" or k == "encoder_hidden_states" else v for k, v in inp.items()}
+        )[0]
+    assert yh.dtype == torch.bfloat16 and rel(yh, y) <= 0.05
     # diffusers' own GGUF loading does not know the orig_shape convention and refuses this file
     with pytest.raises(ValueError, match="patch_embedding"):
         diffusers_gguf(WanTransformer3DModel, path, cfg_dir)
@@ -274,10 +285,19 @@ def flux_inputs():
     )
 
 
+def flux_types(name, t):
+    if name.endswith(("linear1.weight", "qkv.weight")):
+        return "Q8_0"  # the fused weights the converter cuts: packed
+    if name == "double_blocks.0.img_mlp.2.weight":
+        return "Q4_K"
+    return mixed_types(name, t)
+
+
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory):
-    """(GGUF path, config folder, float model output, float model bytes); the float model is held in bf16
-    (random values that bf16 holds exactly) and dropped once the file is written, to keep memory down."""
+    """(GGUF path, config folder, float32 model output, float32 model bytes). The float model's random
+    weights are bf16 values, held in bf16 while the file is written (less memory), then cast to float32 for
+    the reference forward."""
     with torch.device("meta"):
         model = FluxTransformer2DModel(**L.FLUX_CONFIG)
     model.to_empty(device="cpu")
@@ -285,33 +305,72 @@ def flux(tmp_path_factory):
     model.eval()
     cfg = dict(model.config)
     float_bytes = 2 * packed_bytes(model)  # as float32
-    bf16 = {k: v.bfloat16() if isinstance(v, torch.Tensor) else v for k, v in flux_inputs().items()}
-    with torch.no_grad():
-        y = model(**bf16)[0].float()
     path, cfg_dir = write_original(
-        tmp_path_factory.mktemp("flux"), "flux", FluxTransformer2DModel, cfg, model.state_dict()
+        tmp_path_factory.mktemp("flux"), "flux", FluxTransformer2DModel, cfg, model.state_dict(), flux_types
     )
+    gc.collect()
+    with torch.no_grad():
+        y = model.float()(**flux_inputs())[0]  # (a bf16 forward of this random Flux is 60% off: not a reference)
     del model
     gc.collect()
     return path, cfg_dir, y, float_bytes
 
 
-def test_flux_packed_rows_match_diffusers(flux):
-    path, cfg_dir, y_float, float_bytes = flux
+@pytest.fixture(scope="module")
+def flux_models(flux):
+    path, cfg_dir, _, _ = flux
     mine, info = fg.from_single_file(FluxTransformer2DModel, path, config=cfg_dir, output_loading_info=True)
+    return mine, info, diffusers_gguf(FluxTransformer2DModel, path, cfg_dir)
+
+
+def test_flux_packed_rows_match_diffusers(flux, flux_models):
+    _, _, y_float, float_bytes = flux
+    mine, info, theirs = flux_models
     assert not info.unexpected and not info.arithmetic
     # single_blocks.0.linear1 (q, k, v and the MLP fused, 21504 rows) is cut four ways on whole rows
     sb = mine.single_transformer_blocks[0]
     assert all(isinstance(m, fg.GGUFLinear) for m in (sb.attn.to_q, sb.attn.to_k, sb.attn.to_v, sb.proj_mlp))
+    assert isinstance(mine.transformer_blocks[0].ff.net[2], fg.GGUFLinear)
+    assert mine.transformer_blocks[0].ff.net[2].ggml_type == "Q4_K"
     assert packed_bytes(mine) < 0.4 * float_bytes
     inp = flux_inputs()
     with torch.no_grad():
-        y = mine(**inp)[0]
-    assert rel(y, y_float) <= 0.05
-    theirs = diffusers_gguf(FluxTransformer2DModel, path, cfg_dir)
+        y, yd = mine(**inp)[0], theirs(**inp)[0]
+        # quantization error (this random Flux amplifies it: ~5%), as large as diffusers' own
+        assert rel(y, y_float) <= 0.1 and rel(y, y_float) <= 1.05 * rel(yd, y_float)
+        assert rel(y, yd) <= 2e-3  # diffusers rounds dequantized values to f16
     check_against_diffusers(mine, theirs, min_packed=10)
+
+
+def _flux_pipe(transformer):
+    from diffusers import FluxPipeline
+
+    none = dict.fromkeys(["scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"])
+    return FluxPipeline(transformer=transformer, **none)
+
+
+def test_flux_load_lora_weights(flux_models):
+    """FluxPipeline.load_lora_weights on the model from from_single_file, on layers cut from fused weights
+    too; diffusers' GGUF model with the same LoRA is the reference (within its f16 rounding)."""
+    pytest.importorskip("peft")
+    mine, _, theirs = flux_models
+    targets = ("attn.to_q", "attn.to_v", "proj_mlp", "attn.add_k_proj", "ff.net.2")
+    sd = _lora_sd(mine, targets, rank=4, seed=5)
+    inp = flux_inputs()
     with torch.no_grad():
-        assert rel(y, theirs(**inp)[0]) <= 2e-3  # diffusers rounds dequantized values to f16
+        y0 = mine(**inp)[0]
+    pm, pt = _flux_pipe(mine), _flux_pipe(theirs)
+    pm.load_lora_weights(dict(sd), adapter_name="a")
+    pt.load_lora_weights(dict(sd), adapter_name="a")
+    wrapped = {n for n, m in mine.named_modules() if type(m).__name__ == "GGUFLoraLinear"}
+    assert {"single_transformer_blocks.0.attn.to_q", "single_transformer_blocks.0.proj_mlp"} <= wrapped
+    with torch.no_grad():
+        y = mine(**inp)[0]
+        assert rel(y, y0) > 1e-2
+        assert rel(y, theirs(**inp)[0]) <= 2e-3
+        pm.unload_lora_weights()
+        pt.unload_lora_weights()
+        assert rel(mine(**inp)[0], y0) <= 1e-6
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -338,3 +397,75 @@ def test_clear_errors(sd3, tmp_path):
     # no config and no Hub: the error says what diffusers inferred and what to pass
     with pytest.raises((OSError, ValueError), match="config="):
         fg.from_single_file(SD3Transformer2DModel, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LoRA (issue 17): diffusers' load_lora_weights on models from from_single_file
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _lora_sd(model, targets, rank=4, seed=1, skip=()):
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, mod in model.named_modules():
+        if name in skip or not name.endswith(targets):
+            continue
+        if isinstance(mod, (nn.Linear, fg.GGUFLinear)):
+            sd[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, mod.in_features, generator=g) * 0.1
+            sd[f"transformer.{name}.lora_B.weight"] = torch.randn(mod.out_features, rank, generator=g) * 0.1
+    return sd
+
+
+def _sd3_pipe(transformer):
+    from diffusers import StableDiffusion3Pipeline
+
+    none = dict.fromkeys(
+        [
+            "scheduler",
+            "vae",
+            "text_encoder",
+            "tokenizer",
+            "text_encoder_2",
+            "tokenizer_2",
+            "text_encoder_3",
+            "tokenizer_3",
+        ]
+    )
+    return StableDiffusion3Pipeline(transformer=transformer, **none)
+
+
+def test_sd3_load_lora_weights_fuse_unfuse(sd3):
+    import copy
+
+    pytest.importorskip("peft")
+    _, path, cfg_dir = sd3
+    mine = fg.from_single_file(SD3Transformer2DModel, path, config=cfg_dir)
+    ref = fg.dequantize_model(copy.deepcopy(mine))
+    targets = ("to_q", "to_k", "to_v", "add_q_proj", "to_out.0", "ff.net.2", "norm1.linear")
+    sd = _lora_sd(mine, targets)
+    packed = {n for n, m in mine.named_modules() if isinstance(m, fg.GGUFLinear)}
+    pm, pr = _sd3_pipe(mine), _sd3_pipe(ref)
+    pm.load_lora_weights(dict(sd), adapter_name="style")
+    pr.load_lora_weights(dict(sd), adapter_name="style")
+    wrapped = [n for n, m in mine.named_modules() if type(m).__name__ == "GGUFLoraLinear"]
+    assert "transformer_blocks.0.attn.to_q" in wrapped  # cut from the fused qkv, packed, adapted
+    inp = sd3_inputs()
+    blocks = {n: b.clone() for n, b in mine.named_buffers() if b.dtype == torch.uint8}
+    with torch.no_grad():
+        y0 = exact_reference(SD3Transformer2DModel, dict(mine.config), path)(**inp)[0]
+        y = mine(**inp)[0]
+        assert rel(y, pr.transformer(**inp)[0]) <= 1e-5
+        assert rel(y, y0) > 1e-2  # the adapter does change the output
+        pm.fuse_lora(lora_scale=0.5)
+        pr.fuse_lora(lora_scale=0.5)
+        fused = [n for n in wrapped if n in packed]
+        assert len(fused) >= 8 and set(fg.merge_report(mine)) == set(fused)
+        assert all(isinstance(mine.get_submodule(n + ".base_layer"), fg.GGUFLinear) for n in fused)
+        assert rel(mine(**inp)[0], ref(**inp)[0]) <= 2e-2  # requantized to the same types
+        pm.unfuse_lora()
+        for n, b in mine.named_buffers():
+            if b.dtype == torch.uint8:
+                assert torch.equal(b, blocks[n]), n
+        pm.unload_lora_weights()
+        assert not any(type(m).__name__ == "GGUFLoraLinear" for m in mine.modules())
+        assert rel(mine(**inp)[0], y0) <= 1e-5

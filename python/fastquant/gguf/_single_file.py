@@ -377,6 +377,13 @@ def _resolve_config(cls, config, mapping: dict, checkpoint, subfolder):
         from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
 
         kind = infer_diffusers_model_type(checkpoint)
+        if kind == "v1" and cls.__name__ != "UNet2DConditionModel":
+            # diffusers' detection falls back to SD 1.5's UNet when no key pattern matches
+            raise ValueError(
+                f"{cls.__name__}: diffusers does not recognise this checkpoint's keys (its detection falls back to "
+                "'v1', Stable Diffusion 1.5's UNet); pass config= a diffusers config folder (with config.json) or a "
+                "config dict"
+            )
         try:
             found = fetch_diffusers_config(checkpoint)
         except KeyError:
@@ -436,8 +443,10 @@ def _set_tensor(model, modules, name, value: torch.Tensor, dtype) -> None:
 
 
 def _keep_fp32(cls, dtype) -> List[str]:
+    """The class's ``_keep_in_fp32_modules``, which diffusers' GGUF loading keeps in float32 whatever the
+    dtype (its GGUF quantizer sets ``use_keep_in_fp32_modules``)."""
     keep = getattr(cls, "_keep_in_fp32_modules", None)
-    if not keep or dtype != torch.float16:
+    if not keep or dtype == torch.float32:
         return []
     return list(keep) if isinstance(keep, (list, tuple)) else [keep]
 
@@ -507,8 +516,9 @@ def from_single_file(
     diffusers uses for that class. ``config``: a diffusers config folder (``config.json``, or a
     ``transformer/config.json`` below it), a ``config.json`` path, a config dict, or a Hub repo id; without it
     the config is the one diffusers infers from the checkpoint's keys (fetched from the Hub or its cache).
-    ``torch_dtype``: dtype of every float tensor (default float32); packed layers compute in the activation
-    dtype. ``modules_to_not_convert``: module names whose quantized weights are dequantized into plain
+    ``torch_dtype``: dtype of every float tensor (default float32) except those of the class's
+    ``_keep_in_fp32_modules``, kept in float32 as diffusers' GGUF loading does; packed layers compute in the
+    activation dtype. ``modules_to_not_convert``: module names whose quantized weights are dequantized into plain
     ``nn.Linear`` layers. ``output_loading_info=True`` returns ``(model, SingleFileInfo)``.
 
     The quantized weight of every ``nn.Linear`` stays packed (:class:`~fastquant.gguf.GGUFLinear`), cut on
@@ -551,7 +561,10 @@ def from_single_file(
             if not converted:
                 raise ValueError(f"{f.path}: diffusers' {mapping_name} converter found no weights for the model")
             with torch.no_grad():
-                info = _fill(model, converted, dtype, skip, _keep_fp32(cls, dtype))
+                try:
+                    info = _fill(model, converted, dtype, skip, _keep_fp32(cls, dtype))
+                except ValueError as e:
+                    raise ValueError(f"{f.path}: {e}") from e
         finally:
             src.close()
     _check_complete(model, path)
