@@ -194,7 +194,28 @@ def wan_original(sd: dict) -> dict:
     return out
 
 
-ORIGINAL = {"flux": flux_original, "sd3": sd3_original, "wan": wan_original}
+def ltx_original(sd: dict) -> dict:
+    """diffusers LTX-Video state dict -> Lightricks' layout (``patchify_proj.weight``, ``adaln_single`` …; the
+    checkpoints' ``model.diffusion_model.`` prefix is left out, as GGUF files do: ggml names are <= 63 bytes)."""
+    out = {}
+    for k, v in sd.items():
+        o = k.replace("proj_in", "patchify_proj").replace("time_embed", "adaln_single")
+        o = o.replace("norm_q", "q_norm").replace("norm_k", "k_norm")
+        out[o] = v
+    return out
+
+
+LTX_CONFIG = dict(
+    in_channels=8,
+    out_channels=8,
+    num_attention_heads=2,
+    attention_head_dim=32,
+    cross_attention_dim=64,
+    num_layers=2,
+    caption_channels=32,
+)
+
+ORIGINAL = {"flux": flux_original, "sd3": sd3_original, "wan": wan_original, "ltx": ltx_original}
 
 
 def check_inverse(cls, config: dict, sd: dict, orig: dict) -> None:

@@ -28,6 +28,7 @@ import _single_file_layouts as L  # noqa: E402
 from diffusers import (  # noqa: E402
     FluxTransformer2DModel,
     GGUFQuantizationConfig,
+    LTXVideoTransformer3DModel,
     SD3Transformer2DModel,
     WanTransformer3DModel,
 )
@@ -264,6 +265,86 @@ def test_wan_with_comfyui_reshaped_tensors(tmp_path):
     # diffusers' own GGUF loading does not know the orig_shape convention and refuses this file
     with pytest.raises(ValueError, match="patch_embedding"):
         diffusers_gguf(WanTransformer3DModel, path, cfg_dir)
+
+
+def test_ltx_video(tmp_path):
+    """LTX-Video's original names (``patchify_proj``, ``adaln_single``, ``q_norm``). Its 2-D
+    ``scale_shift_table`` parameters stored Q8_0 are dequantized (they are no Linear weights); diffusers' own
+    GGUF loading keeps them packed and its forward then fails on them, so the comparison with diffusers uses a
+    second file with those tables in F32."""
+    torch.manual_seed(0)
+    model = LTXVideoTransformer3DModel(**L.LTX_CONFIG).eval()
+    L.random_init(model, 0)
+    cfg = dict(model.config)
+    g = torch.Generator().manual_seed(1)
+    inp = dict(
+        hidden_states=torch.randn(1, 2 * 4 * 4, 8, generator=g),
+        encoder_hidden_states=torch.randn(1, 5, 32, generator=g),
+        timestep=torch.tensor([3]),
+        encoder_attention_mask=torch.ones(1, 5),
+        num_frames=2,
+        height=4,
+        width=4,
+        return_dict=False,
+    )
+
+    def quantized_tables(name, t):
+        return "Q8_0" if name.endswith("scale_shift_table") else mixed_types(name, t)
+
+    def f32_tables(name, t):
+        return "F32" if name.endswith("scale_shift_table") else mixed_types(name, t)
+
+    for types in (quantized_tables, f32_tables):
+        d = tmp_path / types.__name__
+        d.mkdir()
+        path, cfg_dir = write_original(d, "ltx", LTXVideoTransformer3DModel, cfg, model.state_dict(), types)
+        mine, info = fg.from_single_file(LTXVideoTransformer3DModel, path, config=cfg_dir, output_loading_info=True)
+        assert not info.unexpected and len(info.packed) >= 8
+        tables = {
+            "scale_shift_table",
+            "transformer_blocks.0.scale_shift_table",
+            "transformer_blocks.1.scale_shift_table",
+        }
+        assert tables <= set(info.dequantized) if types is quantized_tables else not info.dequantized
+        with torch.no_grad():
+            y = mine(**inp)[0]
+            assert rel(y, exact_reference(LTXVideoTransformer3DModel, cfg, path)(**inp)[0]) <= 1e-5
+            assert rel(y, model(**inp)[0]) <= 0.05
+    theirs = diffusers_gguf(LTXVideoTransformer3DModel, path, cfg_dir)
+    with torch.no_grad():
+        assert rel(y, theirs(**inp)[0]) <= 2e-3
+    check_against_diffusers(mine, theirs, min_packed=8)
+
+
+def test_packed_rows_operations(tmp_path):
+    """The stand-in cuts and joins whole rows exactly; anything else dequantizes (and is logged)."""
+    from fastquant.gguf._single_file import PackedRows, _Source, gguf_checkpoint
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(12, 64, generator=g)
+    fg.write(tmp_path / "t.gguf", L.to_gguf_tensors({"w": w, "v": w[:4]}, lambda n, t: "Q8_0", {}))
+    with fg.open(tmp_path / "t.gguf") as f:
+        log: list = []
+        src = _Source(f)
+        ck = gguf_checkpoint(f, src, log)
+        p, exact = ck["w"], f.get_tensor("w")
+        a, b, c = torch.chunk(p, 3, dim=0)
+        assert all(isinstance(x, PackedRows) for x in (a, b, c)) and a.shape == (4, 64)
+        swapped = torch.cat([c, a, b], dim=0)
+        assert torch.equal(swapped.dequantize(), torch.cat([exact[8:], exact[:8]]))
+        assert swapped.segments == [("w", 8, 12), ("w", 0, 8)]  # adjacent ranges merged
+        q, k = torch.split(p, [5, 7], dim=0)
+        assert torch.equal(k.dequantize(), exact[5:])
+        assert torch.equal(p[2:9].dequantize(), exact[2:9]) and torch.equal(p.narrow(0, 1, 3).dequantize(), exact[1:4])
+        assert torch.equal(p.packed()[3:6], p[3:6].packed())
+        assert not log
+        # not exact on blocks: dequantized, logged
+        assert torch.equal(p[:, :32], exact[:, :32])
+        assert torch.equal(p * 2, exact * 2) and torch.equal(p.t(), exact.t())
+        assert torch.equal(torch.cat([ck["v"], exact[:1]]), torch.cat([exact[:4], exact[:1]]))
+        assert torch.equal(p.chunk(2, dim=1)[1], exact[:, 32:])
+        assert [e.split(": ")[1] for e in log] == ["indexing", "__mul__", "t", "cat", "chunk"]
+        src.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
