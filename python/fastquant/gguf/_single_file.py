@@ -75,6 +75,16 @@ class PackedRows:
     dtype = torch.float32  # what the values are (dequantized)
     device = torch.device("cpu")
     is_quantized = True
+    requires_grad = False
+
+    def is_floating_point(self) -> bool:
+        return True
+
+    def __copy__(self):
+        return PackedRows(self._src, self.segments, self.ggml_type, self.shape, self._log)
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()  # the rows are read-only file data: a copy can share the source
 
     @property
     def ndim(self) -> int:
