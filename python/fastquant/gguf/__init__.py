@@ -28,6 +28,7 @@ __all__ = [
     "LoadResult",
     "MergeReport",
     "QuantizeResult",
+    "SingleFileInfo",
     "TensorInfo",
     "Value",
     "dequantize",
@@ -35,6 +36,7 @@ __all__ = [
     "disable_peft",
     "enable_peft",
     "from_pretrained",
+    "from_single_file",
     "load_into",
     "load_state_dict",
     "merge_lora",
@@ -80,6 +82,8 @@ _LAZY = {
     "from_pretrained": "_hf",
     "tokenizer": "_tokenizer",
     "save_llama_cpp": "_export",
+    "from_single_file": "_single_file",
+    "SingleFileInfo": "_single_file",
 }
 
 
