@@ -8,6 +8,7 @@
 //! * [`error`] — [`GgufError`], which names the byte offset and the field of every problem.
 
 pub mod error;
+mod head;
 pub mod metadata;
 pub mod reader;
 pub mod writer;

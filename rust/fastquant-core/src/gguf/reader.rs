@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 use memmap2::Mmap;
 
 use super::error::{count, short_name, GgufError, Result};
+use super::head::{read_head, Head};
 use super::metadata::{ArrayView, MetaValue, StrRef, ValueType, MAX_ARRAY_DEPTH};
 use crate::quants::GgmlType;
 
@@ -184,12 +185,17 @@ impl<'a> Cursor<'a> {
             Some(sz) => {
                 self.pos += n as usize * sz; // checked just above: n * sz <= left
             }
-            None if elem_type == ValueType::String => {
-                for i in 0..n {
-                    let f = || format!("{}: array element #{i}", field());
-                    self.string(&f, "string length")?;
+            None if elem_type == ValueType::String => match walk_strings(self.buf, start, self.end, n) {
+                Walk::Done(end) => self.pos = end,
+                Walk::NeedMore(upto) => return Err(GgufError::need_more(upto)),
+                Walk::Bad => {
+                    // Walk again, slowly, for the exact error.
+                    for i in 0..n {
+                        let f = || format!("{}: array element #{i}", field());
+                        self.string(&f, "string length")?;
+                    }
                 }
-            }
+            },
             None => {
                 for i in 0..n {
                     let f = || format!("{}: array element #{i}", field());
@@ -199,6 +205,47 @@ impl<'a> Cursor<'a> {
         }
         Ok(ArrayView { elem_type, count: n, buf: self.buf, start, end: self.pos, index: None, depth })
     }
+}
+
+/// How [`walk_strings`] ended.
+enum Walk {
+    /// The array ends here.
+    Done(usize),
+    /// The bytes of `buf` run out before the array ends; the file is probably needed up to here (an estimate
+    /// from the strings walked so far, never less than what the next read needs).
+    NeedMore(u64),
+    /// The array does not fit in the file: walk it with [`Cursor::string`] for the exact error.
+    Bad,
+}
+
+/// Find the end of `n` length-prefixed strings starting at `pos`, checking every length against `end` (the
+/// file's length). The hot loop of opening a file with a big vocabulary, so it builds no error context.
+fn walk_strings(buf: &[u8], pos: usize, end: usize, n: u64) -> Walk {
+    let have = buf.len().min(end);
+    let mut p = pos;
+    for i in 0..n {
+        let need = if end - p.min(end) < 8 {
+            return Walk::Bad;
+        } else if let Some(b) = buf.get(p..p + 8) {
+            let len = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            if len > (end - p - 8) as u64 {
+                return Walk::Bad;
+            }
+            let next = p + 8 + len as usize;
+            if next <= have {
+                p = next;
+                continue;
+            }
+            next
+        } else {
+            p + 8
+        };
+        // Past the bytes read so far: guess where the array ends from the average length so far.
+        let avg = ((p - pos) as u64 / i.max(1)).max(8);
+        let guess = (p as u64).saturating_add((n - i).saturating_mul(avg + avg / 8));
+        return Walk::NeedMore(guess.max(need as u64));
+    }
+    Walk::Done(p)
 }
 
 /// One metadata record, as found in the file.
@@ -306,10 +353,29 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
 /// `file_len`, so the result and the errors are those of a parse of the whole file; a parse that needs bytes
 /// past the end of `buf` stops with an internal `need_more` error (see [`GgufFile::open`]).
 pub(crate) fn parse_prefix(buf: &[u8], file_len: usize) -> Result<Parsed> {
+    parse_resuming(buf, file_len, &mut Progress::default())
+}
+
+/// The metadata records a [`parse_resuming`] has read so far and where the next one starts: a parse that
+/// stopped for more bytes resumes from here instead of from the start.
+#[derive(Default)]
+pub(crate) struct Progress {
+    kvs: Vec<KvEntry>,
+    key_index: HashMap<Box<str>, usize>,
+    /// Where record `kvs.len()` starts (0: not past the header yet).
+    pos: usize,
+}
+
+/// [`parse_prefix`], keeping the records read in `progress` (which must come from earlier calls on
+/// prefixes of the same file, or be empty).
+pub(crate) fn parse_resuming(buf: &[u8], file_len: usize, progress: &mut Progress) -> Result<Parsed> {
     let mut c = Cursor::with_len(buf, 0, file_len);
     let (version, n_tensors, n_kv) = parse_header(&mut c)?;
-    let (kvs, key_index) = parse_metadata(&mut c, n_kv)?;
-    let alignment = read_alignment(buf, &kvs, &key_index)?;
+    if progress.pos > 0 {
+        c.pos = progress.pos;
+    }
+    parse_metadata(&mut c, n_kv, progress)?;
+    let alignment = read_alignment(buf, &progress.kvs, &progress.key_index)?;
     let (mut tensors, tensor_index, offset_pos) = parse_tensor_infos(&mut c, n_tensors)?;
     let infos_end = c.pos as u64;
     if c.pos > buf.len() {
@@ -319,6 +385,8 @@ pub(crate) fn parse_prefix(buf: &[u8], file_len: usize) -> Result<Parsed> {
     let data_offset = data_section_start(infos_end, n_tensors, alignment, file_len as u64)?;
     place_tensors(&mut tensors, &offset_pos, data_offset, alignment, file_len as u64)?;
     check_overlaps(&tensors, &offset_pos)?;
+    let (kvs, key_index) = (std::mem::take(&mut progress.kvs), std::mem::take(&mut progress.key_index));
+    progress.pos = 0;
     Ok(Parsed { version, alignment, data_offset, infos_end, kvs, key_index, tensors, tensor_index })
 }
 
@@ -394,20 +462,21 @@ fn check_version(version: u32) -> Result<()> {
     Err(GgufError::malformed(4, "header: version", msg))
 }
 
-/// The `n_kv` metadata records. Capacities are capped: the count comes from the file, and records are only
+/// The `n_kv` metadata records (in file order, and an index from key to entry), from the first one
+/// `progress` does not have yet. Capacities are capped: the count comes from the file, and records are only
 /// real once they have been read.
-/// The metadata entries in file order and the index from key to entry.
-type Metadata = (Vec<KvEntry>, HashMap<Box<str>, usize>);
-
-fn parse_metadata(c: &mut Cursor<'_>, n_kv: u64) -> Result<Metadata> {
-    let mut kvs: Vec<KvEntry> = Vec::with_capacity((n_kv as usize).min(MAX_PREALLOC));
-    let mut key_index: HashMap<Box<str>, usize> = HashMap::with_capacity((n_kv as usize).min(MAX_PREALLOC));
-    for i in 0..n_kv as usize {
-        let e = parse_kv_record(c, i, &kvs, &key_index)?;
-        key_index.insert(e.key.clone(), i);
-        kvs.push(e);
+fn parse_metadata(c: &mut Cursor<'_>, n_kv: u64, progress: &mut Progress) -> Result<()> {
+    if progress.pos == 0 {
+        let cap = (n_kv as usize).min(MAX_PREALLOC);
+        *progress = Progress { kvs: Vec::with_capacity(cap), key_index: HashMap::with_capacity(cap), pos: c.pos };
     }
-    Ok((kvs, key_index))
+    for i in progress.kvs.len()..n_kv as usize {
+        let e = parse_kv_record(c, i, &progress.kvs, &progress.key_index)?;
+        progress.key_index.insert(e.key.clone(), i);
+        progress.kvs.push(e);
+        progress.pos = c.pos;
+    }
+    Ok(())
 }
 
 /// Metadata record #`i`: a non-empty, UTF-8, not yet seen key, a value type and a fully validated value.
@@ -674,18 +743,16 @@ fn check_overlaps(tensors: &[TensorInfo], offset_pos: &[u64]) -> Result<()> {
 
 /// `EISDIR` and `EINVAL` (the same numbers on Linux and macOS).
 pub(crate) const EISDIR: i32 = 21;
-const EINVAL: i32 = 22;
+pub(crate) const EINVAL: i32 = 22;
 /// `EIO`, for I/O failures the OS gave no number for (e.g. a file that shrank while it was read).
 pub const EIO: i32 = 5;
-/// The first read of a file's head; more is read (doubling) when the metadata runs past it.
-const FIRST_READ: u64 = 1 << 20;
 
 /// An open GGUF file: the parsed layout, the bytes of the header, metadata and tensor infos (read into
 /// memory when the file is opened, so no metadata access can fault however the file changes later), and a
 /// read-only mapping of the file for the tensor data. Cheap to share behind an `Arc`.
 pub struct GgufFile {
     /// From `open`: the file's first `infos_end` bytes. From `from_bytes`: the whole file.
-    head: Vec<u8>,
+    head: Head,
     /// From `open`, when a tensor has data: the whole file, mapped.
     map: Option<Mmap>,
     /// From `open`: the file (its current size is checked before tensor data is handed out) and its path.
@@ -750,59 +817,6 @@ fn file_kind(md: &std::fs::Metadata) -> &'static str {
     "not a plain file"
 }
 
-/// Read `file`'s bytes `[buf.len(), upto)` onto the end of `buf`.
-fn read_more(file: &File, buf: &mut Vec<u8>, upto: u64, path: &str) -> Result<()> {
-    let start = buf.len();
-    let upto = usize::try_from(upto).map_err(|_| GgufError::os(path, EINVAL, "file too large for this platform"))?;
-    buf.resize(upto, 0);
-    let mut done = start;
-    while done < upto {
-        #[cfg(unix)]
-        let r = std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], done as u64);
-        #[cfg(windows)]
-        let r = std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], done as u64);
-        match r {
-            Ok(0) => {
-                return Err(GgufError::os(
-                    path,
-                    EIO,
-                    format!("the file ended at byte {done} while being read (it was {upto}+ bytes when opened)"),
-                ))
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(GgufError::io(path, &e)),
-        }
-    }
-    Ok(())
-}
-
-/// Read as much of the file as its metadata needs (a megabyte, doubled as needed) and parse it.
-fn read_head(file: &File, len: u64, path: &str) -> Result<(Vec<u8>, Parsed)> {
-    let file_len = usize::try_from(len).map_err(|_| GgufError::os(path, EINVAL, "file too large for this platform"))?;
-    let mut head = Vec::new();
-    let mut want = len.min(FIRST_READ);
-    loop {
-        read_more(file, &mut head, want, path)?;
-        match parse_prefix(&head, file_len) {
-            Err(e) if e.need_more.is_some() => {
-                let need = e.need_more.unwrap_or(len);
-                let next = need.max(want.saturating_mul(2)).min(len);
-                if next <= want {
-                    return Err(GgufError::os(path, EIO, "internal: the metadata reader made no progress"));
-                }
-                want = next;
-            }
-            Err(e) => return Err(e),
-            Ok(p) => {
-                head.truncate(p.infos_end as usize);
-                head.shrink_to_fit();
-                return Ok((head, p));
-            }
-        }
-    }
-}
-
 impl GgufFile {
     /// Open and parse `path` (a regular file). The header, metadata and tensor infos are read into memory;
     /// tensor data stays in a read-only mapping.
@@ -830,14 +844,14 @@ impl GgufFile {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile> {
         let parsed = parse(&bytes)?;
         let len = bytes.len() as u64;
-        Ok(GgufFile { head: bytes, map: None, file: None, len, parsed })
+        Ok(GgufFile { head: Head::from_vec(bytes), map: None, file: None, len, parsed })
     }
 
     /// The bytes tensor data lives in: the mapping (from `open`) or the in-memory file (`from_bytes`).
     pub fn bytes(&self) -> &[u8] {
         match &self.map {
             Some(m) => m,
-            None => &self.head,
+            None => self.head.as_slice(),
         }
     }
 
@@ -877,7 +891,7 @@ impl GgufFile {
         if !self.parsed.kvs.iter().any(|k| std::ptr::eq(k, e)) {
             return Err(GgufError::malformed(0, "metadata", "this KvEntry belongs to another GGUF file"));
         }
-        let buf: &'a [u8] = &self.head;
+        let buf: &'a [u8] = self.head.as_slice();
         if let Some(a) = e.array {
             return Ok(MetaValue::Array(ArrayView {
                 elem_type: a.elem_type,

@@ -67,6 +67,53 @@ fn open_equals_from_bytes_even_past_the_first_read() {
     assert!(e1.need_more.is_none());
 }
 
+/// A value as text, an array by its elements (its Debug form shows the whole buffer it points into).
+fn render(v: MetaValue<'_>) -> String {
+    match v {
+        MetaValue::Array(a) => a.iter().map(|x| render(x.unwrap())).collect::<Vec<_>>().join(","),
+        v => format!("{v:?}"),
+    }
+}
+
+#[test]
+fn open_resumes_where_the_read_ran_out_and_agrees_with_a_whole_parse() {
+    // Short strings first, then long ones: the reader's guess of where the array ends is far too small, so
+    // the head is read in several rounds, each resuming inside the array; then fixed arrays and more keys.
+    let d = Dir::new("resume");
+    let mut words: Vec<String> = (0..150_000).map(|i| format!("t{i}")).collect();
+    words.extend((0..20_000).map(|i| format!("{i:0>200}")));
+    let mut kvs = sample_kvs();
+    kvs.push(("tokenizer.ggml.tokens".into(), OwnedValue::StrArray(words)));
+    let scores: Vec<u8> = (0..4 * 300_000u32).map(|i| i as u8).collect();
+    kvs.push(("tokenizer.ggml.scores".into(), OwnedValue::ScalarArray { elem_type: ValueType::F32, bytes: scores }));
+    kvs.push(("z.after".into(), OwnedValue::Str("end".into())));
+    let data: Vec<u8> = (0..64 * 4).map(|i| i as u8).collect();
+    let t = vec![TensorSpec { name: "w".into(), ggml_type: GgmlType::F32, ne: vec![64], data: &data }];
+    let p = d.0.join("m.gguf");
+    write_file(&p, &kvs, &t).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    let f = GgufFile::open(&p).unwrap();
+    let g = GgufFile::from_bytes(bytes.clone()).unwrap();
+    assert_eq!((f.data_offset(), f.metadata().len()), (g.data_offset(), g.metadata().len()));
+    for (a, b) in f.metadata().iter().zip(g.metadata()) {
+        assert_eq!((&a.key, a.offset, a.type_name()), (&b.key, b.offset, b.type_name()));
+        assert!(render(f.value(a).unwrap()) == render(g.value(b).unwrap()), "{}", a.key);
+    }
+    let MetaValue::Array(a) = f.get("tokenizer.ggml.tokens").unwrap().unwrap() else { panic!() };
+    let MetaValue::Str(s) = a.get(169_999).unwrap().unwrap() else { panic!() };
+    assert_eq!(s.bytes, format!("{:0>200}", 19_999).as_bytes());
+    // Cut anywhere (inside a string, a length, the scores, the last key): the error of a whole parse.
+    let cuts = [1 << 20, (1 << 20) + 3, 2 << 20, 3 << 20, 4 << 20, 5 << 20, f.data_offset() as usize - 20];
+    for cut in cuts {
+        let q = d.0.join("cut.gguf");
+        std::fs::write(&q, &bytes[..cut]).unwrap();
+        let e1 = GgufFile::open(&q).unwrap_err();
+        let e2 = GgufFile::from_bytes(bytes[..cut].to_vec()).unwrap_err();
+        assert_eq!(e1, e2, "cut at {cut}");
+        assert!(e1.need_more.is_none());
+    }
+}
+
 #[test]
 fn metadata_survives_truncation_and_tensor_data_is_refused() {
     let d = Dir::new("shrink");
