@@ -16,10 +16,8 @@
 //! summation order: both are within the usual `k·u·Σ|x_i·w_i|` bound (u = 2⁻²⁴). The result does not depend
 //! on the thread count. A non-f32 output is the f32 result rounded once to nearest-even.
 
+use super::{prepare, DequantError, GgmlType, Kernel, OutElem, Path};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::{pool, prepare, DequantError, GgmlType, Kernel, OutElem, Path};
 
 /// Values of each weight row decoded per step (a multiple of every block size: 256). Four rows of it are the
 /// 16 KiB decode buffer.
@@ -30,6 +28,9 @@ pub const GROUP: usize = 4;
 
 /// Below this many weight values (`n·k`), a call runs on the calling thread: waking the pool costs more.
 pub const PAR_MIN_VALUES: usize = 1 << 18;
+
+/// Tasks per thread of a parallel call.
+const TASKS_PER_THREAD: usize = 8;
 
 /// Output rows staged in f32 before they are written out (converted to the output type).
 const STAGE: usize = 64;
@@ -189,38 +190,19 @@ pub fn linear_fused_with<X: InElem, Y: OutElem>(
         return Ok(());
     }
     // A few tasks per thread, so that a thread slowed by other load does not hold up the whole call. The
-    // calling thread takes tasks too (with `threads - 1` pool helpers): right after torch's own parallel ops
-    // their worker threads still spin for a while, and a caller that only waited would leave its core to them.
-    let tasks = (n_threads * 4).min(groups);
+    // calling thread takes tasks too, with `threads - 1` persistent helpers (`fused_pool.rs`): it never
+    // waits for a helper to wake, only for tasks a helper has started (right after torch's own parallel ops
+    // its OpenMP workers still spin for a while, and a helper may get its core late).
+    let tasks = (n_threads * TASKS_PER_THREAD).min(groups);
     let per = groups.div_ceil(tasks) * GROUP;
     let ntask = n.div_ceil(per);
-    let next = AtomicUsize::new(0);
-    let take = || loop {
-        let t = next.fetch_add(1, Ordering::Relaxed);
-        if t >= ntask {
-            break;
-        }
+    let task = |t: usize| {
         let (j0, j1) = (t * per, ((t + 1) * per).min(n));
-        // SAFETY: each task index is taken once, tasks own disjoint row ranges `j0..j1`, so every output
-        // element is written by one task; `out` is exclusively borrowed until the scope below has ended.
+        // SAFETY: `fused_pool::run` runs each task index once, tasks own disjoint row ranges `j0..j1`, so
+        // every output element is written by one task; `out` is exclusively borrowed until `run` returns.
         unsafe { job.run(j0, j1, n, out_ptr) };
     };
-    let helpers = n_threads - 1;
-    let take = &take;
-    match threads {
-        None => rayon::in_place_scope(|s| {
-            for _ in 0..helpers {
-                s.spawn(move |_| take());
-            }
-            take();
-        }),
-        Some(_) => pool(helpers)?.in_place_scope(|s| {
-            for _ in 0..helpers {
-                s.spawn(move |_| take());
-            }
-            take();
-        }),
-    }
+    super::fused_pool::run(n_threads - 1, ntask, &task);
     Ok(())
 }
 

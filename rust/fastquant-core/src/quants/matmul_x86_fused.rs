@@ -54,6 +54,13 @@ unsafe fn load16(p: *const u8) -> __m128i {
     unsafe { _mm_loadu_si128(p as *const __m128i) }
 }
 
+/// 0, 1, ..., 15 in the 32-bit lanes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn iota() -> __m512i {
+    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[inline]
 unsafe fn i8_mul(q: __m128i, d: __m512) -> __m512 {
@@ -91,6 +98,14 @@ macro_rules! row_kernel {
                     for q in 0..GROUP {
                         // A short group repeats its last row (computed, never stored).
                         let $b = w.wrapping_add(q.min(rb - 1) * row_bytes + blk * $bb);
+                        // Software prefetch PREFETCH bytes ahead in this row: four interleaved row streams
+                        // are more than the hardware prefetcher keeps ahead of. A prefetch never faults,
+                        // past the row's end included.
+                        let mut o = 0;
+                        while o < $bb {
+                            _mm_prefetch::<_MM_HINT_T0>($b.wrapping_add(PREFETCH + o) as *const i8);
+                            o += 64;
+                        }
                         let a = &mut acc;
                         let mut $emit = |off: usize, v: __m512| {
                             for p in 0..IB {
@@ -149,16 +164,18 @@ macro_rules! row_kernel {
     };
 }
 
+/// How far ahead (bytes) each weight row is prefetched.
+const PREFETCH: usize = 1024;
+
 /// Activation rows per pass over the weights (more passes re-decode the blocks).
 const IB_MAX: usize = 2;
 
 row_kernel!(q4_0, q4_0_ib, 32, 18, |b, emit| {
-    let m4 = _mm_set1_epi8(0x0F);
-    let k8 = _mm_set1_epi8(8);
-    let d = _mm512_set1_ps(h2f(b));
-    let q = load16(b.add(2));
-    emit(0, i8_mul(_mm_sub_epi8(_mm_and_si128(q, m4), k8), d));
-    emit(16, i8_mul(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), k8), d));
+    // The 16 possible values (q - 8)·d in one register, then one lane permute per vector.
+    let t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(iota(), _mm512_set1_epi32(8))), _mm512_set1_ps(h2f(b)));
+    let lo = _mm512_cvtepu8_epi32(load16(b.add(2)));
+    emit(0, _mm512_permutexvar_ps(lo, t));
+    emit(16, _mm512_permutexvar_ps(_mm512_srli_epi32(lo, 4), t));
 });
 
 row_kernel!(q8_0, q8_0_ib, 32, 34, |b, emit| {
@@ -168,38 +185,36 @@ row_kernel!(q8_0, q8_0_ib, 32, 34, |b, emit| {
 });
 
 row_kernel!(iq4_xs, iq4_xs_ib, 256, 136, |b, emit| {
-    let m4 = _mm_set1_epi8(0x0F);
-    let lut = load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8);
+    let kv =
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load16(crate::quants::tables::KVALUES_IQ4NL.as_ptr() as *const u8)));
     let d = h2f(b);
     let sh = u16::from_le_bytes([*b.add(2), *b.add(3)]);
     for ib in 0..8 {
         let sl = (*b.add(4 + ib / 2) >> (4 * (ib % 2))) & 0xF;
         let ls = (sl as i32) | ((((sh >> (2 * ib)) & 3) as i32) << 4);
-        let dl = _mm512_set1_ps(d * (ls - 32) as f32);
-        let q = load16(b.add(8 + 16 * ib));
-        emit(32 * ib, i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(q, m4)), dl));
-        emit(32 * ib + 16, i8_mul(_mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4)), dl));
+        // kvalue·dl for the 16 codes, then one lane permute per vector.
+        let t = _mm512_mul_ps(kv, _mm512_set1_ps(d * (ls - 32) as f32));
+        let lo = _mm512_cvtepu8_epi32(load16(b.add(8 + 16 * ib)));
+        emit(32 * ib, _mm512_permutexvar_ps(lo, t));
+        emit(32 * ib + 16, _mm512_permutexvar_ps(_mm512_srli_epi32(lo, 4), t));
     }
 });
 
 row_kernel!(q4_k, q4_k_ib, 256, 144, |b, emit| {
-    let m4 = _mm_set1_epi8(0x0F);
     let (d, dmin) = (h2f(b), h2f(b.add(2)));
     let s = std::slice::from_raw_parts(b.add(4), 12);
+    let io = _mm512_cvtepi32_ps(iota());
     for j in 0..4 {
-        let qa = load16(b.add(16 + 32 * j));
-        let qb = load16(b.add(32 + 32 * j));
+        let qa = _mm512_cvtepu8_epi32(load16(b.add(16 + 32 * j)));
+        let qb = _mm512_cvtepu8_epi32(load16(b.add(32 + 32 * j)));
         for h in 0..2 {
             let (sc, mn) = scale_min_k4(2 * j + h, s);
-            let d1 = _mm512_set1_ps(d * sc as f32);
-            let m1 = _mm512_set1_ps(dmin * mn as f32);
-            let (a, c) = if h == 0 {
-                (_mm_and_si128(qa, m4), _mm_and_si128(qb, m4))
-            } else {
-                (_mm_and_si128(_mm_srli_epi16(qa, 4), m4), _mm_and_si128(_mm_srli_epi16(qb, 4), m4))
-            };
-            emit(64 * j + 32 * h, u8_mul_sub(a, d1, m1));
-            emit(64 * j + 32 * h + 16, u8_mul_sub(c, d1, m1));
+            // d1·q - m1 for the 16 codes (the decoder's two roundings), then one lane permute per vector;
+            // the permute reads the low 4 bits of each lane: the low nibble, or the high one after a shift.
+            let t = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d * sc as f32), io), _mm512_set1_ps(dmin * mn as f32));
+            let (a, c) = if h == 0 { (qa, qb) } else { (_mm512_srli_epi32(qa, 4), _mm512_srli_epi32(qb, 4)) };
+            emit(64 * j + 32 * h, _mm512_permutexvar_ps(a, t));
+            emit(64 * j + 32 * h + 16, _mm512_permutexvar_ps(c, t));
         }
     }
 });

@@ -9,6 +9,7 @@
 
 pub mod float;
 mod fp4;
+mod fused_pool;
 mod iquants;
 mod kquants;
 mod legacy;
