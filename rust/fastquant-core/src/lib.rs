@@ -8,6 +8,7 @@
 //! Nothing here depends on PyO3; the `fastquant-py` crate is a thin binding on top.
 
 pub mod config;
+pub mod ggml_compute;
 pub mod gguf;
 pub mod json;
 pub mod quants;
