@@ -3,11 +3,11 @@
 //! Run: cargo bench -p fastquant-core --bench dequant [-- <filter>]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fastquant_core::quants::{dequantize_par, dequantize_with, has_dequantizer, GgmlType, Path, ALL_TYPES};
+use fastquant_core::quants::{dequantize_par, dequantize_with, has_dequantizer, GgmlDType, Path, ALL_TYPES};
 
 const ELEMS: usize = 1 << 22; // 4 Mi elements per call (16 MiB of f32 output)
 
-fn input(ty: GgmlType) -> Vec<u8> {
+fn input(ty: GgmlDType) -> Vec<u8> {
     let (be, bb) = ty.block_geometry();
     let n = ELEMS / be;
     let mut x: u64 = 0x1234_5678_9abc_def1;
@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(ELEMS as u64));
     let mut out16 = vec![half::bf16::ZERO; ELEMS];
-    for ty in [GgmlType::F16, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::TQ1_0] {
+    for ty in [GgmlDType::F16, GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::TQ1_0] {
         let data = input(ty);
         g.bench_with_input(BenchmarkId::new(ty.name(), "bf16"), &data, |b, d| {
             b.iter(|| dequantize_with(ty, d, &mut out16, Path::Auto).unwrap())

@@ -3,10 +3,10 @@
 //! `x2threads`. Run: cargo bench -p fastquant-core --bench fused [-- <filter>]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fastquant_core::quants::{linear_fused_with, GgmlType, Path};
+use fastquant_core::quants::{linear_fused_with, GgmlDType, Path};
 
 /// Random blocks whose f16 scales (the first two bytes of each block, and Q6_K's last two) are finite.
-fn packed(ty: GgmlType, n: usize, k: usize) -> Vec<u8> {
+fn packed(ty: GgmlDType, n: usize, k: usize) -> Vec<u8> {
     let (be, bb) = ty.block_geometry();
     let mut x: u64 = 0x1234_5678_9abc_def1;
     let mut v: Vec<u8> = (0..n * k / be * bb)
@@ -26,7 +26,7 @@ fn packed(ty: GgmlType, n: usize, k: usize) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let types = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS];
+    let types = [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::IQ4XS];
     let mut g = c.benchmark_group("linear_fused");
     g.sample_size(10);
     g.warm_up_time(std::time::Duration::from_millis(300));

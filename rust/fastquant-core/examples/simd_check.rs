@@ -10,7 +10,7 @@
 //!     cargo run --release -p fastquant-core --example simd_check
 
 use fastquant_core::quants::{
-    decoded_len, dequantize_with, has_dequantizer, has_simd_kernel, GgmlType, Path, ALL_TYPES,
+    decoded_len, dequantize_with, has_dequantizer, has_simd_kernel, GgmlDType, Path, ALL_TYPES,
 };
 
 struct Rng(u64);
@@ -64,7 +64,7 @@ fn main() {
     let manifest = std::fs::read_to_string(dir.join("manifest.tsv")).expect("tests/data/golden/manifest.tsv");
     for line in manifest.lines().skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
-        let ty = GgmlType::from_name(f[0]).expect("known type");
+        let ty = GgmlDType::from_name(f[0]).expect("known type");
         let input = std::fs::read(dir.join(f[6])).unwrap();
         let want: Vec<f32> = std::fs::read(dir.join(f[7]))
             .unwrap()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fastquant_core::gguf::{
     self, ArrayView, ErrorKind, GgufError, GgufFile, MetaValue, OwnedValue, TensorSpec, ValueType,
 };
-use fastquant_core::quants::GgmlType;
+use fastquant_core::quants::GgmlDType;
 use numpy::PyReadonlyArray1;
 use pyo3::exceptions::{PyBufferError, PyIndexError, PyKeyError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -382,7 +382,7 @@ fn _write_gguf(
     }
     let mut specs = Vec::with_capacity(tensors.len());
     for (name, tname, ne, arr) in &tensors {
-        let ggml_type = GgmlType::from_name(tname)
+        let ggml_type = GgmlDType::from_name(tname)
             .ok_or_else(|| PyValueError::new_err(format!("tensor '{name}': unknown ggml type {tname:?}")))?;
         let data = arr
             .as_slice()

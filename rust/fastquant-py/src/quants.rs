@@ -1,7 +1,7 @@
 //! Bindings for ggml block dequantization/quantization. Conversion and error mapping only; the work is in
 //! `fastquant_core::quants`, run with the GIL released.
 
-use fastquant_core::quants::{self, DequantError, GgmlType, Path, QuantizeError};
+use fastquant_core::quants::{self, DequantError, GgmlDType, Path, QuantizeError};
 use numpy::{
     Element, PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
     PyUntypedArray, PyUntypedArrayMethods,
@@ -9,8 +9,8 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-fn ty_from_id(id: u32) -> PyResult<GgmlType> {
-    GgmlType::from_id(id).ok_or_else(|| PyValueError::new_err(format!("unknown ggml type id {id}")))
+fn ty_from_id(id: u32) -> PyResult<GgmlDType> {
+    GgmlDType::from_id(id).ok_or_else(|| PyValueError::new_err(format!("unknown ggml type id {id}")))
 }
 
 fn dq_err(e: DequantError) -> PyErr {
@@ -46,7 +46,7 @@ fn ggml_type_info(key: &Bound<'_, PyAny>) -> PyResult<(u32, &'static str, usize,
         ty_from_id(id)?
     } else {
         let name: String = key.extract()?;
-        GgmlType::from_name(&name).ok_or_else(|| PyValueError::new_err(format!("unknown ggml type {name:?}")))?
+        GgmlDType::from_name(&name).ok_or_else(|| PyValueError::new_err(format!("unknown ggml type {name:?}")))?
     };
     let (be, bb) = ty.block_geometry();
     Ok((ty.id(), ty.name(), be, bb, quants::has_dequantizer(ty)))

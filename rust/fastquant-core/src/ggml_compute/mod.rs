@@ -13,7 +13,7 @@ pub mod q8;
 #[cfg(test)]
 mod tests;
 
-use crate::quants::GgmlType;
+use crate::quants::GgmlDType;
 use q8::{BlockQ8K, BlockQ8_0, QK8_0, QK_K};
 use rayon::prelude::*;
 
@@ -21,9 +21,9 @@ use rayon::prelude::*;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GgmlComputeError {
     #[error("compute=\"ggml\" supports Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and IQ4_XS weights, not {ty}")]
-    Unsupported { ty: GgmlType },
+    Unsupported { ty: GgmlDType },
     #[error("{ty}: in_features k={k} is not a multiple of the block size {block}")]
-    BadK { ty: GgmlType, k: usize, block: usize },
+    BadK { ty: GgmlDType, k: usize, block: usize },
     #[error("{what}: expected {expected} {unit}, got {got}")]
     Length { what: &'static str, expected: usize, got: usize, unit: &'static str },
     #[error("could not build a thread pool: {0}")]
@@ -68,8 +68,11 @@ kernel!(KQ6K, BlockQ8K, QK_K, dot::Q6_K_BYTES, q8::quantize_row_q8_k, dot::dot_q
 kernel!(KIQ4XS, BlockQ8K, QK_K, dot::IQ4_XS_BYTES, q8::quantize_row_q8_k, iq4xs::dot_iq4_xs);
 
 /// Whether `compute="ggml"` handles weights of this type.
-pub fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K | GgmlType::IQ4XS)
+pub fn supports(ty: GgmlDType) -> bool {
+    matches!(
+        ty,
+        GgmlDType::Q4_0 | GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K | GgmlDType::IQ4XS
+    )
 }
 
 /// Which build of the kernels runs here: "avx2" (AVX2+FMA, vectorised by the compiler) or "portable". Both
@@ -125,7 +128,7 @@ fn rows<K: Kernel>(w: &[u8], row_bytes: usize, acts: &[K::A], m: usize, out: &mu
 
 #[allow(clippy::too_many_arguments)]
 fn run<K: Kernel>(
-    ty: GgmlType,
+    ty: GgmlDType,
     x: &[f32],
     m: usize,
     k: usize,
@@ -197,7 +200,7 @@ fn run<K: Kernel>(
 /// shapes; they are refused with a [`GgmlComputeError`].
 #[allow(clippy::too_many_arguments)]
 pub fn linear_ggml(
-    ty: GgmlType,
+    ty: GgmlDType,
     x: &[f32],
     m: usize,
     k: usize,
@@ -212,7 +215,7 @@ pub fn linear_ggml(
 /// As [`linear_ggml`]; `simd = false` forces the portable build (tests check both give the same bits).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_ggml_path(
-    ty: GgmlType,
+    ty: GgmlDType,
     x: &[f32],
     m: usize,
     k: usize,
@@ -224,12 +227,12 @@ pub fn linear_ggml_path(
 ) -> Result<(), GgmlComputeError> {
     let fast = simd && avx2();
     match ty {
-        GgmlType::Q4_0 => run::<KQ4_0>(ty, x, m, k, w, n, out, threads, fast),
-        GgmlType::Q8_0 => run::<KQ8_0>(ty, x, m, k, w, n, out, threads, fast),
-        GgmlType::Q4K => run::<KQ4K>(ty, x, m, k, w, n, out, threads, fast),
-        GgmlType::Q5K => run::<KQ5K>(ty, x, m, k, w, n, out, threads, fast),
-        GgmlType::Q6K => run::<KQ6K>(ty, x, m, k, w, n, out, threads, fast),
-        GgmlType::IQ4XS => run::<KIQ4XS>(ty, x, m, k, w, n, out, threads, fast),
+        GgmlDType::Q4_0 => run::<KQ4_0>(ty, x, m, k, w, n, out, threads, fast),
+        GgmlDType::Q8_0 => run::<KQ8_0>(ty, x, m, k, w, n, out, threads, fast),
+        GgmlDType::Q4K => run::<KQ4K>(ty, x, m, k, w, n, out, threads, fast),
+        GgmlDType::Q5K => run::<KQ5K>(ty, x, m, k, w, n, out, threads, fast),
+        GgmlDType::Q6K => run::<KQ6K>(ty, x, m, k, w, n, out, threads, fast),
+        GgmlDType::IQ4XS => run::<KIQ4XS>(ty, x, m, k, w, n, out, threads, fast),
         _ => Err(GgmlComputeError::Unsupported { ty }),
     }
 }

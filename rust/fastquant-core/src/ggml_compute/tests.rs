@@ -4,7 +4,7 @@
 
 use super::q8::{quantize_row_q8_0, quantize_row_q8_k, BlockQ8K, BlockQ8_0};
 use super::*;
-use crate::quants::{dequantize, GgmlType};
+use crate::quants::{dequantize, GgmlDType};
 
 /// A small deterministic generator (xorshift) so the tests need no extra crate.
 struct Rng(u64);
@@ -20,17 +20,17 @@ impl Rng {
     }
 }
 
-const TYPES: [GgmlType; 6] =
-    [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS];
+const TYPES: [GgmlDType; 6] =
+    [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::IQ4XS];
 
 /// Random packed rows whose f16 scales are finite and modest (random bytes elsewhere are all valid codes).
-fn weights(ty: GgmlType, n: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
+fn weights(ty: GgmlDType, n: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
     let (be, bb) = ty.block_geometry();
     let mut w: Vec<u8> = (0..n * k / be * bb).map(|_| rng.next() as u8).collect();
     let scale_offsets: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::IQ4XS => &[0],
-        GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q6K => &[208],
+        GgmlDType::Q4_0 | GgmlDType::Q8_0 | GgmlDType::IQ4XS => &[0],
+        GgmlDType::Q4K | GgmlDType::Q5K => &[0, 2],
+        GgmlDType::Q6K => &[208],
         _ => unreachable!(),
     };
     for b in w.chunks_exact_mut(bb) {
@@ -75,7 +75,7 @@ fn kernels_match_dequantized_product() {
         let mut wf = vec![0f32; n * k];
         dequantize(ty, &w, &mut wf).unwrap();
         let mut xq = vec![0f64; m * k];
-        if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+        if matches!(ty, GgmlDType::Q4_0 | GgmlDType::Q8_0) {
             let mut blocks = vec![BlockQ8_0::default(); k / 32];
             for j in 0..m {
                 quantize_row_q8_0(&x[j * k..(j + 1) * k], &mut blocks);
@@ -143,15 +143,15 @@ fn q8_k_scale_sign_and_group_sums() {
 fn bad_shapes_and_types_are_refused() {
     let mut out = vec![0f32; 4];
     let w = vec![0u8; 18 * 2];
-    let e = linear_ggml(GgmlType::Q4_0, &[0.0; 48], 1, 48, &w, 1, &mut out[..1], None).unwrap_err();
+    let e = linear_ggml(GgmlDType::Q4_0, &[0.0; 48], 1, 48, &w, 1, &mut out[..1], None).unwrap_err();
     assert!(matches!(e, GgmlComputeError::BadK { k: 48, .. }), "{e}");
-    let e = linear_ggml(GgmlType::Q4_0, &[0.0; 64], 1, 64, &w[..20], 1, &mut out[..1], None).unwrap_err();
+    let e = linear_ggml(GgmlDType::Q4_0, &[0.0; 64], 1, 64, &w[..20], 1, &mut out[..1], None).unwrap_err();
     assert!(matches!(e, GgmlComputeError::Length { what: "w", .. }), "{e}");
-    let e = linear_ggml(GgmlType::Q4_0, &[0.0; 63], 1, 64, &w, 1, &mut out[..1], None).unwrap_err();
+    let e = linear_ggml(GgmlDType::Q4_0, &[0.0; 63], 1, 64, &w, 1, &mut out[..1], None).unwrap_err();
     assert!(matches!(e, GgmlComputeError::Length { what: "x", .. }), "{e}");
-    let e = linear_ggml(GgmlType::Q4_0, &[0.0; 64], 1, 64, &w, 1, &mut out, None).unwrap_err();
+    let e = linear_ggml(GgmlDType::Q4_0, &[0.0; 64], 1, 64, &w, 1, &mut out, None).unwrap_err();
     assert!(matches!(e, GgmlComputeError::Length { what: "out", .. }), "{e}");
-    let e = linear_ggml(GgmlType::Q2K, &[0.0; 256], 1, 256, &[0u8; 84], 1, &mut out[..1], None).unwrap_err();
+    let e = linear_ggml(GgmlDType::Q2K, &[0.0; 256], 1, 256, &[0u8; 84], 1, &mut out[..1], None).unwrap_err();
     assert!(matches!(e, GgmlComputeError::Unsupported { .. }), "{e}");
-    assert!(!supports(GgmlType::F16) && supports(GgmlType::Q6K));
+    assert!(!supports(GgmlDType::F16) && supports(GgmlDType::Q6K));
 }

@@ -30,7 +30,7 @@ use memmap2::Mmap;
 use super::error::{count, short_name, GgufError, Result};
 use super::head::{read_head, Head};
 use super::metadata::{ArrayView, MetaValue, StrRef, ValueType, MAX_ARRAY_DEPTH};
-use crate::quants::GgmlType;
+use crate::quants::GgmlDType;
 
 /// Most records reserved up front from a count read in the header (more grow as they are read).
 const MAX_PREALLOC: usize = 4096;
@@ -299,7 +299,7 @@ pub struct TensorInfo {
     /// The type id as stored.
     pub type_id: u32,
     /// `None` when ggml no longer defines `type_id`.
-    pub ggml_type: Option<GgmlType>,
+    pub ggml_type: Option<GgmlDType>,
     /// Offset relative to the start of the data section.
     pub offset: u64,
     /// Absolute offset of the data in the file.
@@ -582,7 +582,7 @@ fn parse_tensor_info(
     let type_id = c.u32(&f, "type")?;
     let o_at = c.pos as u64;
     let offset = c.u64(&f, "data offset")?;
-    let ggml_type = GgmlType::from_id(type_id);
+    let ggml_type = GgmlDType::from_id(type_id);
     let nbytes = match ggml_type {
         None => None,
         Some(t) => Some(tensor_nbytes(t, &ne, n_elements, t_at, &f)?),
@@ -640,7 +640,7 @@ fn read_dims(c: &mut Cursor<'_>, f: Field) -> Result<(u32, Vec<u64>, u64)> {
 }
 
 /// Bytes of a tensor of a known type: `ne[0]` a whole number of blocks, the size an i64.
-fn tensor_nbytes(t: GgmlType, ne: &[u64], n_elements: u64, t_at: u64, f: Field) -> Result<u64> {
+fn tensor_nbytes(t: GgmlDType, ne: &[u64], n_elements: u64, t_at: u64, f: Field) -> Result<u64> {
     let blck = t.block_elems() as u64;
     let ne0 = ne.first().copied().unwrap_or(1);
     if ne0 % blck != 0 {

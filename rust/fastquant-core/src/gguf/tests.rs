@@ -2,7 +2,7 @@
 //! random-mutation fuzz loop (runs in `cargo test`; the libFuzzer target lives in `fuzz/`).
 
 use super::*;
-use crate::quants::{GgmlType, ALL_TYPES};
+use crate::quants::{GgmlDType, ALL_TYPES};
 
 /// Little byte-level builder for hand-made (often broken) files.
 #[derive(Default, Clone)]
@@ -106,9 +106,9 @@ pub(crate) fn sample_file() -> Vec<u8> {
     let b: Vec<u8> = (0..34 * 2).map(|i| (i * 7) as u8).collect(); // Q8_0 [64]
     let c: Vec<u8> = vec![1, 2, 3]; // I8 [3]
     let tensors = vec![
-        TensorSpec { name: "a".into(), ggml_type: GgmlType::F32, ne: vec![8, 2], data: &a },
-        TensorSpec { name: "blk.0.q".into(), ggml_type: GgmlType::Q8_0, ne: vec![64], data: &b },
-        TensorSpec { name: "c".into(), ggml_type: GgmlType::I8, ne: vec![3], data: &c },
+        TensorSpec { name: "a".into(), ggml_type: GgmlDType::F32, ne: vec![8, 2], data: &a },
+        TensorSpec { name: "blk.0.q".into(), ggml_type: GgmlDType::Q8_0, ne: vec![64], data: &b },
+        TensorSpec { name: "c".into(), ggml_type: GgmlDType::I8, ne: vec![3], data: &c },
     ];
     to_bytes(&sample_kvs(), &tensors).unwrap()
 }
@@ -162,7 +162,7 @@ fn writer_reader_round_trip() {
     assert_eq!(t.nbytes, Some(64));
     assert_eq!(f.tensor_data(t).unwrap(), &(0..64).map(|i| i as u8).collect::<Vec<_>>()[..]);
     let q = f.tensor("blk.0.q").unwrap();
-    assert_eq!(q.ggml_type, Some(GgmlType::Q8_0));
+    assert_eq!(q.ggml_type, Some(GgmlDType::Q8_0));
     assert_eq!(q.offset, 64);
     assert_eq!(f.tensor_data(q).unwrap().len(), 68);
     assert_eq!(f.tensor_data_by_name("c").unwrap(), &[1, 2, 3]);
@@ -435,7 +435,7 @@ fn truncation_at_every_byte_is_an_error() {
 fn writer_refuses_bad_input() {
     use OwnedValue::*;
     let d = [0u8; 16];
-    let t = |name: &str, ne: Vec<u64>, ty: GgmlType| TensorSpec { name: name.into(), ggml_type: ty, ne, data: &d };
+    let t = |name: &str, ne: Vec<u64>, ty: GgmlDType| TensorSpec { name: name.into(), ggml_type: ty, ne, data: &d };
     type Case<'a> = (Vec<(String, OwnedValue)>, Vec<TensorSpec<'a>>);
     let bad: Vec<Case> = vec![
         (vec![("".into(), U8(1))], vec![]),
@@ -444,12 +444,12 @@ fn writer_refuses_bad_input() {
         (vec![("general.alignment".into(), I32(32))], vec![]),
         (vec![("x".into(), ScalarArray { elem_type: ValueType::U32, bytes: vec![1, 2, 3] })], vec![]),
         (vec![("x".into(), ScalarArray { elem_type: ValueType::String, bytes: vec![] })], vec![]),
-        (vec![], vec![t(&"n".repeat(64), vec![4], GgmlType::F32)]),
-        (vec![], vec![t("a", vec![4], GgmlType::F32), t("a", vec![4], GgmlType::F32)]),
-        (vec![], vec![t("a", vec![1, 1, 1, 1, 4], GgmlType::F32)]),
-        (vec![], vec![t("a", vec![0, 4], GgmlType::F32)]),
-        (vec![], vec![t("a", vec![5], GgmlType::F32)]),
-        (vec![], vec![t("a", vec![16], GgmlType::Q8_0)]),
+        (vec![], vec![t(&"n".repeat(64), vec![4], GgmlDType::F32)]),
+        (vec![], vec![t("a", vec![4], GgmlDType::F32), t("a", vec![4], GgmlDType::F32)]),
+        (vec![], vec![t("a", vec![1, 1, 1, 1, 4], GgmlDType::F32)]),
+        (vec![], vec![t("a", vec![0, 4], GgmlDType::F32)]),
+        (vec![], vec![t("a", vec![5], GgmlDType::F32)]),
+        (vec![], vec![t("a", vec![16], GgmlDType::Q8_0)]),
     ];
     for (kvs, ts) in bad {
         let e = to_bytes(&kvs, &ts).unwrap_err();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::tests::{sample_file, sample_kvs};
 use super::*;
-use crate::quants::GgmlType;
+use crate::quants::GgmlDType;
 
 /// A fresh empty directory under the system temp dir, removed on drop.
 struct Dir(PathBuf);
@@ -44,7 +44,7 @@ fn open_equals_from_bytes_even_past_the_first_read() {
     let mut kvs = sample_kvs();
     kvs.push(("tokenizer.ggml.tokens".into(), OwnedValue::StrArray(words.clone())));
     let data: Vec<u8> = (0..64 * 4).map(|i| i as u8).collect();
-    let t = vec![TensorSpec { name: "w".into(), ggml_type: GgmlType::F32, ne: vec![64], data: &data }];
+    let t = vec![TensorSpec { name: "w".into(), ggml_type: GgmlDType::F32, ne: vec![64], data: &data }];
     let p = d.0.join("m.gguf");
     write_file(&p, &kvs, &t).unwrap();
     let f = GgufFile::open(&p).unwrap();
@@ -88,7 +88,7 @@ fn open_resumes_where_the_read_ran_out_and_agrees_with_a_whole_parse() {
     kvs.push(("tokenizer.ggml.scores".into(), OwnedValue::ScalarArray { elem_type: ValueType::F32, bytes: scores }));
     kvs.push(("z.after".into(), OwnedValue::Str("end".into())));
     let data: Vec<u8> = (0..64 * 4).map(|i| i as u8).collect();
-    let t = vec![TensorSpec { name: "w".into(), ggml_type: GgmlType::F32, ne: vec![64], data: &data }];
+    let t = vec![TensorSpec { name: "w".into(), ggml_type: GgmlDType::F32, ne: vec![64], data: &data }];
     let p = d.0.join("m.gguf");
     write_file(&p, &kvs, &t).unwrap();
     let bytes = std::fs::read(&p).unwrap();
@@ -167,7 +167,7 @@ fn write_file_keeps_mode_and_leaves_no_temporary_files() {
     assert_eq!(entries(&d), vec!["m.gguf".to_string()]);
     GgufFile::open(&p).unwrap();
     // A failed write (bad input) leaves the old file and nothing else.
-    let bad = vec![TensorSpec { name: "x".into(), ggml_type: GgmlType::F32, ne: vec![4], data: &[0u8; 3] }];
+    let bad = vec![TensorSpec { name: "x".into(), ggml_type: GgmlDType::F32, ne: vec![4], data: &[0u8; 3] }];
     let before = std::fs::read(&p).unwrap();
     write_file(&p, &sample_kvs(), &bad).unwrap_err();
     assert_eq!(std::fs::read(&p).unwrap(), before);

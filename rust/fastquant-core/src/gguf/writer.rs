@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use super::error::{short_name, GgufError, Result};
 use super::metadata::{OwnedValue, ValueType};
 use super::reader::{DEFAULT_ALIGNMENT, EISDIR, MAGIC, MAX_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME};
-use crate::quants::GgmlType;
+use crate::quants::GgmlDType;
 
 /// A tensor to write: its packed bytes and GGUF-order dims (`ne[0]` fastest varying).
 #[derive(Debug, Clone)]
 pub struct TensorSpec<'a> {
     pub name: String,
-    pub ggml_type: GgmlType,
+    pub ggml_type: GgmlDType,
     pub ne: Vec<u64>,
     pub data: &'a [u8],
 }

@@ -1,7 +1,7 @@
 //! Exact scalar conversions between binary16/bfloat16 and binary32, and the passthrough "block" types
 //! (F32, F16, BF16, I8..I64, F64), whose blocks are single elements.
 
-use super::{BlockFormat, GgmlType};
+use super::{BlockFormat, GgmlDType};
 
 /// Exact IEEE binary16 → binary32 (normals, subnormals, ±0, ±Inf). A NaN comes back quiet with its payload
 /// (a signalling NaN gets the quiet bit), as `vcvtph2ps`, NEON's `fcvtl`, ggml and the `half` crate make it,
@@ -51,7 +51,7 @@ macro_rules! passthrough {
         // The element type's size is the block size of `types::block`.
         const _: () = assert!(std::mem::size_of::<$elem>() == $ty.block_bytes() && $ty.block_elems() == 1);
         impl BlockFormat for $name {
-            const TYPE: GgmlType = $ty;
+            const TYPE: GgmlDType = $ty;
             #[inline(always)]
             fn dequant_block(block: &[u8], out: &mut [f32]) {
                 let $b: [u8; std::mem::size_of::<$elem>()] = block[..std::mem::size_of::<$elem>()].try_into().unwrap();
@@ -61,15 +61,15 @@ macro_rules! passthrough {
     };
 }
 
-passthrough!(F32, GgmlType::F32, f32, |b| f32::from_le_bytes(b));
-passthrough!(F16, GgmlType::F16, u16, |b| f16_to_f32(u16::from_le_bytes(b)));
-passthrough!(BF16, GgmlType::BF16, u16, |b| bf16_to_f32(u16::from_le_bytes(b)));
-passthrough!(I8, GgmlType::I8, i8, |b| b[0] as i8 as f32);
-passthrough!(I16, GgmlType::I16, i16, |b| i16::from_le_bytes(b) as f32);
+passthrough!(F32, GgmlDType::F32, f32, |b| f32::from_le_bytes(b));
+passthrough!(F16, GgmlDType::F16, u16, |b| f16_to_f32(u16::from_le_bytes(b)));
+passthrough!(BF16, GgmlDType::BF16, u16, |b| bf16_to_f32(u16::from_le_bytes(b)));
+passthrough!(I8, GgmlDType::I8, i8, |b| b[0] as i8 as f32);
+passthrough!(I16, GgmlDType::I16, i16, |b| i16::from_le_bytes(b) as f32);
 // Integers beyond 2^24 and F64 values are rounded once to the nearest binary32 (ties to even).
-passthrough!(I32, GgmlType::I32, i32, |b| i32::from_le_bytes(b) as f32);
-passthrough!(I64, GgmlType::I64, i64, |b| i64::from_le_bytes(b) as f32);
-passthrough!(F64, GgmlType::F64, f64, |b| f64::from_le_bytes(b) as f32);
+passthrough!(I32, GgmlDType::I32, i32, |b| i32::from_le_bytes(b) as f32);
+passthrough!(I64, GgmlDType::I64, i64, |b| i64::from_le_bytes(b) as f32);
+passthrough!(F64, GgmlDType::F64, f64, |b| f64::from_le_bytes(b) as f32);
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 //! scales are halved (docs/gguf-format.md §3.1).
 
 use super::tables::KVALUES_FP4;
-use super::{BlockFormat, GgmlType};
+use super::{BlockFormat, GgmlDType};
 
 /// 2^(e-128) exactly, including the two binary32 subnormals for e = 0 and 1. e = 255 is just 2^127.
 #[inline(always)]
@@ -30,7 +30,7 @@ pub(crate) fn ue4m3_half(x: u8) -> f32 {
 
 pub struct MXFP4;
 impl BlockFormat for MXFP4 {
-    const TYPE: GgmlType = GgmlType::MXFP4;
+    const TYPE: GgmlDType = GgmlDType::MXFP4;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = e8m0_half(b[0]);
@@ -45,7 +45,7 @@ impl BlockFormat for MXFP4 {
 
 pub struct NVFP4;
 impl BlockFormat for NVFP4 {
-    const TYPE: GgmlType = GgmlType::NVFP4;
+    const TYPE: GgmlDType = GgmlDType::NVFP4;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[4..36];

@@ -2,7 +2,7 @@
 //! `db * grid * (±1)`. A sign flip by negation is bit-identical to multiplying by -1 (including zeros).
 
 use super::tables::*;
-use super::{f16_at, u16_at, u32_at, BlockFormat, GgmlType};
+use super::{f16_at, u16_at, u32_at, BlockFormat, GgmlDType};
 
 #[inline(always)]
 fn grid_byte(row: u64, j: usize) -> f32 {
@@ -21,7 +21,7 @@ fn signed(v: f32, neg: bool) -> f32 {
 
 pub struct IQ2XXS;
 impl BlockFormat for IQ2XXS {
-    const TYPE: GgmlType = GgmlType::IQ2XXS;
+    const TYPE: GgmlDType = GgmlDType::IQ2XXS;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -42,7 +42,7 @@ impl BlockFormat for IQ2XXS {
 
 pub struct IQ2XS;
 impl BlockFormat for IQ2XS {
-    const TYPE: GgmlType = GgmlType::IQ2XS;
+    const TYPE: GgmlDType = GgmlDType::IQ2XS;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -63,7 +63,7 @@ impl BlockFormat for IQ2XS {
 
 pub struct IQ2S;
 impl BlockFormat for IQ2S {
-    const TYPE: GgmlType = GgmlType::IQ2S;
+    const TYPE: GgmlDType = GgmlDType::IQ2S;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -87,7 +87,7 @@ impl BlockFormat for IQ2S {
 
 pub struct IQ3XXS;
 impl BlockFormat for IQ3XXS {
-    const TYPE: GgmlType = GgmlType::IQ3XXS;
+    const TYPE: GgmlDType = GgmlDType::IQ3XXS;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -111,7 +111,7 @@ impl BlockFormat for IQ3XXS {
 
 pub struct IQ3S;
 impl BlockFormat for IQ3S {
-    const TYPE: GgmlType = GgmlType::IQ3S;
+    const TYPE: GgmlDType = GgmlDType::IQ3S;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -135,7 +135,7 @@ impl BlockFormat for IQ3S {
 
 pub struct IQ1S;
 impl BlockFormat for IQ1S {
-    const TYPE: GgmlType = GgmlType::IQ1S;
+    const TYPE: GgmlDType = GgmlDType::IQ1S;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -158,7 +158,7 @@ impl BlockFormat for IQ1S {
 
 pub struct IQ1M;
 impl BlockFormat for IQ1M {
-    const TYPE: GgmlType = GgmlType::IQ1M;
+    const TYPE: GgmlDType = GgmlDType::IQ1M;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[0..32];
@@ -188,7 +188,7 @@ impl BlockFormat for IQ1M {
 
 pub struct IQ4NL;
 impl BlockFormat for IQ4NL {
-    const TYPE: GgmlType = GgmlType::IQ4NL;
+    const TYPE: GgmlDType = GgmlDType::IQ4NL;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -203,7 +203,7 @@ impl BlockFormat for IQ4NL {
 
 pub struct IQ4XS;
 impl BlockFormat for IQ4XS {
-    const TYPE: GgmlType = GgmlType::IQ4XS;
+    const TYPE: GgmlDType = GgmlDType::IQ4XS;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);

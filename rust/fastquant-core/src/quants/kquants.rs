@@ -1,7 +1,7 @@
 //! K-quants: 256-element super-blocks with 6-bit (Q4_K/Q5_K), 4-bit (Q2_K) or 8-bit (Q6_K) sub-block scales.
 //! Scalar reference code following ggml's operation order (docs/gguf-format.md §3.2).
 
-use super::{f16_at, BlockFormat, GgmlType};
+use super::{f16_at, BlockFormat, GgmlDType};
 
 /// Unpack the j-th (scale, min) pair of the 12-byte packed 6-bit scale array used by Q4_K and Q5_K.
 #[inline(always)]
@@ -15,7 +15,7 @@ pub(crate) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
 
 pub struct Q2K;
 impl BlockFormat for Q2K {
-    const TYPE: GgmlType = GgmlType::Q2K;
+    const TYPE: GgmlDType = GgmlDType::Q2K;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let scales = &b[0..16];
@@ -53,7 +53,7 @@ pub(crate) fn q3k_scales(s: &[u8]) -> [i8; 16] {
 
 pub struct Q3K;
 impl BlockFormat for Q3K {
-    const TYPE: GgmlType = GgmlType::Q3K;
+    const TYPE: GgmlDType = GgmlDType::Q3K;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let hmask = &b[0..32];
@@ -78,7 +78,7 @@ impl BlockFormat for Q3K {
 
 pub struct Q4K;
 impl BlockFormat for Q4K {
-    const TYPE: GgmlType = GgmlType::Q4K;
+    const TYPE: GgmlDType = GgmlDType::Q4K;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -102,7 +102,7 @@ impl BlockFormat for Q4K {
 
 pub struct Q5K;
 impl BlockFormat for Q5K {
-    const TYPE: GgmlType = GgmlType::Q5K;
+    const TYPE: GgmlDType = GgmlDType::Q5K;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -128,7 +128,7 @@ impl BlockFormat for Q5K {
 
 pub struct Q6K;
 impl BlockFormat for Q6K {
-    const TYPE: GgmlType = GgmlType::Q6K;
+    const TYPE: GgmlDType = GgmlDType::Q6K;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let ql = &b[0..128];
@@ -152,7 +152,7 @@ impl BlockFormat for Q6K {
 
 pub struct Q8K;
 impl BlockFormat for Q8K {
-    const TYPE: GgmlType = GgmlType::Q8K;
+    const TYPE: GgmlDType = GgmlDType::Q8K;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f32::from_le_bytes(b[0..4].try_into().unwrap());

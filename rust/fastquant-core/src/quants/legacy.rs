@@ -2,11 +2,11 @@
 //! small-block types Q1_0 (128 elements) and Q2_0 (64 elements). Scalar reference code, written to follow
 //! ggml's `dequantize_row_*` operation order exactly (see docs/gguf-format.md §3.1).
 
-use super::{f16_at, u32_at, BlockFormat, GgmlType};
+use super::{f16_at, u32_at, BlockFormat, GgmlDType};
 
 pub struct Q4_0;
 impl BlockFormat for Q4_0 {
-    const TYPE: GgmlType = GgmlType::Q4_0;
+    const TYPE: GgmlDType = GgmlDType::Q4_0;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -22,7 +22,7 @@ impl BlockFormat for Q4_0 {
 
 pub struct Q4_1;
 impl BlockFormat for Q4_1 {
-    const TYPE: GgmlType = GgmlType::Q4_1;
+    const TYPE: GgmlDType = GgmlDType::Q4_1;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -38,7 +38,7 @@ impl BlockFormat for Q4_1 {
 
 pub struct Q5_0;
 impl BlockFormat for Q5_0 {
-    const TYPE: GgmlType = GgmlType::Q5_0;
+    const TYPE: GgmlDType = GgmlDType::Q5_0;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -56,7 +56,7 @@ impl BlockFormat for Q5_0 {
 
 pub struct Q5_1;
 impl BlockFormat for Q5_1 {
-    const TYPE: GgmlType = GgmlType::Q5_1;
+    const TYPE: GgmlDType = GgmlDType::Q5_1;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -75,7 +75,7 @@ impl BlockFormat for Q5_1 {
 
 pub struct Q8_0;
 impl BlockFormat for Q8_0 {
-    const TYPE: GgmlType = GgmlType::Q8_0;
+    const TYPE: GgmlDType = GgmlDType::Q8_0;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -88,7 +88,7 @@ impl BlockFormat for Q8_0 {
 /// Q1_0: one sign bit per element, LSB first; value is +d or -d.
 pub struct Q1_0;
 impl BlockFormat for Q1_0 {
-    const TYPE: GgmlType = GgmlType::Q1_0;
+    const TYPE: GgmlDType = GgmlDType::Q1_0;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -102,7 +102,7 @@ impl BlockFormat for Q1_0 {
 /// Q2_0: 2-bit codes packed sequentially inside each byte (element 4k+i in bits 2i..2i+1 of byte k).
 pub struct Q2_0;
 impl BlockFormat for Q2_0 {
-    const TYPE: GgmlType = GgmlType::Q2_0;
+    const TYPE: GgmlDType = GgmlDType::Q2_0;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let d = f16_at(b, 0);

@@ -16,7 +16,7 @@
 //! summation order: both are within the usual `k·u·Σ|x_i·w_i|` bound (u = 2⁻²⁴). The result does not depend
 //! on the thread count. A non-f32 output is the f32 result rounded once to nearest-even.
 
-use super::{prepare, DequantError, GgmlType, Kernel, OutElem, Path};
+use super::{prepare, DequantError, GgmlDType, Kernel, OutElem, Path};
 use std::cell::RefCell;
 
 /// Values of each weight row decoded per step (a multiple of every block size: 256). Four rows of it are the
@@ -48,9 +48,9 @@ pub enum FusedError {
     #[error(transparent)]
     Dequant(#[from] DequantError),
     #[error("{ty}: in_features {k} is not a multiple of the {block}-element block")]
-    Features { ty: GgmlType, k: usize, block: usize },
+    Features { ty: GgmlDType, k: usize, block: usize },
     #[error("{ty}: packed weight is {got} bytes, expected {expected} for {n} rows of {k} values")]
-    WeightLength { ty: GgmlType, n: usize, k: usize, expected: usize, got: usize },
+    WeightLength { ty: GgmlDType, n: usize, k: usize, expected: usize, got: usize },
     #[error("activations hold {got} values, expected {expected} ({m} rows of {k})")]
     InputLength { m: usize, k: usize, expected: usize, got: usize },
     #[error("output holds {got} values, expected {expected} ({m} rows of {n})")]
@@ -104,7 +104,7 @@ impl InElem for half::bf16 {
 /// `threads`: `None` = rayon's global pool, `Some(1)` = the calling thread.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_fused(
-    ty: GgmlType,
+    ty: GgmlDType,
     x: &[f32],
     m: usize,
     k: usize,
@@ -121,7 +121,7 @@ pub fn linear_fused(
 /// is refused).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_fused_with<X: InElem, Y: OutElem>(
-    ty: GgmlType,
+    ty: GgmlDType,
     x: &[X],
     m: usize,
     k: usize,
@@ -351,7 +351,7 @@ type RowFn = unsafe fn(*const f32, usize, usize, *const u8, usize, usize, usize,
 #[cfg(target_arch = "x86_64")]
 use super::matmul_x86_fused::RowFn;
 
-fn row_kernel(ty: GgmlType, path: Path) -> Option<RowFn> {
+fn row_kernel(ty: GgmlDType, path: Path) -> Option<RowFn> {
     match path {
         #[cfg(target_arch = "x86_64")]
         Path::Avx512 => super::matmul_x86_fused::row_kernel(ty),

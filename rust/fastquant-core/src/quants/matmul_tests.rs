@@ -13,14 +13,14 @@ fn uniform(seed: &mut u64, n: usize) -> Vec<f32> {
 
 /// Packed weights of `n × k` for `ty`: quantized random values, or (types without a quantizer) random
 /// blocks whose f16 scale is a small finite value.
-fn weights(ty: GgmlType, n: usize, k: usize, seed: &mut u64) -> Vec<u8> {
+fn weights(ty: GgmlDType, n: usize, k: usize, seed: &mut u64) -> Vec<u8> {
     if crate::quants::has_quantizer(ty) {
         return crate::quants::quantize(ty, &uniform(seed, n * k)).unwrap();
     }
     let (be, bb) = ty.block_geometry();
     let mut w: Vec<u8> = (0..n * k / be * bb).map(|_| rng(seed) as u8).collect();
     let scale_at = match ty {
-        GgmlType::IQ4XS | GgmlType::IQ4NL => 0,
+        GgmlDType::IQ4XS | GgmlDType::IQ4NL => 0,
         _ => panic!("no test weights for {ty}"),
     };
     for b in w.chunks_exact_mut(bb) {
@@ -36,7 +36,7 @@ fn paths() -> Vec<Path> {
 
 /// Every available path against an f64 reference on the exact dequantized weight, within the bound; SIMD
 /// paths bit-identical to each other where they share the fused multiply-add order.
-fn check(ty: GgmlType, m: usize, k: usize, n: usize) {
+fn check(ty: GgmlDType, m: usize, k: usize, n: usize) {
     let mut seed = 0x9E3779B97F4A7C15u64 ^ (m * 131 + k * 7 + n) as u64;
     let w = weights(ty, n, k, &mut seed);
     let wf = crate::quants::dequantize_to_vec(ty, &w).unwrap();
@@ -74,7 +74,7 @@ fn check(ty: GgmlType, m: usize, k: usize, n: usize) {
 
 #[test]
 fn fused_matches_f64_reference_on_every_path() {
-    let types = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS];
+    let types = [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::IQ4XS];
     for &ty in &types {
         let be = ty.block_elems();
         // k: one block row, not a multiple of 256 where the block allows, longer than a chunk
@@ -90,16 +90,16 @@ fn fused_matches_f64_reference_on_every_path() {
             }
         }
     }
-    for &ty in &[GgmlType::F16, GgmlType::BF16, GgmlType::Q5_0, GgmlType::Q4_1] {
+    for &ty in &[GgmlDType::F16, GgmlDType::BF16, GgmlDType::Q5_0, GgmlDType::Q4_1] {
         check(ty, 3, 512, 33);
     }
-    check(GgmlType::F32, 3, 37, 11); // k not a multiple of 16: the scalar tail
-    check(GgmlType::F32, 2, 2000 + 5, 6); // several chunks, a tail in the last one
+    check(GgmlDType::F32, 3, 37, 11); // k not a multiple of 16: the scalar tail
+    check(GgmlDType::F32, 2, 2000 + 5, 6); // several chunks, a tail in the last one
 }
 
 #[test]
 fn threads_do_not_change_results() {
-    let (ty, m, k, n) = (GgmlType::Q4K, 3, 1024, 301);
+    let (ty, m, k, n) = (GgmlDType::Q4K, 3, 1024, 301);
     assert!(n * k >= PAR_MIN_VALUES);
     let mut seed = 7u64;
     let w = weights(ty, n, k, &mut seed);
@@ -117,7 +117,7 @@ fn threads_do_not_change_results() {
 
 #[test]
 fn half_inputs_and_outputs() {
-    let (ty, m, k, n) = (GgmlType::Q8_0, 5, 320, 70);
+    let (ty, m, k, n) = (GgmlDType::Q8_0, 5, 320, 70);
     let mut seed = 11u64;
     let w = weights(ty, n, k, &mut seed);
     let x: Vec<half::bf16> = uniform(&mut seed, m * k).into_iter().map(half::bf16::from_f32).collect();
@@ -182,29 +182,29 @@ fn bad_lengths_are_errors() {
     let w = vec![0u8; 34 * 2];
     let mut out = vec![0f32; 2];
     assert!(matches!(
-        linear_fused(GgmlType::Q8_0, &[0.0; 32], 1, 32, &w, 3, &mut [0f32; 3], None),
+        linear_fused(GgmlDType::Q8_0, &[0.0; 32], 1, 32, &w, 3, &mut [0f32; 3], None),
         Err(FusedError::WeightLength { .. })
     ));
     assert!(matches!(
-        linear_fused(GgmlType::Q8_0, &[0.0; 30], 1, 30, &w, 2, &mut out, None),
+        linear_fused(GgmlDType::Q8_0, &[0.0; 30], 1, 30, &w, 2, &mut out, None),
         Err(FusedError::Features { .. })
     ));
     assert!(matches!(
-        linear_fused(GgmlType::Q8_1, &[0.0; 32], 1, 32, &[0u8; 36 * 2], 2, &mut out, None),
+        linear_fused(GgmlDType::Q8_1, &[0.0; 32], 1, 32, &[0u8; 36 * 2], 2, &mut out, None),
         Err(FusedError::Dequant(DequantError::Unsupported { .. }))
     ));
     assert!(matches!(
-        linear_fused(GgmlType::Q8_0, &[0.0; 31], 1, 32, &w, 2, &mut out, None),
+        linear_fused(GgmlDType::Q8_0, &[0.0; 31], 1, 32, &w, 2, &mut out, None),
         Err(FusedError::InputLength { .. })
     ));
-    assert!(linear_fused(GgmlType::Q8_0, &[0.0; 64], 1, 64, &w, 1, &mut out[..1], Some(0)).is_err());
+    assert!(linear_fused(GgmlDType::Q8_0, &[0.0; 64], 1, 64, &w, 1, &mut out[..1], Some(0)).is_err());
     let unavailable = [Path::Avx2, Path::Avx512, Path::Neon].into_iter().find(|p| !p.available());
     if let Some(p) = unavailable {
-        let r = linear_fused_with(GgmlType::Q8_0, &[0.0f32; 32], 1, 32, &w, 2, &mut out, p, None);
+        let r = linear_fused_with(GgmlDType::Q8_0, &[0.0f32; 32], 1, 32, &w, 2, &mut out, p, None);
         assert!(matches!(r, Err(FusedError::Dequant(DequantError::PathUnavailable { .. }))));
     }
     // k == 0: zeros
     let mut z = vec![1f32; 6];
-    linear_fused(GgmlType::F32, &[], 2, 0, &[], 3, &mut z, None).unwrap();
+    linear_fused(GgmlDType::F32, &[], 2, 0, &[], 3, &mut z, None).unwrap();
     assert_eq!(z, vec![0f32; 6]);
 }

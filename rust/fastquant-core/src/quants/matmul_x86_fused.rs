@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use super::kquants::scale_min_k4;
 use super::matmul::{GROUP, LANES};
-use super::GgmlType;
+use super::GgmlDType;
 
 /// Partial lane sums of a row group: for activation rows `i < m` (`x` rows `xs` apart) and weight rows
 /// `q < rb` (`w` rows `row_bytes` apart, `nblocks` blocks each), `sums[(i·GROUP + q)·LANES + t]` = the
@@ -23,14 +23,14 @@ use super::GgmlType;
 pub(crate) type RowFn = unsafe fn(*const f32, usize, usize, *const u8, usize, usize, usize, *mut f32);
 
 /// The register-fused kernel of `ty`, if it has one.
-pub(crate) fn row_kernel(ty: GgmlType) -> Option<RowFn> {
+pub(crate) fn row_kernel(ty: GgmlDType) -> Option<RowFn> {
     Some(match ty {
-        GgmlType::Q4_0 => q4_0 as RowFn,
-        GgmlType::Q8_0 => q8_0 as RowFn,
-        GgmlType::Q4K => q4_k as RowFn,
-        GgmlType::Q5K => q5_k as RowFn,
-        GgmlType::Q6K => q6_k as RowFn,
-        GgmlType::IQ4XS => iq4_xs as RowFn,
+        GgmlDType::Q4_0 => q4_0 as RowFn,
+        GgmlDType::Q8_0 => q8_0 as RowFn,
+        GgmlDType::Q4K => q4_k as RowFn,
+        GgmlDType::Q5K => q5_k as RowFn,
+        GgmlDType::Q6K => q6_k as RowFn,
+        GgmlDType::IQ4XS => iq4_xs as RowFn,
         _ => return None,
     })
 }

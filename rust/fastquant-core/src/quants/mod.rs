@@ -57,11 +57,11 @@ pub use quantize::{
     has_quantizer, quantize, quantize_into, quantize_into_with, quantize_with, quantized_len, QuantizeError,
     QUANTIZE_TYPES,
 };
-pub use types::{block, BlockType, GgmlType, ALL_TYPES};
+pub use types::{block, BlockType, GgmlDType, ALL_TYPES};
 
 /// One ggml block layout: `ELEMS` values stored in `BYTES` bytes.
 pub trait BlockFormat {
-    const TYPE: GgmlType;
+    const TYPE: GgmlDType;
     /// Elements per block: the type's [`types::block`] definition.
     const ELEMS: usize = Self::TYPE.block_elems();
     /// Bytes per block: the type's [`types::block`] definition.
@@ -94,11 +94,11 @@ pub(crate) fn f16_at(b: &[u8], o: usize) -> f32 {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DequantError {
     #[error("{ty}: input is {len} bytes, not a whole number of {block_bytes}-byte blocks")]
-    PartialBlock { ty: GgmlType, len: usize, block_bytes: usize },
+    PartialBlock { ty: GgmlDType, len: usize, block_bytes: usize },
     #[error("{ty}: output buffer holds {got} elements but the input decodes to {expected}")]
-    OutputLength { ty: GgmlType, expected: usize, got: usize },
+    OutputLength { ty: GgmlDType, expected: usize, got: usize },
     #[error("{ty} has no dequantizer (ggml defines none for it)")]
-    Unsupported { ty: GgmlType },
+    Unsupported { ty: GgmlDType },
     #[error("code path {path:?} is not available on this CPU or build")]
     PathUnavailable { path: Path },
     #[error("could not build a thread pool: {0}")]
@@ -166,13 +166,13 @@ pub(crate) type Kernel16 = unsafe fn(&[u8], &mut [u16]);
 macro_rules! scalar_table {
     ($ty:expr; $($variant:ident => $fmt:path),* $(,)?) => {
         match $ty {
-            $(GgmlType::$variant => Some(<$fmt as BlockFormat>::dequant_blocks_scalar as Kernel),)*
-            GgmlType::Q8_1 => None,
+            $(GgmlDType::$variant => Some(<$fmt as BlockFormat>::dequant_blocks_scalar as Kernel),)*
+            GgmlDType::Q8_1 => None,
         }
     };
 }
 
-fn scalar_kernel(ty: GgmlType) -> Option<Kernel> {
+fn scalar_kernel(ty: GgmlDType) -> Option<Kernel> {
     scalar_table!(ty;
         F32 => float::F32, F16 => float::F16, BF16 => float::BF16, I8 => float::I8, I16 => float::I16,
         I32 => float::I32, I64 => float::I64, F64 => float::F64,
@@ -188,16 +188,16 @@ fn scalar_kernel(ty: GgmlType) -> Option<Kernel> {
 }
 
 /// Whether `ty` can be dequantized at all (everything but Q8_1).
-pub fn has_dequantizer(ty: GgmlType) -> bool {
+pub fn has_dequantizer(ty: GgmlDType) -> bool {
     scalar_kernel(ty).is_some()
 }
 
 /// Whether a dedicated SIMD kernel exists for `ty` on `path` (otherwise that path runs the scalar code).
-pub fn has_simd_kernel(ty: GgmlType, path: Path) -> bool {
+pub fn has_simd_kernel(ty: GgmlDType, path: Path) -> bool {
     simd_kernel(ty, path.resolve()).is_some()
 }
 
-fn simd_kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
+fn simd_kernel(ty: GgmlDType, path: Path) -> Option<Kernel> {
     match path {
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 | Path::Avx512 => x86::kernel(ty, path),
@@ -208,7 +208,7 @@ fn simd_kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
 }
 
 /// Validate lengths and pick the kernel. Returns (kernel, resolved path).
-fn prepare(ty: GgmlType, data_len: usize, out_len: usize, path: Path) -> Result<(Kernel, Path), DequantError> {
+fn prepare(ty: GgmlDType, data_len: usize, out_len: usize, path: Path) -> Result<(Kernel, Path), DequantError> {
     let scalar = scalar_kernel(ty).ok_or(DequantError::Unsupported { ty })?;
     let (be, bb) = ty.block_geometry();
     if !data_len.is_multiple_of(bb) {
@@ -226,7 +226,7 @@ fn prepare(ty: GgmlType, data_len: usize, out_len: usize, path: Path) -> Result<
 }
 
 /// Number of elements `data` decodes to, or an error if it is not whole blocks of a dequantizable type.
-pub fn decoded_len(ty: GgmlType, data_len: usize) -> Result<usize, DequantError> {
+pub fn decoded_len(ty: GgmlDType, data_len: usize) -> Result<usize, DequantError> {
     scalar_kernel(ty).ok_or(DequantError::Unsupported { ty })?;
     let (be, bb) = ty.block_geometry();
     if !data_len.is_multiple_of(bb) {
@@ -252,7 +252,7 @@ pub trait OutElem: sealed::Sealed + Copy + Send + Sync + 'static {
     fn as_f32_slice(dst: &mut [Self]) -> Option<&mut [f32]>;
     /// A kernel writing `Self` directly (f16/bf16 on SIMD paths, regular stores), and the slice as its bit
     /// patterns.
-    fn direct(_ty: GgmlType, _path: Path, _dst: &mut [Self]) -> Option<(Kernel16, &mut [u16])> {
+    fn direct(_ty: GgmlDType, _path: Path, _dst: &mut [Self]) -> Option<(Kernel16, &mut [u16])> {
         None
     }
 }
@@ -282,7 +282,7 @@ impl OutElem for half::f16 {
     fn as_f32_slice(_dst: &mut [half::f16]) -> Option<&mut [f32]> {
         None
     }
-    fn direct(ty: GgmlType, path: Path, dst: &mut [half::f16]) -> Option<(Kernel16, &mut [u16])> {
+    fn direct(ty: GgmlDType, path: Path, dst: &mut [half::f16]) -> Option<(Kernel16, &mut [u16])> {
         #[cfg(target_arch = "x86_64")]
         if let Some(k) = x86::kernel16(ty, path, false) {
             return Some((k, half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst)));
@@ -308,7 +308,7 @@ impl OutElem for half::bf16 {
     fn as_f32_slice(_dst: &mut [half::bf16]) -> Option<&mut [f32]> {
         None
     }
-    fn direct(ty: GgmlType, path: Path, dst: &mut [half::bf16]) -> Option<(Kernel16, &mut [u16])> {
+    fn direct(ty: GgmlDType, path: Path, dst: &mut [half::bf16]) -> Option<(Kernel16, &mut [u16])> {
         #[cfg(target_arch = "x86_64")]
         if let Some(k) = x86::kernel16(ty, path, true) {
             return Some((k, half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst)));
@@ -351,7 +351,7 @@ pub enum Stores {
 /// Whether to use streaming stores for `out`, and the f32 kernel to run. f32 outputs stream from inside the
 /// kernels (four 16-byte stores fill each line at once); f16/bf16 outputs are staged in L1 by the regular
 /// direct kernels and streamed out a whole line at a time (see `stream_staged`).
-fn choose<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, out: &mut [T], stores: Stores) -> (Kernel, bool) {
+fn choose<T: OutElem>(ty: GgmlDType, kernel: Kernel, path: Path, out: &mut [T], stores: Stores) -> (Kernel, bool) {
     let big = std::mem::size_of_val(out) >= STREAM_MIN_BYTES;
     let is_f32 = T::as_f32_slice(out).is_some();
     let want = matches!(path, Path::Avx2 | Path::Avx512)
@@ -378,7 +378,7 @@ fn choose<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, out: &mut [T], s
 
 /// Run `kernel` over `data` into `out`. `nt`: the output is written with streaming stores (`kernel` is then
 /// the streaming f32 kernel, or the half output is staged and streamed out by whole lines), chosen by `choose`.
-fn run_serial<T: OutElem>(ty: GgmlType, kernel: Kernel, path: Path, data: &[u8], out: &mut [T], nt: bool) {
+fn run_serial<T: OutElem>(ty: GgmlDType, kernel: Kernel, path: Path, data: &[u8], out: &mut [T], nt: bool) {
     let (be, bb) = ty.block_geometry();
     if let Some(o) = T::as_f32_slice(out) {
         // SAFETY: `prepare` checked whole blocks, the matching output length and the path's CPU features; a
@@ -454,13 +454,13 @@ fn fence(nt: bool) {
 }
 
 /// Dequantize whole blocks of `ty` into `out` (f32, f16 or bf16) with the best kernel for this CPU.
-pub fn dequantize<T: OutElem>(ty: GgmlType, data: &[u8], out: &mut [T]) -> Result<(), DequantError> {
+pub fn dequantize<T: OutElem>(ty: GgmlDType, data: &[u8], out: &mut [T]) -> Result<(), DequantError> {
     dequantize_with(ty, data, out, Path::Auto)
 }
 
 /// As [`dequantize`], on a chosen code path. A path without a dedicated kernel for `ty` runs the scalar
 /// reference; a path the CPU lacks is refused with [`DequantError::PathUnavailable`].
-pub fn dequantize_with<T: OutElem>(ty: GgmlType, data: &[u8], out: &mut [T], path: Path) -> Result<(), DequantError> {
+pub fn dequantize_with<T: OutElem>(ty: GgmlDType, data: &[u8], out: &mut [T], path: Path) -> Result<(), DequantError> {
     let (kernel, path) = prepare(ty, data.len(), out.len(), path)?;
     let (kernel, nt) = choose(ty, kernel, path, out, Stores::Auto);
     run_serial(ty, kernel, path, data, out, nt);
@@ -495,7 +495,7 @@ pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, DequantErro
 /// run on `threads` threads (`None` = rayon's global pool, one thread per core). Small tensors and
 /// `threads == Some(1)` run on the calling thread.
 pub fn dequantize_par<T: OutElem>(
-    ty: GgmlType,
+    ty: GgmlDType,
     data: &[u8],
     out: &mut [T],
     path: Path,
@@ -506,7 +506,7 @@ pub fn dequantize_par<T: OutElem>(
 
 /// As [`dequantize_par`], choosing the kind of stores (see [`Stores`]).
 pub fn dequantize_par_stores<T: OutElem>(
-    ty: GgmlType,
+    ty: GgmlDType,
     data: &[u8],
     out: &mut [T],
     path: Path,
@@ -535,7 +535,7 @@ pub fn dequantize_par_stores<T: OutElem>(
 }
 
 /// Convenience: dequantize into a new f32 vector (sized from the input, which bounds the allocation).
-pub fn dequantize_to_vec(ty: GgmlType, data: &[u8]) -> Result<Vec<f32>, DequantError> {
+pub fn dequantize_to_vec(ty: GgmlDType, data: &[u8]) -> Result<Vec<f32>, DequantError> {
     let n = decoded_len(ty, data.len())?;
     let mut out = vec![0f32; n];
     dequantize(ty, data, &mut out)?;

@@ -15,15 +15,15 @@
 
 use std::arch::aarch64::*;
 
-use super::{block, GgmlType, Kernel};
+use super::{block, GgmlDType, Kernel};
 
 pub(crate) fn has_neon() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")
 }
 
 /// The NEON kernel for `ty`, if there is one. Callers must only run it after [`has_neon`] said yes.
-pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
-    use GgmlType::*;
+pub(crate) fn kernel(ty: GgmlDType) -> Option<Kernel> {
+    use GgmlDType::*;
     let k: Kernel = match ty {
         Q4_0 => q4_0,
         Q4_1 => q4_1,
@@ -49,8 +49,8 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
 
 /// The types [`kernel`] covers (tests check the list against the dispatch).
 #[cfg(test)]
-pub(crate) const TYPES: [GgmlType; 17] = {
-    use GgmlType::*;
+pub(crate) const TYPES: [GgmlDType; 17] = {
+    use GgmlDType::*;
     [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4NL, IQ4XS, MXFP4, Q2K, Q3K, Q4K, Q5K, Q6K, TQ1_0, TQ2_0, F16, BF16]
 };
 

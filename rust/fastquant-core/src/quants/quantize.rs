@@ -8,18 +8,18 @@
 
 use super::float::{f16_to_f32, f32_to_f16};
 use super::kquants::scale_min_k4;
-use super::{block, GgmlType, Path};
+use super::{block, GgmlDType, Path};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantizeError {
     #[error("{ty}: {len} values is not a whole number of {block}-element blocks")]
-    PartialBlock { ty: GgmlType, len: usize, block: usize },
+    PartialBlock { ty: GgmlDType, len: usize, block: usize },
     #[error("{ty}: output buffer is {got} bytes, expected {expected}")]
-    OutputLength { ty: GgmlType, expected: usize, got: usize },
+    OutputLength { ty: GgmlDType, expected: usize, got: usize },
     #[error(
         "quantization to {ty} is not implemented (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K)"
     )]
-    Unsupported { ty: GgmlType },
+    Unsupported { ty: GgmlDType },
     #[error("code path {path:?} is not available on this CPU")]
     PathUnavailable { path: Path },
     #[error("could not start the thread pool: {0}")]
@@ -27,27 +27,27 @@ pub enum QuantizeError {
 }
 
 /// The types [`quantize`] can produce.
-pub const QUANTIZE_TYPES: [GgmlType; 11] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
+pub const QUANTIZE_TYPES: [GgmlDType; 11] = [
+    GgmlDType::F32,
+    GgmlDType::F16,
+    GgmlDType::BF16,
+    GgmlDType::Q8_0,
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
 ];
 
 /// Whether `ty` has a quantizer.
-pub fn has_quantizer(ty: GgmlType) -> bool {
+pub fn has_quantizer(ty: GgmlDType) -> bool {
     QUANTIZE_TYPES.contains(&ty)
 }
 
 /// Bytes that `n_values` values quantize to as `ty`, or why they cannot be quantized.
-pub fn quantized_len(ty: GgmlType, n_values: usize) -> Result<usize, QuantizeError> {
+pub fn quantized_len(ty: GgmlDType, n_values: usize) -> Result<usize, QuantizeError> {
     if !has_quantizer(ty) {
         return Err(QuantizeError::Unsupported { ty });
     }
@@ -77,8 +77,8 @@ fn canonical_nans(xb: &[f32]) -> [f32; block::QK_K] {
 /// Quantize whole blocks: `x` holds `o.len() / block_bytes` blocks of `ty` (checked by the callers).
 /// `#[inline(always)]` so that [`blocks_avx2`] compiles the block functions with its instructions.
 #[inline(always)]
-fn blocks_generic(ty: GgmlType, x: &[f32], o: &mut [u8]) {
-    use GgmlType::*;
+fn blocks_generic(ty: GgmlDType, x: &[f32], o: &mut [u8]) {
+    use GgmlDType::*;
     let (be, bb) = ty.block_geometry();
     // A direct call per block, so that the `#[inline(always)]` block functions inline into the caller's
     // instruction set (through a closure or `Fn` shim they stayed separate, baseline-compiled functions).
@@ -128,7 +128,7 @@ fn blocks_generic(ty: GgmlType, x: &[f32], o: &mut [u8]) {
 /// The CPU has AVX2, F16C and SSE4.1.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c,sse4.1")]
-unsafe fn blocks_avx2(ty: GgmlType, x: &[f32], o: &mut [u8]) {
+unsafe fn blocks_avx2(ty: GgmlDType, x: &[f32], o: &mut [u8]) {
     blocks_generic(ty, x, o)
 }
 
@@ -149,17 +149,17 @@ fn halves<T: super::OutElem + Default>(x: &[f32], o: &mut [u8], path: Path, bits
 ///
 /// # Safety
 /// `path` is resolved (not `Auto`) and available on this CPU.
-unsafe fn run(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
+unsafe fn run(ty: GgmlDType, x: &[f32], o: &mut [u8], path: Path) {
     // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
     unsafe {
         match ty {
-            GgmlType::F16 => return halves(x, o, path, half::f16::to_bits),
-            GgmlType::BF16 => return halves(x, o, path, half::bf16::to_bits),
+            GgmlDType::F16 => return halves(x, o, path, half::f16::to_bits),
+            GgmlDType::BF16 => return halves(x, o, path, half::bf16::to_bits),
             _ => {}
         }
         #[cfg(target_arch = "x86_64")]
         if matches!(path, Path::Avx2 | Path::Avx512) {
-            if matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1) {
+            if matches!(ty, GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q4_1 | GgmlDType::Q5_1) {
                 // SAFETY: both x86 SIMD paths include AVX2 and F16C, and the path is available.
                 simd::legacy(ty, x, o);
             } else {
@@ -174,7 +174,7 @@ unsafe fn run(ty: GgmlType, x: &[f32], o: &mut [u8], path: Path) {
 }
 
 /// Quantize `src` into `dst` (exactly the encoded size) with the best code for this CPU, on the calling thread.
-pub fn quantize_into(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantizeError> {
+pub fn quantize_into(ty: GgmlDType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantizeError> {
     quantize_into_with(ty, src, dst, Path::Auto, Some(1))
 }
 
@@ -183,7 +183,7 @@ pub fn quantize_into(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qu
 /// core, or the pool the caller already runs in). Tasks are whole blocks, so the result does not depend on
 /// the path or the thread count.
 pub fn quantize_into_with(
-    ty: GgmlType,
+    ty: GgmlDType,
     src: &[f32],
     dst: &mut [u8],
     path: Path,
@@ -220,12 +220,12 @@ pub fn quantize_into_with(
 }
 
 /// Quantize `src` into a new byte vector (on the calling thread).
-pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantizeError> {
+pub fn quantize(ty: GgmlDType, src: &[f32]) -> Result<Vec<u8>, QuantizeError> {
     quantize_with(ty, src, Path::Auto, Some(1))
 }
 
 /// As [`quantize`], with [`quantize_into_with`]'s path and threads.
-pub fn quantize_with(ty: GgmlType, src: &[f32], path: Path, threads: Option<usize>) -> Result<Vec<u8>, QuantizeError> {
+pub fn quantize_with(ty: GgmlDType, src: &[f32], path: Path, threads: Option<usize>) -> Result<Vec<u8>, QuantizeError> {
     let mut out = vec![0u8; quantized_len(ty, src.len())?];
     quantize_into_with(ty, src, &mut out, path, threads)?;
     Ok(out)
@@ -627,7 +627,7 @@ fn q6_k(x: &[f32], o: &mut [u8]) {
 /// The tests compare this path with the baseline build byte for byte, special values included.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{asym_nibbles, inv, q8_0, sym_nibbles, GgmlType};
+    use super::{asym_nibbles, inv, q8_0, sym_nibbles, GgmlDType};
     use crate::quants::float::f32_to_f16;
     use std::arch::x86_64::*;
 
@@ -636,12 +636,12 @@ mod simd {
     /// # Safety
     /// The CPU has AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn legacy(ty: GgmlType, x: &[f32], o: &mut [u8]) {
+    pub(super) unsafe fn legacy(ty: GgmlDType, x: &[f32], o: &mut [u8]) {
         // SAFETY: per this function's contract, its caller checked the CPU features and passes valid pointers/lengths.
         unsafe {
             debug_assert!(matches!(
                 ty,
-                GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1
+                GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q4_1 | GgmlDType::Q5_1
             ));
             let bb = ty.block_geometry().1;
             for (xb, ob) in x.chunks_exact(crate::quants::block::QK).zip(o.chunks_exact_mut(bb)) {
@@ -654,19 +654,19 @@ mod simd {
                 ];
                 if has_nan(&v) {
                     match ty {
-                        GgmlType::Q8_0 => q8_0(xb, ob),
-                        GgmlType::Q4_0 => sym_nibbles(xb, ob, 8.0, 15),
-                        GgmlType::Q5_0 => sym_nibbles(xb, ob, 16.0, 31),
-                        GgmlType::Q4_1 => asym_nibbles(xb, ob, 15),
+                        GgmlDType::Q8_0 => q8_0(xb, ob),
+                        GgmlDType::Q4_0 => sym_nibbles(xb, ob, 8.0, 15),
+                        GgmlDType::Q5_0 => sym_nibbles(xb, ob, 16.0, 31),
+                        GgmlDType::Q4_1 => asym_nibbles(xb, ob, 15),
                         _ => asym_nibbles(xb, ob, 31),
                     }
                     continue;
                 }
                 match ty {
-                    GgmlType::Q8_0 => block_q8_0(&v, ob),
-                    GgmlType::Q4_0 => block_sym(&v, ob, 8.0, 15),
-                    GgmlType::Q5_0 => block_sym(&v, ob, 16.0, 31),
-                    GgmlType::Q4_1 => {
+                    GgmlDType::Q8_0 => block_q8_0(&v, ob),
+                    GgmlDType::Q4_0 => block_sym(&v, ob, 8.0, 15),
+                    GgmlDType::Q5_0 => block_sym(&v, ob, 16.0, 31),
+                    GgmlDType::Q4_1 => {
                         if !block_asym(&v, ob, 15) {
                             asym_nibbles(xb, ob, 15);
                         }
@@ -881,16 +881,16 @@ mod tests {
         let x = signal(256 * 64, 1);
         // Max abs error relative to the block's max |x|, per type (loose upper bounds of the format's step).
         for (ty, bound) in [
-            (GgmlType::Q8_0, 0.005),
-            (GgmlType::Q4_0, 0.126), // the value opposite the max clips at 15: up to d = amax/8
-            (GgmlType::Q4_1, 0.07),  // half a step of (max - min)/15 plus f16 rounding
-            (GgmlType::Q5_0, 0.063),
-            (GgmlType::Q5_1, 0.035),
-            (GgmlType::Q4K, 0.09),
-            (GgmlType::Q5K, 0.045),
-            (GgmlType::Q6K, 0.03),
-            (GgmlType::F16, 0.001),
-            (GgmlType::BF16, 0.004),
+            (GgmlDType::Q8_0, 0.005),
+            (GgmlDType::Q4_0, 0.126), // the value opposite the max clips at 15: up to d = amax/8
+            (GgmlDType::Q4_1, 0.07),  // half a step of (max - min)/15 plus f16 rounding
+            (GgmlDType::Q5_0, 0.063),
+            (GgmlDType::Q5_1, 0.035),
+            (GgmlDType::Q4K, 0.09),
+            (GgmlDType::Q5K, 0.045),
+            (GgmlDType::Q6K, 0.03),
+            (GgmlDType::F16, 0.001),
+            (GgmlDType::BF16, 0.004),
         ] {
             let q = quantize(ty, &x).unwrap();
             let y = dequantize_to_vec(ty, &q).unwrap();
@@ -960,19 +960,19 @@ mod tests {
     fn known_values() {
         // Q8_0 of 0..31: d = 31/127, codes round(x * 127/31).
         let x: Vec<f32> = (0..32).map(|i| i as f32).collect();
-        let q = quantize(GgmlType::Q8_0, &x).unwrap();
+        let q = quantize(GgmlDType::Q8_0, &x).unwrap();
         assert_eq!(u16::from_le_bytes([q[0], q[1]]), f32_to_f16(31.0 / 127.0));
         assert_eq!(q[2 + 31], 127);
         assert_eq!(q[2 + 1], 4); // 1 * 127/31 = 4.096...
                                  // Zero blocks quantize to zero scales and decode to zeros.
         for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q4K,
-            GgmlType::Q5K,
-            GgmlType::Q6K,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
         ] {
             let z = vec![0f32; 256];
             let y = dequantize_to_vec(ty, &quantize(ty, &z).unwrap()).unwrap();
@@ -983,21 +983,24 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            quantize(GgmlType::Q4_0, &[0.0; 33]),
-            Err(QuantizeError::PartialBlock { ty: GgmlType::Q4_0, len: 33, block: 32 })
+            quantize(GgmlDType::Q4_0, &[0.0; 33]),
+            Err(QuantizeError::PartialBlock { ty: GgmlDType::Q4_0, len: 33, block: 32 })
         );
-        assert_eq!(quantize(GgmlType::IQ2XXS, &[0.0; 256]), Err(QuantizeError::Unsupported { ty: GgmlType::IQ2XXS }));
+        assert_eq!(quantize(GgmlDType::IQ2XXS, &[0.0; 256]), Err(QuantizeError::Unsupported { ty: GgmlDType::IQ2XXS }));
         let mut out = [0u8; 10];
-        assert!(matches!(quantize_into(GgmlType::Q8_0, &[0.0; 32], &mut out), Err(QuantizeError::OutputLength { .. })));
+        assert!(matches!(
+            quantize_into(GgmlDType::Q8_0, &[0.0; 32], &mut out),
+            Err(QuantizeError::OutputLength { .. })
+        ));
         let missing = [Path::Avx2, Path::Avx512, Path::Neon].into_iter().find(|p| !p.available());
         if let Some(path) = missing {
             assert_eq!(
-                quantize_with(GgmlType::Q8_0, &[0.0; 32], path, None),
+                quantize_with(GgmlDType::Q8_0, &[0.0; 32], path, None),
                 Err(QuantizeError::PathUnavailable { path })
             );
         }
         // Non-finite input does not panic.
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q6K] {
+        for ty in [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_1, GgmlDType::Q4K, GgmlDType::Q6K] {
             let mut x = vec![1.0f32; 256];
             x[3] = f32::NAN;
             x[7] = f32::INFINITY;

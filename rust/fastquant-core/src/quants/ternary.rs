@@ -1,7 +1,7 @@
 //! Ternary types TQ1_0 (base-3 packed, 1.69 bpw) and TQ2_0 (2-bit packed). Values are (t - 1) * d with
 //! t in {0, 1, 2} (docs/gguf-format.md §3.3).
 
-use super::{f16_at, BlockFormat, GgmlType};
+use super::{f16_at, BlockFormat, GgmlDType};
 
 /// Base-3 digit n of a TQ1_0 byte: the byte is a fixed-point fraction; multiplying by 3^n (mod 256) moves
 /// digit n to the top, and `(x * 3) >> 8` reads it.
@@ -15,7 +15,7 @@ pub(crate) const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
 pub struct TQ1_0;
 impl BlockFormat for TQ1_0 {
-    const TYPE: GgmlType = GgmlType::TQ1_0;
+    const TYPE: GgmlDType = GgmlDType::TQ1_0;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[0..48];
@@ -41,7 +41,7 @@ impl BlockFormat for TQ1_0 {
 
 pub struct TQ2_0;
 impl BlockFormat for TQ2_0 {
-    const TYPE: GgmlType = GgmlType::TQ2_0;
+    const TYPE: GgmlDType = GgmlDType::TQ2_0;
     #[inline(always)]
     fn dequant_block(b: &[u8], y: &mut [f32]) {
         let qs = &b[0..64];

@@ -12,12 +12,12 @@ fn golden_dir() -> PathBuf {
 /// bit too (sign, quiet bit, payload). For the others a NaN result comes out of arithmetic on a NaN or
 /// infinite scale, and which NaN pattern survives (an operand's, or x86's default NaN for `Inf * 0`) depends
 /// on operand order, which the compiler may commute; there any NaN matches any NaN.
-fn same_bits(ty: GgmlType, a: f32, b: f32) -> bool {
-    let exact_nans = matches!(ty, GgmlType::F16 | GgmlType::BF16 | GgmlType::F32);
+fn same_bits(ty: GgmlDType, a: f32, b: f32) -> bool {
+    let exact_nans = matches!(ty, GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32);
     a.to_bits() == b.to_bits() || (!exact_nans && a.is_nan() && b.is_nan())
 }
 
-fn assert_same(ty: GgmlType, what: &str, got: &[f32], want: &[f32]) {
+fn assert_same(ty: GgmlDType, what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(
@@ -30,7 +30,7 @@ fn assert_same(ty: GgmlType, what: &str, got: &[f32], want: &[f32]) {
 }
 
 struct Golden {
-    ty: GgmlType,
+    ty: GgmlDType,
     input: Vec<u8>,
     output: Vec<f32>,
 }
@@ -41,7 +41,7 @@ fn golden() -> Vec<Golden> {
     let mut v = Vec::new();
     for line in manifest.lines().skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
-        let ty = GgmlType::from_name(f[0]).unwrap_or_else(|| panic!("unknown type {}", f[0]));
+        let ty = GgmlDType::from_name(f[0]).unwrap_or_else(|| panic!("unknown type {}", f[0]));
         assert_eq!(ty.id(), f[1].parse::<u32>().unwrap());
         assert_eq!(ty.block_geometry(), (f[2].parse().unwrap(), f[3].parse().unwrap()));
         let input = std::fs::read(dir.join(f[6])).unwrap();
@@ -109,8 +109,8 @@ const SPECIAL_F32: [u32; 12] = [
 ];
 
 /// Byte offsets of the f16 scale fields of each block type (empty: handled specially or no scale).
-fn f16_scale_offsets(ty: GgmlType) -> &'static [usize] {
-    use GgmlType::*;
+fn f16_scale_offsets(ty: GgmlDType) -> &'static [usize] {
+    use GgmlDType::*;
     match ty {
         Q4_0 | Q5_0 | Q8_0 | Q1_0 | Q2_0 | IQ4NL | IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ4XS => &[0],
         Q4_1 | Q5_1 | Q4K | Q5K => &[0, 2],
@@ -125,7 +125,7 @@ fn f16_scale_offsets(ty: GgmlType) -> &'static [usize] {
 
 /// `n` random blocks of `ty` where every block's scale is either random or one of the special values
 /// (±0, subnormals, huge, ±Inf, NaN), per field independently.
-fn adversarial_blocks(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+fn adversarial_blocks(ty: GgmlDType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let (_, bb) = ty.block_geometry();
     let mut data = rng.bytes(n * bb);
     for (i, b) in data.chunks_exact_mut(bb).enumerate() {
@@ -136,11 +136,11 @@ fn adversarial_blocks(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
             }
         }
         match ty {
-            GgmlType::Q8K => {
+            GgmlDType::Q8K => {
                 let v = SPECIAL_F32[i % SPECIAL_F32.len()];
                 b[0..4].copy_from_slice(&v.to_le_bytes());
             }
-            GgmlType::IQ1M => {
+            GgmlDType::IQ1M => {
                 // The f16 scale lives in the top nibbles of the four u16 words at 48..56.
                 let v = SPECIAL_F16[i % SPECIAL_F16.len()];
                 for w in 0..4 {
@@ -149,11 +149,11 @@ fn adversarial_blocks(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
                     b[o..o + 2].copy_from_slice(&word.to_le_bytes());
                 }
             }
-            GgmlType::MXFP4 => {
+            GgmlDType::MXFP4 => {
                 const E: [u8; 12] = [0, 1, 2, 3, 100, 126, 127, 128, 200, 253, 254, 255];
                 b[0] = E[i % E.len()];
             }
-            GgmlType::NVFP4 => {
+            GgmlDType::NVFP4 => {
                 const S: [u8; 8] = [0x00, 0x7F, 0x80, 0xFF, 0x01, 0x08, 0x77, 0x7E];
                 for s in 0..4 {
                     if rng.next().is_multiple_of(2) {
@@ -167,7 +167,7 @@ fn adversarial_blocks(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     data
 }
 
-fn dequantizable() -> impl Iterator<Item = GgmlType> {
+fn dequantizable() -> impl Iterator<Item = GgmlDType> {
     ALL_TYPES.into_iter().filter(|t| has_dequantizer(*t))
 }
 
@@ -217,8 +217,8 @@ fn simd_matches_scalar_on_adversarial_blocks() {
 }
 
 /// The types with dedicated AVX2/AVX-512 kernels (so a dropped dispatch entry fails loudly, not silently scalar).
-const SIMD_TYPES: [GgmlType; 27] = {
-    use GgmlType::*;
+const SIMD_TYPES: [GgmlDType; 27] = {
+    use GgmlDType::*;
     [
         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4K, Q5K, Q6K, TQ1_0, TQ2_0, F16, BF16, IQ4NL, IQ4XS, MXFP4, Q2K, Q3K, IQ1S,
         IQ1M, IQ2XXS, IQ2XS, IQ2S, IQ3XXS, IQ3S, NVFP4, Q1_0, Q2_0,
@@ -226,7 +226,7 @@ const SIMD_TYPES: [GgmlType; 27] = {
 };
 
 /// The types with dedicated kernels on `path`.
-fn simd_types(path: Path) -> &'static [GgmlType] {
+fn simd_types(path: Path) -> &'static [GgmlDType] {
     match path {
         Path::Avx2 | Path::Avx512 => &SIMD_TYPES,
         #[cfg(target_arch = "aarch64")]
@@ -250,16 +250,16 @@ fn simd_kernels_exist_for_listed_types() {
 fn special_scales_produce_specials() {
     // Sanity check that the generator reaches the interesting cases (so the comparison above means something).
     let mut rng = Rng(7);
-    let data = adversarial_blocks(GgmlType::Q4_0, 2000, &mut rng);
-    let out = dequantize_to_vec(GgmlType::Q4_0, &data).unwrap();
+    let data = adversarial_blocks(GgmlDType::Q4_0, 2000, &mut rng);
+    let out = dequantize_to_vec(GgmlDType::Q4_0, &data).unwrap();
     assert!(out.iter().any(|v| v.is_nan()));
     assert!(out.iter().any(|v| v.is_infinite()));
     assert!(out.iter().any(|v| *v == 0.0 && v.is_sign_negative()));
     // f16-subnormal scales (f32 normals below 2^-14).
     assert!(out.iter().any(|v| *v != 0.0 && v.abs() < 6.1e-5));
     // MXFP4's e = 0/1 scales are binary32 subnormals.
-    let data = adversarial_blocks(GgmlType::MXFP4, 100, &mut rng);
-    let out = dequantize_to_vec(GgmlType::MXFP4, &data).unwrap();
+    let data = adversarial_blocks(GgmlDType::MXFP4, 100, &mut rng);
+    let out = dequantize_to_vec(GgmlDType::MXFP4, &data).unwrap();
     assert!(out.iter().any(|v| v.is_subnormal()));
     assert!(out.iter().any(|v| v.is_infinite()));
 }
@@ -298,7 +298,7 @@ fn half_outputs_are_the_f32_result_rounded_once() {
 #[test]
 fn parallel_matches_serial() {
     let mut rng = Rng(3);
-    for ty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::IQ2XXS, GgmlType::F16, GgmlType::TQ1_0] {
+    for ty in [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::IQ2XXS, GgmlDType::F16, GgmlDType::TQ1_0] {
         // Enough for several 256 KiB tasks plus a ragged last one.
         let elems = 3 * PAR_TASK_BYTES / 4 * 3 + 5 * 256;
         let n = elems / ty.block_elems();
@@ -323,35 +323,38 @@ fn parallel_matches_serial() {
 fn bad_input_is_an_error_not_a_panic() {
     let mut out = vec![0f32; 32];
     assert_eq!(
-        dequantize(GgmlType::Q4_0, &[0u8; 17], &mut out),
-        Err(DequantError::PartialBlock { ty: GgmlType::Q4_0, len: 17, block_bytes: 18 })
+        dequantize(GgmlDType::Q4_0, &[0u8; 17], &mut out),
+        Err(DequantError::PartialBlock { ty: GgmlDType::Q4_0, len: 17, block_bytes: 18 })
     );
     assert_eq!(
-        dequantize(GgmlType::Q4_0, &[0u8; 36], &mut out),
-        Err(DequantError::OutputLength { ty: GgmlType::Q4_0, expected: 64, got: 32 })
+        dequantize(GgmlDType::Q4_0, &[0u8; 36], &mut out),
+        Err(DequantError::OutputLength { ty: GgmlDType::Q4_0, expected: 64, got: 32 })
     );
-    assert_eq!(dequantize(GgmlType::Q8_1, &[0u8; 36], &mut out), Err(DequantError::Unsupported { ty: GgmlType::Q8_1 }));
     assert_eq!(
-        dequantize_par(GgmlType::Q4K, &[0u8; 145], &mut out, Path::Auto, Some(2)),
-        Err(DequantError::PartialBlock { ty: GgmlType::Q4K, len: 145, block_bytes: 144 })
+        dequantize(GgmlDType::Q8_1, &[0u8; 36], &mut out),
+        Err(DequantError::Unsupported { ty: GgmlDType::Q8_1 })
     );
-    assert!(decoded_len(GgmlType::Q8_1, 36).is_err());
+    assert_eq!(
+        dequantize_par(GgmlDType::Q4K, &[0u8; 145], &mut out, Path::Auto, Some(2)),
+        Err(DequantError::PartialBlock { ty: GgmlDType::Q4K, len: 145, block_bytes: 144 })
+    );
+    assert!(decoded_len(GgmlDType::Q8_1, 36).is_err());
     // Empty input is zero blocks: fine.
-    dequantize::<f32>(GgmlType::Q6K, &[], &mut []).unwrap();
-    let msg = DequantError::PartialBlock { ty: GgmlType::Q4_0, len: 17, block_bytes: 18 }.to_string();
+    dequantize::<f32>(GgmlDType::Q6K, &[], &mut []).unwrap();
+    let msg = DequantError::PartialBlock { ty: GgmlDType::Q4_0, len: 17, block_bytes: 18 }.to_string();
     assert!(msg.contains("Q4_0") && msg.contains("18-byte"), "{msg}");
 }
 
 #[test]
 fn passthrough_types() {
     let d: Vec<u8> = [1.5f64, -2.25, f64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect();
-    assert_eq!(dequantize_to_vec(GgmlType::F64, &d).unwrap(), vec![1.5f32, -2.25, f32::INFINITY]);
+    assert_eq!(dequantize_to_vec(GgmlDType::F64, &d).unwrap(), vec![1.5f32, -2.25, f32::INFINITY]);
     let d: Vec<u8> = [-128i8 as u8, 127, 0].to_vec();
-    assert_eq!(dequantize_to_vec(GgmlType::I8, &d).unwrap(), vec![-128f32, 127.0, 0.0]);
+    assert_eq!(dequantize_to_vec(GgmlDType::I8, &d).unwrap(), vec![-128f32, 127.0, 0.0]);
     let d: Vec<u8> = [16_777_217i32, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
-    assert_eq!(dequantize_to_vec(GgmlType::I32, &d).unwrap(), vec![16_777_216f32, -3.0]);
+    assert_eq!(dequantize_to_vec(GgmlDType::I32, &d).unwrap(), vec![16_777_216f32, -3.0]);
     let d: Vec<u8> = [0x7f80_0001u32, 0x3f80_0000].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let o = dequantize_to_vec(GgmlType::F32, &d).unwrap();
+    let o = dequantize_to_vec(GgmlDType::F32, &d).unwrap();
     assert_eq!(o[0].to_bits(), 0x7f80_0001);
     assert_eq!(o[1], 1.0);
 }
@@ -465,7 +468,7 @@ fn bf16_to_bf16_is_exact_for_every_pattern() {
     assert_eq!(want[0x7f81], 0x7fc1, "signalling NaN is quieted");
     let data: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
     for path in simd_paths() {
-        let k = x86::kernel16(GgmlType::BF16, path, true).expect("BF16 -> bf16 kernel");
+        let k = x86::kernel16(GgmlDType::BF16, path, true).expect("BF16 -> bf16 kernel");
         for start in 0..=16usize {
             let n = 65536 - start;
             let mut out = vec![0xAAAAu16; n + 1];
@@ -483,7 +486,7 @@ fn bf16_to_bf16_is_exact_for_every_pattern() {
         }
         for stores in [Stores::Regular, Stores::Streaming] {
             let mut b = vec![half::bf16::ZERO; 65536 + 8];
-            dequantize_par_stores(GgmlType::BF16, &data, &mut b[5..65536 + 5], path, Some(2), stores).unwrap();
+            dequantize_par_stores(GgmlDType::BF16, &data, &mut b[5..65536 + 5], path, Some(2), stores).unwrap();
             let bad = (0..65536).find(|&i| b[5 + i].to_bits() != want[i]);
             assert!(bad.is_none(), "{path:?} {stores:?}: pattern {:#06x}", bad.unwrap());
         }
@@ -495,7 +498,8 @@ fn bf16_to_bf16_is_exact_for_every_pattern() {
 fn auto_streams_half_outputs_of_byte_heavy_types() {
     let simd = matches!(Path::Auto.resolve(), Path::Avx2 | Path::Avx512);
     let mut big = vec![half::bf16::ZERO; STREAM_MIN_BYTES / 2 + 64];
-    for (ty, streams) in [(GgmlType::F16, true), (GgmlType::BF16, true), (GgmlType::Q8_0, true), (GgmlType::Q4K, false)]
+    for (ty, streams) in
+        [(GgmlDType::F16, true), (GgmlDType::BF16, true), (GgmlDType::Q8_0, true), (GgmlDType::Q4K, false)]
     {
         for shift in [0usize, 1, 8] {
             let o = &mut big[shift..shift + STREAM_MIN_BYTES / 2];
@@ -511,7 +515,7 @@ fn auto_streams_half_outputs_of_byte_heavy_types() {
 #[test]
 fn large_outputs_use_streaming_stores_only_when_aligned_and_match() {
     let mut rng = Rng(12);
-    for ty in [GgmlType::Q4K, GgmlType::F16] {
+    for ty in [GgmlDType::Q4K, GgmlDType::F16] {
         let n = STREAM_MIN_BYTES / 4 / ty.block_elems() + 3;
         let data = adversarial_blocks(ty, n, &mut rng);
         let len = decoded_len(ty, data.len()).unwrap();
@@ -536,7 +540,7 @@ fn large_outputs_use_streaming_stores_only_when_aligned_and_match() {
     }
 }
 
-fn assert_half_of(ty: GgmlType, what: &str, got: &[u16], want: &[f32], bf16: bool) {
+fn assert_half_of(ty: GgmlDType, what: &str, got: &[u16], want: &[f32], bf16: bool) {
     assert_eq!(got.len(), want.len());
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let e = if bf16 { float::f32_to_bf16(w) } else { float::f32_to_f16(w) };
@@ -548,7 +552,7 @@ fn assert_half_of(ty: GgmlType, what: &str, got: &[u16], want: &[f32], bf16: boo
 #[test]
 fn every_store_choice_matches_scalar() {
     let mut rng = Rng(99);
-    for ty in [GgmlType::Q4_0, GgmlType::Q3K, GgmlType::Q6K, GgmlType::IQ3S, GgmlType::F16, GgmlType::Q8K] {
+    for ty in [GgmlDType::Q4_0, GgmlDType::Q3K, GgmlDType::Q6K, GgmlDType::IQ3S, GgmlDType::F16, GgmlDType::Q8K] {
         // Several parallel tasks' worth, ragged.
         let n = (3 * PAR_TASK_BYTES / 4 + 1000) / ty.block_elems() + 1;
         let data = adversarial_blocks(ty, n, &mut rng);
@@ -627,7 +631,7 @@ fn f32_to_bf16_slices_match_scalar() {
         let mut dst = vec![half::bf16::ZERO; src.len()];
         half::bf16::from_f32_slice(&src, &mut dst, path);
         let bits: Vec<u16> = dst.iter().map(|v| v.to_bits()).collect();
-        assert_half_of(GgmlType::F32, &format!("{path:?} slice"), &bits, &src, true);
+        assert_half_of(GgmlDType::F32, &format!("{path:?} slice"), &bits, &src, true);
     }
 }
 
@@ -638,15 +642,15 @@ fn f32_to_bf16_slices_match_scalar() {
 fn f16_to_f32_is_bit_identical_on_every_path_for_every_code() {
     let data: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
     let mut want = vec![0f32; 65536];
-    dequantize_with(GgmlType::F16, &data, &mut want, Path::Scalar).unwrap();
+    dequantize_with(GgmlDType::F16, &data, &mut want, Path::Scalar).unwrap();
     assert_eq!(want[0x7c01].to_bits(), 0x7fc0_2000, "signalling NaN comes back quiet");
     assert_eq!(want[0xfe01].to_bits(), 0xffc0_2000, "quiet NaN keeps sign and payload");
     for path in simd_paths() {
         // Odd starts put every code in the vector loop and in the scalar tail.
         for start in [0usize, 1, 7] {
             let mut got = vec![0f32; 65536 - start];
-            dequantize_with(GgmlType::F16, &data[2 * start..], &mut got, path).unwrap();
-            assert_same(GgmlType::F16, &format!("{path:?} start {start}"), &got, &want[start..]);
+            dequantize_with(GgmlDType::F16, &data[2 * start..], &mut got, path).unwrap();
+            assert_same(GgmlDType::F16, &format!("{path:?} start {start}"), &got, &want[start..]);
         }
     }
 }

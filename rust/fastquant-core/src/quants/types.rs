@@ -8,7 +8,7 @@ use std::fmt;
 /// them is listed with its raw id (see the container) but refused when its data is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
-pub enum GgmlType {
+pub enum GgmlDType {
     F32 = 0,
     F16 = 1,
     Q4_0 = 2,
@@ -47,22 +47,22 @@ pub enum GgmlType {
 }
 
 /// Every type, in id order.
-pub const ALL_TYPES: [GgmlType; 35] = {
-    use GgmlType::*;
+pub const ALL_TYPES: [GgmlDType; 35] = {
+    use GgmlDType::*;
     [
         F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K, IQ2XXS, IQ2XS, IQ3XXS, IQ1S, IQ4NL,
         IQ3S, IQ2S, IQ4XS, I8, I16, I32, I64, F64, IQ1M, BF16, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0, Q2_0,
     ]
 };
 
-impl GgmlType {
+impl GgmlDType {
     /// The type with this ggml id, if ggml still defines it.
-    pub fn from_id(id: u32) -> Option<GgmlType> {
+    pub fn from_id(id: u32) -> Option<GgmlDType> {
         ALL_TYPES.iter().copied().find(|t| *t as u32 == id)
     }
 
     /// The type with this name (`"Q4_K"`, case-insensitive).
-    pub fn from_name(name: &str) -> Option<GgmlType> {
+    pub fn from_name(name: &str) -> Option<GgmlDType> {
         ALL_TYPES.iter().copied().find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
@@ -72,7 +72,7 @@ impl GgmlType {
 
     /// The name used by ggml, gguf-py and llama.cpp (`"Q4_K"`, `"IQ2_XXS"`).
     pub fn name(self) -> &'static str {
-        use GgmlType::*;
+        use GgmlDType::*;
         match self {
             F32 => "F32",
             F16 => "F16",
@@ -114,7 +114,7 @@ impl GgmlType {
 
     /// This type's block: elements and bytes (see [`block`]).
     pub const fn block(self) -> BlockType {
-        use GgmlType::*;
+        use GgmlDType::*;
         match self {
             F32 => block::F32,
             F16 => block::F16,
@@ -170,7 +170,7 @@ impl GgmlType {
 
     /// Whether values of this type are integers (I8..I64), which dequantize by plain conversion.
     pub fn is_integer(self) -> bool {
-        matches!(self, GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64)
+        matches!(self, GgmlDType::I8 | GgmlDType::I16 | GgmlDType::I32 | GgmlDType::I64)
     }
 
     /// Bytes needed for `n_elems` elements, or `None` when `n_elems` is not a whole number of blocks or
@@ -324,7 +324,7 @@ pub mod block {
     };
 }
 
-impl fmt::Display for GgmlType {
+impl fmt::Display for GgmlDType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -337,13 +337,13 @@ mod tests {
     #[test]
     fn ids_and_names_round_trip() {
         for t in ALL_TYPES {
-            assert_eq!(GgmlType::from_id(t.id()), Some(t));
-            assert_eq!(GgmlType::from_name(t.name()), Some(t));
+            assert_eq!(GgmlDType::from_id(t.id()), Some(t));
+            assert_eq!(GgmlDType::from_name(t.name()), Some(t));
         }
         for removed in [4, 5, 31, 32, 33, 36, 37, 38, 43, 1000] {
-            assert_eq!(GgmlType::from_id(removed), None);
+            assert_eq!(GgmlDType::from_id(removed), None);
         }
-        assert_eq!(GgmlType::from_name("q4_k"), Some(GgmlType::Q4K));
+        assert_eq!(GgmlDType::from_name("q4_k"), Some(GgmlDType::Q4K));
     }
 
     #[test]
@@ -353,13 +353,13 @@ mod tests {
             assert_eq!((t.block_elems(), t.block_bytes()), (b.elems, b.bytes));
             assert!(b.bytes > 0 && b.elems > 0);
         }
-        assert_eq!(GgmlType::Q6K.block(), BlockType { elems: 256, bytes: 210 });
+        assert_eq!(GgmlDType::Q6K.block(), BlockType { elems: 256, bytes: 210 });
     }
 
     #[test]
     fn byte_sizes() {
-        assert_eq!(GgmlType::Q4K.bytes_for(512), Some(288));
-        assert_eq!(GgmlType::Q4K.bytes_for(100), None);
-        assert_eq!(GgmlType::F32.bytes_for(u64::MAX), None);
+        assert_eq!(GgmlDType::Q4K.bytes_for(512), Some(288));
+        assert_eq!(GgmlDType::Q4K.bytes_for(100), None);
+        assert_eq!(GgmlDType::F32.bytes_for(u64::MAX), None);
     }
 }

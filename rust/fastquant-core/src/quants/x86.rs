@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{block, GgmlType, Kernel, Kernel16, Path};
+use super::{block, GgmlDType, Kernel, Kernel16, Path};
 
 pub(crate) fn has_avx2() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
@@ -56,7 +56,7 @@ macro_rules! pick {
     };
     (@ $ty:expr, $m:ident, $k:ty; $($variant:ident $f:ident);*) => {
         match $ty {
-            $(GgmlType::$variant => Some($m::$f as $k),)*
+            $(GgmlDType::$variant => Some($m::$f as $k),)*
             _ => None,
         }
     };
@@ -64,7 +64,7 @@ macro_rules! pick {
 
 /// The dedicated f32-output kernel for `ty` on `path`, if any. Callers must only use `Avx2`/`Avx512` kernels
 /// after `Path::available` said yes (enforced in `super::prepare`).
-pub(crate) fn kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
+pub(crate) fn kernel(ty: GgmlDType, path: Path) -> Option<Kernel> {
     match path {
         Path::Avx2 => pick!(ty, avx2, Kernel),
         Path::Avx512 => pick!(ty, avx512, Kernel),
@@ -74,7 +74,7 @@ pub(crate) fn kernel(ty: GgmlType, path: Path) -> Option<Kernel> {
 
 /// As [`kernel`], but writing the f32 output with non-temporal (streaming) stores. Extra contract: the output
 /// slice starts 16-byte aligned, and the caller issues `sfence` before the output is handed to anyone else.
-pub(crate) fn kernel_nt(ty: GgmlType, path: Path) -> Option<Kernel> {
+pub(crate) fn kernel_nt(ty: GgmlDType, path: Path) -> Option<Kernel> {
     match path {
         Path::Avx2 => pick!(ty, avx2_nt, Kernel),
         Path::Avx512 => pick!(ty, avx512_nt, Kernel),
@@ -86,16 +86,16 @@ pub(crate) fn kernel_nt(ty: GgmlType, path: Path) -> Option<Kernel> {
 /// f32 value of each element rounded once, as `float::f32_to_f16`/`f32_to_bf16` do. Same contract as [`kernel`].
 /// (Half outputs are streamed by staging these kernels' results in L1 and copying whole lines with
 /// [`stream_lines_u16`], not by streaming kernels of their own; see `super::stream_staged`.)
-pub(crate) fn kernel16(ty: GgmlType, path: Path, bf16: bool) -> Option<Kernel16> {
+pub(crate) fn kernel16(ty: GgmlDType, path: Path, bf16: bool) -> Option<Kernel16> {
     kernel16_with(ty, path, bf16, has_avx512bf16())
 }
 
 /// As [`kernel16`]; `native_bf16` picks, for bf16 output on the AVX-512 path, the kernels that round with the
 /// CPU's `vcvtneps2bf16` instead of integer arithmetic. Both round the same way (tests check each against the
 /// scalar reference); callers must only ask for `native_bf16` when [`has_avx512bf16`] is true.
-pub(crate) fn kernel16_with(ty: GgmlType, path: Path, bf16: bool, native_bf16: bool) -> Option<Kernel16> {
+pub(crate) fn kernel16_with(ty: GgmlDType, path: Path, bf16: bool, native_bf16: bool) -> Option<Kernel16> {
     match (path, bf16) {
-        (Path::Avx2 | Path::Avx512, true) if ty == GgmlType::BF16 => Some(bf16_to_bf16 as Kernel16),
+        (Path::Avx2 | Path::Avx512, true) if ty == GgmlDType::BF16 => Some(bf16_to_bf16 as Kernel16),
         (Path::Avx512, true) if native_bf16 && may_be_subnormal(ty) => pick!(ty, avx512_bf16ne, Kernel16),
         (Path::Avx512, true) if native_bf16 => pick!(ty, avx512_bf16nx, Kernel16),
         (Path::Avx2, false) => pick!(ty, avx2_f16, Kernel16),
@@ -182,8 +182,8 @@ unsafe fn bf16_to_bf16(data: &[u8], out: &mut [u16]) {
 /// magnitude, far above f32's subnormal range (< 2^-126). MXFP4's E8M0 scales reach 2^-127, BF16 input holds
 /// subnormals itself, and NVFP4 is kept on the checked path as well rather than argued about. The tests feed
 /// every type subnormal, zero, huge, infinite and NaN scales and compare with the scalar path.
-fn may_be_subnormal(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::MXFP4 | GgmlType::NVFP4 | GgmlType::BF16)
+fn may_be_subnormal(ty: GgmlDType) -> bool {
+    matches!(ty, GgmlDType::MXFP4 | GgmlDType::NVFP4 | GgmlDType::BF16)
 }
 
 /// Generate one ISA's kernels. `$tf` is the feature list; the `emit_*` helpers differ per ISA.
