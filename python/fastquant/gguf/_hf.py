@@ -25,7 +25,7 @@ from torch import nn
 
 from ..quantizers._utils import matches_skip
 from ._layers import _PLAIN, GGUFLinear, _GGUFPacked
-from ._model import _MAX_LISTED, _listed, _packed_for, _set_module, _split, _subclass_problem
+from ._model import _MAX_LISTED, _listed, _packed_for, _set_module, _set_tensor, _split, _subclass_problem
 
 __all__ = ["build_empty_model", "fill_model", "from_pretrained", "gguf_config"]
 
@@ -191,20 +191,12 @@ def _read_blocks(f, name, info, handles) -> torch.Tensor:
 
 def _assign(model, modules, name: str, value: torch.Tensor, dtype) -> None:
     owner, leaf = _split(name)
-    holder = modules[owner] if owner else model
-    cur = getattr(holder, leaf)
+    cur = getattr(modules[owner] if owner else model, leaf)
     if tuple(value.shape) == (1,) + tuple(cur.shape):
         # transformers' Qwen2-MoE processor adds a leading 1 to ffn_gate_inp_shexp even when llama.cpp's
         # converter already wrote it 2-D (its own loader then fails on the shape): drop the extra dimension
         value = value[0]
-    if tuple(cur.shape) != tuple(value.shape):
-        raise ValueError(f"{name}: the file gives shape {tuple(value.shape)}, the model has {tuple(cur.shape)}")
-    dt = dtype if cur.dtype.is_floating_point else cur.dtype
-    val = value.to(dt)
-    if isinstance(cur, nn.Parameter):
-        setattr(holder, leaf, nn.Parameter(val, requires_grad=False))
-    else:
-        setattr(holder, leaf, val)
+    _set_tensor(model, modules, name, value, dtype)
 
 
 def _tie_output(model, modules, tied_names) -> None:

@@ -72,6 +72,21 @@ def _split(name: str) -> Tuple[str, str]:
     return ("", name) if i < 0 else (name[:i], name[i + 1 :])
 
 
+def _set_tensor(model, modules, name: str, value, dtype, source: str = "the file") -> None:
+    """Put ``value`` at the parameter or buffer ``name`` of ``model`` (shape checked; floating tensors cast to
+    ``dtype``, others keep their dtype), as a frozen Parameter where a Parameter stood."""
+    owner, leaf = _split(name)
+    holder = modules[owner] if owner else model
+    cur = getattr(holder, leaf)
+    if tuple(cur.shape) != tuple(value.shape):
+        raise ValueError(f"{name}: {source} gives shape {tuple(value.shape)}, the model has {tuple(cur.shape)}")
+    val = value.to(dtype if cur.dtype.is_floating_point else cur.dtype)
+    if isinstance(cur, nn.Parameter):
+        setattr(holder, leaf, nn.Parameter(val, requires_grad=False))
+    else:
+        setattr(holder, leaf, val)
+
+
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     if not name:
         raise ValueError(

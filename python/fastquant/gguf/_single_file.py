@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ._layers import _PLAIN, _GGUFPacked, _info
-from ._model import _listed, _packed_for, _set_module, _split, _subclass_problem
+from ._model import _listed, _packed_for, _set_module, _set_tensor, _split, _subclass_problem
 
 __all__ = ["PackedRows", "SingleFileInfo", "from_single_file", "gguf_checkpoint"]
 
@@ -436,22 +436,6 @@ def _resolve_config(cls, config, mapping: dict, checkpoint, subfolder):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _set_tensor(model, modules, name, value: torch.Tensor, dtype) -> None:
-    owner, leaf = _split(name)
-    holder = modules[owner] if owner else model
-    cur = getattr(holder, leaf)
-    if tuple(cur.shape) != tuple(value.shape):
-        raise ValueError(
-            f"{name}: the converted checkpoint gives shape {tuple(value.shape)}, the model has {tuple(cur.shape)}"
-        )
-    dt = dtype if cur.dtype.is_floating_point else cur.dtype
-    val = value.to(dt)
-    if isinstance(cur, nn.Parameter):
-        setattr(holder, leaf, nn.Parameter(val, requires_grad=False))
-    else:
-        setattr(holder, leaf, val)
-
-
 def _keep_fp32(cls, dtype) -> List[str]:
     """The class's ``_keep_in_fp32_modules``, which diffusers' GGUF loading keeps in float32 whatever the
     dtype (its GGUF quantizer sets ``use_keep_in_fp32_modules``)."""
@@ -494,7 +478,7 @@ def _fill(model, converted: dict, dtype, skip, keep_fp32) -> SingleFileInfo:
             dequantized.append(key)
         elif not isinstance(val, torch.Tensor):
             raise TypeError(f"{key}: the converter gave a {type(val).__name__}, not a tensor")
-        _set_tensor(model, modules, key, val, dt)
+        _set_tensor(model, modules, key, val, dt, source="the converted checkpoint")
     return SingleFileInfo(packed, dequantized, [], unexpected)
 
 
